@@ -1,0 +1,84 @@
+//! The command line, declared with clap's derive API. Every flag carries its own help text; the man pages in
+//! `docs/man` are rendered from these declarations.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap_complete::Shell;
+
+/// The version with the git revision it was built from.
+pub const LONG_VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (git ", env!("K2I_GIT_REVISION"), ")");
+
+/// k2i streams Kafka topics into Apache Iceberg tables, exactly once.
+#[derive(Debug, Parser)]
+#[command(name = "k2i", version = LONG_VERSION, propagate_version = true)]
+#[command(
+    after_help = "Exit codes: 0 success, 1 runtime error, 2 usage or configuration error.\nDocs: docs/commands.md"
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Flags accepted by every command.
+#[derive(Debug, Args)]
+pub struct GlobalArgs {
+    /// More log output (-v debug, -vv trace). `K2I_LOG` (a tracing filter such as `k2i=debug`) overrides.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count, conflicts_with = "quiet")]
+    pub verbose: u8,
+    /// Less log output (-q warnings only, -qq errors only).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub quiet: u8,
+    /// Log line format on standard error.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+/// Log line formats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// The commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Check a configuration file and report every problem at once.
+    Validate(ValidateArgs),
+    /// Print a shell completion script to standard output.
+    Completions(CompletionsArgs),
+    /// Write one man page per command into a directory.
+    Man(ManArgs),
+}
+
+/// `k2i validate`.
+#[derive(Debug, Args)]
+pub struct ValidateArgs {
+    /// The configuration file (TOML). Environment variables `K2I_<SECTION>__<KEY>` override its keys.
+    #[arg(short, long, env = "K2I_CONFIG", value_name = "FILE")]
+    pub config: PathBuf,
+    /// Print the resolved configuration (defaults and overrides applied, secrets redacted) as TOML.
+    #[arg(long)]
+    pub print: bool,
+}
+
+/// `k2i completions`.
+#[derive(Debug, Args)]
+pub struct CompletionsArgs {
+    /// The shell to generate completions for.
+    #[arg(value_enum)]
+    pub shell: Shell,
+}
+
+/// `k2i man`.
+#[derive(Debug, Args)]
+pub struct ManArgs {
+    /// Directory to write the pages into (created if missing).
+    #[arg(long, value_name = "DIR")]
+    pub output_dir: PathBuf,
+}

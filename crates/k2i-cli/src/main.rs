@@ -1,0 +1,58 @@
+//! The `k2i` binary: parses the command line, sets up logging, runs one command and maps the outcome to a
+//! documented exit code (see docs/commands.md).
+
+mod cli;
+mod commands;
+mod logging;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+use cli::{Cli, Command};
+
+/// Exit codes, documented in README.md and docs/commands.md.
+pub mod exit {
+    /// Success.
+    pub const OK: u8 = 0;
+    /// A runtime error (I/O, a server, …).
+    pub const RUNTIME: u8 = 1;
+    /// A usage or configuration error. clap exits with 2 on usage errors too.
+    pub const CONFIG: u8 = 2;
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    logging::init(&cli.global);
+    let outcome = match cli.command {
+        Command::Validate(args) => commands::validate(&args),
+        Command::Completions(args) => commands::completions(&args),
+        Command::Man(args) => commands::man(&args),
+    };
+    match outcome {
+        Ok(()) => ExitCode::from(exit::OK),
+        Err(failure) => {
+            eprintln!("error: {}", failure.error);
+            for cause in failure.error.chain().skip(1) {
+                eprintln!("  caused by: {cause}");
+            }
+            ExitCode::from(failure.code)
+        }
+    }
+}
+
+/// An error and the exit code it maps to.
+pub struct Failure {
+    error: anyhow::Error,
+    code: u8,
+}
+
+impl Failure {
+    fn config(error: impl Into<anyhow::Error>) -> Self {
+        Self { error: error.into(), code: exit::CONFIG }
+    }
+
+    fn runtime(error: impl Into<anyhow::Error>) -> Self {
+        Self { error: error.into(), code: exit::RUNTIME }
+    }
+}

@@ -1,0 +1,196 @@
+//! Runs the built `k2i` binary on good and bad configurations and checks exact output and exit codes.
+#![allow(clippy::unwrap_used)] // Tests fail loudly by design.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn k2i(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_k2i"))
+        .args(args)
+        .env_remove("K2I_CONFIG")
+        .env_remove("K2I_LOG")
+        .env("KAFKA_SASL_PASSWORD", "from-the-environment")
+        .output()
+        .expect("the k2i binary runs")
+}
+
+fn repo(relative: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").join(relative)
+}
+
+fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+const K2I_README: &str = include_str!("../../../testdata/k2i-readme.toml");
+
+fn write_config(dir: &tempfile::TempDir, name: &str, text: &str) -> String {
+    let path = dir.path().join(name);
+    std::fs::write(&path, text).unwrap();
+    path.display().to_string()
+}
+
+#[test]
+fn validate_accepts_the_k2i_readme_config() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_config(&dir, "k2i.toml", K2I_README);
+    let out = k2i(&["validate", "--config", &path]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(stdout(&out), format!("{path}: valid (topics events → table analytics.events in the rest catalog)\n"));
+}
+
+#[test]
+fn validate_rejects_a_typo_with_the_key_and_a_suggestion() {
+    let dir = tempfile::tempdir().unwrap();
+    let path =
+        write_config(&dir, "typo.toml", &K2I_README.replace("flush_interval_seconds", "flush_intervall_seconds"));
+    let out = k2i(&["validate", "--config", &path]);
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(stdout(&out), "");
+    assert_eq!(
+        stderr(&out),
+        format!(
+            "error: invalid configuration {path} (1 problem)\n  - buffer.flush_intervall_seconds: unknown key; did you mean `flush_interval_seconds`?\n"
+        )
+    );
+}
+
+#[test]
+fn validate_reports_every_problem() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = K2I_README
+        .replace("catalog_type = \"rest\"", "catalog_type = \"hive\"")
+        .replace("topic = \"events\"", "topic = \"\"");
+    let path = write_config(&dir, "bad.toml", &text);
+    let out = k2i(&["validate", "--config", &path]);
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(
+        stderr(&out),
+        format!(
+            "error: invalid configuration {path} (3 problems)\n\
+             \x20 - iceberg.catalog_type: expected one of \"sql\", \"rest\", \"glue\", \"s3tables\", found string \"hive\"\n\
+             \x20 - kafka.topic: expected a Kafka topic name (1–249 characters of a-z, A-Z, 0-9, `.`, `_`, `-`), found string \"\"\n\
+             \x20 - iceberg.rest_uri: applies only when iceberg.catalog_type = \"rest\"\n"
+        )
+    );
+}
+
+#[test]
+fn validate_names_a_missing_file() {
+    let out = k2i(&["validate", "--config", "/nonexistent/k2i.toml"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(
+        stderr(&out),
+        "error: invalid configuration /nonexistent/k2i.toml (1 problem)\n  - cannot read the file: No such file or directory (os error 2)\n"
+    );
+}
+
+#[test]
+fn validate_applies_environment_overrides() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_config(&dir, "k2i.toml", K2I_README);
+    let out = Command::new(env!("CARGO_BIN_EXE_k2i"))
+        .args(["validate", "--print"])
+        .env("K2I_CONFIG", &path)
+        .env("K2I_KAFKA__TOPIC", "orders")
+        .env("K2I_BUFFER__FLUSH_INTERVAL_MS", "1500")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let printed = stdout(&out);
+    assert!(printed.contains("topic = \"orders\"\n"), "{printed}");
+    assert!(printed.contains("flush_interval = \"1s 500ms\"\n"), "{printed}");
+}
+
+#[test]
+fn print_shows_the_resolved_config_with_secrets_redacted() {
+    let out = k2i(&["validate", "--config", repo("config/example.toml").to_str().unwrap(), "--print"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let printed = stdout(&out);
+    assert!(!printed.contains("from-the-environment"), "{printed}");
+    assert!(printed.contains("[kafka.properties.\"sasl.password\"]\nenv = \"KAFKA_SASL_PASSWORD\"\n"), "{printed}");
+    assert!(printed.contains("\"client.id\" = \"k2i\"\n"), "{printed}");
+    // Defaults are filled in.
+    assert!(printed.contains("flush_batch_size = 100000\n"), "{printed}");
+    assert!(printed.contains("catalog_type = \"sql\"\n"), "{printed}");
+}
+
+#[test]
+fn usage_errors_exit_with_2() {
+    let out = k2i(&["validate"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("--config <FILE>"), "{}", stderr(&out));
+    assert_eq!(k2i(&["frobnicate"]).status.code(), Some(2));
+}
+
+#[test]
+fn version_names_the_git_revision() {
+    let out = k2i(&["--version"]);
+    assert_eq!(out.status.code(), Some(0));
+    let text = stdout(&out);
+    assert!(text.starts_with(&format!("k2i {} (git ", env!("CARGO_PKG_VERSION"))), "{text}");
+}
+
+#[test]
+fn completions_are_generated_for_every_shell() {
+    for (shell, marker) in [
+        ("bash", "_k2i()"),
+        ("zsh", "#compdef k2i"),
+        ("fish", "complete -c k2i"),
+        ("powershell", "Register-ArgumentCompleter"),
+        ("elvish", "edit:completion:arg-completer[k2i]"),
+    ] {
+        let out = k2i(&["completions", shell]);
+        assert_eq!(out.status.code(), Some(0), "{shell}: {}", stderr(&out));
+        let script = stdout(&out);
+        assert!(script.contains(marker), "{shell} completion lacks {marker:?}");
+        assert!(script.contains("validate"), "{shell} completion lacks the validate command");
+    }
+}
+
+#[test]
+fn json_logs_are_one_object_per_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_config(&dir, "k2i.toml", K2I_README);
+    let out = k2i(&["-v", "--log-format", "json", "validate", "--config", &path]);
+    assert_eq!(out.status.code(), Some(0));
+    let logs = stderr(&out);
+    let line = logs
+        .lines()
+        .find(|l| l.contains("configuration validated"))
+        .unwrap_or_else(|| panic!("no log line in {logs:?}"));
+    assert!(line.starts_with('{') && line.ends_with('}'), "{line}");
+    assert!(line.contains("\"level\":\"DEBUG\""), "{line}");
+    // -q hides it.
+    let quiet = k2i(&["-q", "validate", "--config", &path]);
+    assert_eq!(stderr(&quiet), "");
+}
+
+#[test]
+fn checked_in_man_pages_match_the_cli() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = k2i(&["man", "--output-dir", dir.path().to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let checked_in = repo("docs/man");
+    let names = |d: &Path| -> Vec<String> {
+        let mut v: Vec<String> =
+            std::fs::read_dir(d).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+        v.sort();
+        v
+    };
+    let generated = names(dir.path());
+    assert_eq!(generated, ["k2i-completions.1", "k2i-man.1", "k2i-validate.1", "k2i.1"]);
+    let stale = || panic!("docs/man is stale: run `cargo run -p k2i-cli -- man --output-dir docs/man`");
+    if names(&checked_in) != generated {
+        stale();
+    }
+    for name in generated {
+        if std::fs::read(dir.path().join(&name)).unwrap() != std::fs::read(checked_in.join(&name)).unwrap() {
+            stale();
+        }
+    }
+}

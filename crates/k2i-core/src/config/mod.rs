@@ -1,0 +1,87 @@
+//! Configuration: the TOML file, environment overrides, validation and secrets.
+//!
+//! Loading happens in one place, [`load`], in these steps:
+//! 1. parse the TOML ([`ConfigErrorKind::Syntax`] with line and column on failure);
+//! 2. apply `K2I_SECTION__KEY` environment overrides ([`env`]);
+//! 3. the structural check against the schema derived from [`model`] ([`check`]): unknown keys with a
+//!    suggestion, missing keys, types, ranges, enum values, durations, partition transforms;
+//! 4. deserialize what remains and run the semantic rules ([`validate`]), resolving secrets.
+//!
+//! Every step adds to one list of errors, so a user sees every problem at once.
+
+mod check;
+pub mod env;
+mod error;
+mod model;
+pub mod reference;
+mod types;
+mod validate;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+pub use error::{ConfigError, ConfigErrorKind, ConfigErrors};
+pub use model::*;
+pub use types::{HumanDuration, PartitionField, REDACTED, Secret, SecretSource, Transform, is_sensitive_key};
+
+/// A snapshot of environment variables (name → value), passed in so loading is deterministic in tests.
+pub type Env = BTreeMap<String, String>;
+
+/// Loads and validates the configuration at `path`, with overrides and secrets from the process environment.
+pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
+    let env: Env =
+        std::env::vars_os().filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?))).collect();
+    load_with_env(path, &env)
+}
+
+/// Loads and validates the configuration at `path` with the given environment.
+pub fn load_with_env(path: &Path, env: &Env) -> Result<Config, ConfigErrors> {
+    let text = std::fs::read_to_string(path).map_err(|e| ConfigErrors {
+        file: path.to_owned(),
+        errors: vec![ConfigError::new("", ConfigErrorKind::Io(format!("cannot read the file: {e}")))],
+    })?;
+    from_toml(&text, path, env)
+}
+
+/// Validates configuration text; `file` only names it in errors.
+pub fn from_toml(text: &str, file: &Path, env: &Env) -> Result<Config, ConfigErrors> {
+    let fail = |errors: Vec<ConfigError>| ConfigErrors { file: file.to_owned(), errors };
+    let table: toml::Table = toml::from_str(text)
+        .map_err(|e| fail(vec![ConfigError::new("", ConfigErrorKind::Syntax(syntax_message(&e)))]))?;
+    let mut doc = serde_json::to_value(table).map_err(|e| {
+        fail(vec![ConfigError::new("", ConfigErrorKind::Syntax(format!("cannot represent the document: {e}")))])
+    })?;
+
+    let schema = check::SchemaDoc::for_config();
+    let mut errors = Vec::new();
+    env::apply(&mut doc, &schema, env, &mut errors);
+    schema.check(&mut doc, schema.root(), "", &mut errors);
+
+    // Invalid entries were removed above, so what remains usually deserializes and the semantic rules can
+    // add their findings; if a required key is missing it cannot, and the errors so far are the report.
+    match serde_json::from_value::<Config>(doc) {
+        Ok(mut config) => {
+            validate::validate(&mut config, env, &mut errors);
+            if errors.is_empty() { Ok(config) } else { Err(fail(errors)) }
+        }
+        Err(e) if errors.is_empty() => {
+            Err(fail(vec![ConfigError::new("", ConfigErrorKind::Rule(format!("cannot read the configuration: {e}")))]))
+        }
+        Err(_) => Err(fail(errors)),
+    }
+}
+
+fn syntax_message(error: &toml::de::Error) -> String {
+    // toml's Display already carries line, column and a caret excerpt; keep it, without the trailing newline.
+    format!("invalid TOML: {}", error.to_string().trim_end())
+}
+
+impl Config {
+    /// The configuration as TOML, secrets redacted (what `k2i validate --print` shows).
+    pub fn to_redacted_toml(&self) -> String {
+        toml::to_string(self).unwrap_or_else(|e| format!("# cannot render the configuration: {e}\n"))
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,518 @@
+//! The configuration schema: every key k2i reads, declared once, with its default and its documentation.
+//!
+//! The doc comment of each field is the user documentation: `docs/configuration.md` and
+//! `config/example.toml` are generated from this file (see [`super::reference`]), and a test fails when the
+//! checked-in copies are stale. Keys are snake_case, enum values kebab-case, as in the K2I configuration
+//! users already have.
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv4Addr};
+use std::num::{NonZeroU32, NonZeroU64, NonZeroUsize};
+use std::path::PathBuf;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::types::{HumanDuration, PartitionField, Secret, serialize_settings};
+
+/// A complete k2i configuration file.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Where records come from: the Kafka cluster, the topics and how their payloads are encoded.
+    pub kafka: KafkaConfig,
+    /// How the table schema follows the data.
+    #[serde(default)]
+    pub schema_evolution: SchemaEvolutionConfig,
+    /// The in-memory buffer between Kafka and the data files, and when it is flushed.
+    #[serde(default)]
+    pub buffer: BufferConfig,
+    /// The Iceberg catalog, warehouse and table that records are written to.
+    pub iceberg: IcebergConfig,
+    /// What happens to a record that cannot be decoded or written.
+    #[serde(default)]
+    pub errors: ErrorPolicyConfig,
+    /// The local write-ahead log of flush intents and commits, used for crash recovery.
+    #[serde(default)]
+    pub transaction_log: TransactionLogConfig,
+    /// The HTTP endpoints for health, readiness, status and Prometheus metrics.
+    #[serde(default)]
+    pub monitoring: MonitoringConfig,
+    /// The local read-state RPC that serves recent (not yet committed) rows over a Unix socket.
+    #[serde(default)]
+    pub rpc: RpcConfig,
+    /// Table maintenance run inside the ingest process: compaction, snapshot expiry, orphan removal.
+    #[serde(default)]
+    pub maintenance: MaintenanceConfig,
+}
+
+/// `[kafka]`: the source cluster and topics.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct KafkaConfig {
+    /// Kafka bootstrap servers as `host:port` strings.
+    pub bootstrap_servers: Vec<String>,
+    /// The topic to ingest. Give either `topic` or `topics`, not both.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub topic: Option<String>,
+    /// Several topics ingested into the same table. Give either `topic` or `topics`, not both.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub topics: Vec<String>,
+    /// The consumer group k2i joins. Instances sharing a group share the partitions of the topics.
+    pub consumer_group: String,
+    /// Where to start in a partition the table has never seen. Progress recorded in the table always wins.
+    #[serde(default)]
+    pub auto_offset_reset: OffsetReset,
+    /// How record values are encoded.
+    #[serde(default)]
+    pub format: FormatConfig,
+    /// Extra librdkafka properties passed through unchanged (e.g. `"security.protocol" = "SASL_SSL"`).
+    /// Values may be secrets (`{ env = "VAR" }` or `{ file = "path" }`). Properties k2i manages itself
+    /// (`bootstrap.servers`, `group.id`, `enable.auto.commit`, `enable.auto.offset.store`,
+    /// `auto.offset.reset`) are rejected: use the k2i key instead.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty", serialize_with = "serialize_settings")]
+    pub properties: BTreeMap<String, Secret>,
+}
+
+/// Where a consumer starts in a partition with no recorded progress.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum OffsetReset {
+    /// The oldest record still in the partition.
+    #[default]
+    Earliest,
+    /// Only records produced after k2i first joins.
+    Latest,
+}
+
+/// `[kafka.format]`: how record values are decoded.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FormatConfig {
+    /// The payload encoding.
+    #[serde(default, rename = "type")]
+    pub kind: FormatType,
+    /// For `protobuf`: the fully qualified message name to decode when the schema defines several and the
+    /// record's message index does not say (Confluent framing normally does).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message_name: Option<String>,
+    /// The Schema Registry used by `protobuf`, `avro` and `json_schema`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub registry: Option<RegistryConfig>,
+}
+
+/// The encoding of record values.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum FormatType {
+    /// The value bytes, unchanged, in a binary column.
+    #[default]
+    Raw,
+    /// Schemaless JSON objects; the table schema is inferred from the data.
+    Json,
+    /// Confluent-framed Protobuf with the schema from the registry.
+    Protobuf,
+    /// Confluent-framed Avro with the schema from the registry.
+    Avro,
+    /// Confluent-framed JSON with a JSON Schema from the registry.
+    #[serde(rename = "json_schema", alias = "json-schema")]
+    JsonSchema,
+}
+
+impl FormatType {
+    /// Whether this format needs a Schema Registry.
+    pub fn needs_registry(self) -> bool {
+        matches!(self, Self::Protobuf | Self::Avro | Self::JsonSchema)
+    }
+}
+
+/// `[kafka.format.registry]`: a Confluent-compatible Schema Registry.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RegistryConfig {
+    /// Base URL of the registry's Confluent-compatible API (e.g. `http://localhost:8081`).
+    pub url: String,
+    /// How subjects are named when k2i looks a schema up by subject.
+    #[serde(default)]
+    pub subject_name_strategy: SubjectNameStrategy,
+    /// HTTP basic-auth user name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub username: Option<String>,
+    /// HTTP basic-auth password.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password: Option<Secret>,
+    /// Bearer token sent as `Authorization: Bearer …` (instead of basic auth).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bearer_token: Option<Secret>,
+    /// Directory where fetched schemas are cached on disk, so a restart does not need the registry.
+    #[serde(default = "default_registry_cache_dir")]
+    pub cache_dir: PathBuf,
+    /// Timeout of one registry request.
+    #[serde(default = "default_registry_timeout")]
+    pub request_timeout: HumanDuration,
+}
+
+fn default_registry_cache_dir() -> PathBuf {
+    PathBuf::from("./schema_cache")
+}
+
+fn default_registry_timeout() -> HumanDuration {
+    HumanDuration::from_secs(10)
+}
+
+/// Confluent subject naming strategies.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum SubjectNameStrategy {
+    /// `<topic>-value`.
+    #[default]
+    TopicName,
+    /// `<fully qualified record name>`.
+    RecordName,
+    /// `<topic>-<fully qualified record name>`.
+    TopicRecordName,
+}
+
+/// `[schema_evolution]`: how the table schema follows the data.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct SchemaEvolutionConfig {
+    /// `auto-additive` adds new optional columns and widens types; `none` keeps the table schema fixed and
+    /// treats any difference as breaking.
+    pub mode: EvolutionMode,
+    /// What to do when an incoming schema cannot be applied additively.
+    pub on_breaking_change: BreakingChangeAction,
+    /// Minimum time between two schema updates of the table, so a flapping producer cannot flood the catalog.
+    pub schema_update_min_interval: HumanDuration,
+}
+
+impl Default for SchemaEvolutionConfig {
+    fn default() -> Self {
+        Self {
+            mode: EvolutionMode::AutoAdditive,
+            on_breaking_change: BreakingChangeAction::Pause,
+            schema_update_min_interval: HumanDuration::from_secs(60),
+        }
+    }
+}
+
+/// Schema evolution modes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum EvolutionMode {
+    /// Add new optional fields and apply safe widenings (int → long, float → double).
+    AutoAdditive,
+    /// Never change the table schema.
+    None,
+}
+
+/// Reactions to a breaking schema change.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum BreakingChangeAction {
+    /// Stop consuming and report not-ready until the schema is fixed; resume without a restart.
+    Pause,
+    /// Exit with an error.
+    Fail,
+}
+
+/// `[buffer]`: the hot buffer and its flush triggers.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct BufferConfig {
+    /// Memory cap of buffered rows, in MiB. The consumer pauses when it is reached and resumes after a flush.
+    pub max_size_mb: NonZeroU64,
+    /// Flush when the oldest unflushed record has waited this long.
+    pub flush_interval: HumanDuration,
+    /// Flush when this many rows are buffered.
+    pub flush_batch_size: NonZeroUsize,
+}
+
+impl Default for BufferConfig {
+    fn default() -> Self {
+        Self {
+            max_size_mb: NonZeroU64::new(256).expect("256 is not zero"),
+            flush_interval: HumanDuration::from_secs(30),
+            flush_batch_size: NonZeroUsize::new(100_000).expect("100000 is not zero"),
+        }
+    }
+}
+
+/// `[iceberg]`: catalog, warehouse and table.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct IcebergConfig {
+    /// The catalog that tracks the table's metadata.
+    #[serde(default)]
+    pub catalog_type: CatalogType,
+    /// Root location of table data and metadata: a local path, `file://…`, `s3://…`, `gs://…` or `abfss://…`.
+    #[serde(default = "default_warehouse_path")]
+    pub warehouse_path: String,
+    /// The namespace of the table; dots separate nested namespaces (`analytics.raw`).
+    #[serde(default = "default_database_name")]
+    pub database_name: String,
+    /// The table records are written to. It is created on first start if missing.
+    pub table_name: String,
+    /// REST catalog base URL (required when `catalog_type = "rest"`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rest_uri: Option<String>,
+    /// Partition spec applied when k2i creates the table, as Iceberg transforms:
+    /// `identity(col)`, `year(col)`, `month(col)`, `day(col)`, `hour(col)`, `bucket(N, col)`,
+    /// `truncate(W, col)`. Nested columns are written with dots (`payload.region`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub partition_by: Vec<PartitionField>,
+    /// Data files roll over at this size, in MiB.
+    #[serde(default = "default_target_file_size_mb")]
+    pub target_file_size_mb: NonZeroU64,
+    /// Parquet compression codec.
+    #[serde(default)]
+    pub compression: Compression,
+    /// Settings of the `sql` catalog.
+    #[serde(default)]
+    pub sql: SqlCatalogConfig,
+    /// Settings of the `rest` catalog beyond `rest_uri`.
+    #[serde(default)]
+    pub rest: RestCatalogConfig,
+    /// Settings of the `glue` catalog.
+    #[serde(default)]
+    pub glue: GlueCatalogConfig,
+    /// Settings of the `s3tables` catalog.
+    #[serde(default)]
+    pub s3tables: S3TablesCatalogConfig,
+    /// Storage properties passed to Iceberg's FileIO unchanged, with Iceberg's property names
+    /// (e.g. `"s3.region" = "eu-west-1"`, `"s3.access-key-id" = { env = "AWS_ACCESS_KEY_ID" }`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty", serialize_with = "serialize_settings")]
+    pub storage: BTreeMap<String, Secret>,
+}
+
+fn default_warehouse_path() -> String {
+    "./warehouse".to_owned()
+}
+
+fn default_database_name() -> String {
+    "default".to_owned()
+}
+
+fn default_target_file_size_mb() -> NonZeroU64 {
+    NonZeroU64::new(128).expect("128 is not zero")
+}
+
+/// Iceberg catalog implementations.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum CatalogType {
+    /// A JDBC-layout catalog in SQLite (embedded, the default) or Postgres; readable by pyiceberg's
+    /// `SqlCatalog` and Java's `JdbcCatalog`.
+    #[default]
+    Sql,
+    /// An Iceberg REST catalog.
+    Rest,
+    /// AWS Glue Data Catalog.
+    Glue,
+    /// Amazon S3 Tables.
+    S3tables,
+}
+
+/// Parquet compression codecs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum Compression {
+    /// Zstandard (level 3).
+    #[default]
+    Zstd,
+    /// Snappy.
+    Snappy,
+    /// LZ4 (raw).
+    Lz4,
+    /// Gzip.
+    Gzip,
+    /// No compression.
+    None,
+}
+
+/// `[iceberg.sql]`: the SQL (JDBC-layout) catalog.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct SqlCatalogConfig {
+    /// Database URL: `sqlite:<path>` or `postgres://user:pass@host/db`. Defaults to
+    /// `sqlite:<warehouse_path>/catalog.db` for a local warehouse. May be a secret.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub uri: Option<Secret>,
+    /// The catalog name stored in the catalog tables (`catalog_name` column).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub catalog_name: Option<String>,
+}
+
+/// `[iceberg.rest]`: REST catalog authentication and options.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct RestCatalogConfig {
+    /// Warehouse identifier sent to the REST catalog (defaults to `warehouse_path`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub warehouse: Option<String>,
+    /// Static bearer token.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub token: Option<Secret>,
+    /// OAuth2 client credentials as `client_id:client_secret`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub credential: Option<Secret>,
+    /// OAuth2 token endpoint (defaults to the catalog's `v1/oauth/tokens`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub oauth2_server_uri: Option<String>,
+    /// OAuth2 scope.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub scope: Option<String>,
+    /// Extra HTTP headers sent with every catalog request. Values may be secrets.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty", serialize_with = "serialize_settings")]
+    pub headers: BTreeMap<String, Secret>,
+}
+
+/// `[iceberg.glue]`: AWS Glue Data Catalog.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct GlueCatalogConfig {
+    /// AWS region (defaults to the AWS SDK's region chain).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub region: Option<String>,
+    /// Glue catalog id (the AWS account id) when it is not the caller's.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub catalog_id: Option<String>,
+    /// Endpoint override, for Glue-compatible services.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<String>,
+}
+
+/// `[iceberg.s3tables]`: Amazon S3 Tables.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct S3TablesCatalogConfig {
+    /// ARN of the table bucket (required when `catalog_type = "s3tables"`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub table_bucket_arn: Option<String>,
+    /// AWS region (defaults to the region in the ARN).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub region: Option<String>,
+    /// Endpoint override.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<String>,
+}
+
+/// `[errors]`: the policy for records that cannot be decoded or written.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct ErrorPolicyConfig {
+    /// `fail` stops with an error naming the topic, partition and offset; `skip` drops the record and counts
+    /// it; `dead-letter` produces the original record to `dead_letter_topic` with the reason in headers.
+    pub policy: ErrorPolicy,
+    /// Topic for `policy = "dead-letter"` (required then). It must exist.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dead_letter_topic: Option<String>,
+}
+
+/// Bad-record policies.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum ErrorPolicy {
+    /// Stop ingesting and exit with an error naming the record.
+    #[default]
+    Fail,
+    /// Drop the record and count it in metrics.
+    Skip,
+    /// Send the original record to the dead-letter topic.
+    DeadLetter,
+}
+
+/// `[transaction_log]`: the local intent/commit log.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct TransactionLogConfig {
+    /// Directory of the log files. Losing it never breaks exactly-once (the table is the truth); it can only
+    /// leave orphan data files for maintenance to remove.
+    pub log_dir: PathBuf,
+}
+
+impl Default for TransactionLogConfig {
+    fn default() -> Self {
+        Self { log_dir: PathBuf::from("./transaction_logs") }
+    }
+}
+
+/// `[monitoring]`: HTTP endpoints.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct MonitoringConfig {
+    /// Address the HTTP servers bind to. Loopback by default; use `0.0.0.0` to expose them.
+    pub listen_address: IpAddr,
+    /// Port of `/metrics` (Prometheus). May equal `health_port` to serve everything on one port.
+    #[schemars(range(min = 1))]
+    pub metrics_port: u16,
+    /// Port of `/healthz`, `/readyz`, `/health` and `/status`.
+    #[schemars(range(min = 1))]
+    pub health_port: u16,
+}
+
+impl Default for MonitoringConfig {
+    fn default() -> Self {
+        Self { listen_address: IpAddr::V4(Ipv4Addr::LOCALHOST), metrics_port: 9090, health_port: 8080 }
+    }
+}
+
+/// `[rpc]`: the local read-state RPC.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct RpcConfig {
+    /// Serve the read-state RPC.
+    pub enabled: bool,
+    /// Path of the Unix socket.
+    pub socket_path: PathBuf,
+}
+
+impl Default for RpcConfig {
+    fn default() -> Self {
+        Self { enabled: false, socket_path: PathBuf::from("./k2i.sock") }
+    }
+}
+
+/// `[maintenance]`: table maintenance scheduled inside the ingest process.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct MaintenanceConfig {
+    /// Run maintenance on a schedule while ingesting.
+    pub enabled: bool,
+    /// How often compaction runs.
+    pub compaction_interval: HumanDuration,
+    /// Compaction rewrites partitions holding more than this many small files.
+    pub compaction_min_files: NonZeroU32,
+    /// How often snapshot expiry runs.
+    pub expire_snapshots_interval: HumanDuration,
+    /// Snapshots older than this are expired …
+    pub snapshot_max_age: HumanDuration,
+    /// … but at least this many recent snapshots are kept.
+    pub retain_last_snapshots: NonZeroU32,
+    /// How often orphan-file removal runs.
+    pub remove_orphans_interval: HumanDuration,
+    /// Files unreferenced by any snapshot are removed only when older than this (protects in-flight writes).
+    pub orphan_min_age: HumanDuration,
+}
+
+impl Default for MaintenanceConfig {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            compaction_interval: HumanDuration::from_secs(3600),
+            compaction_min_files: NonZeroU32::new(10).expect("10 is not zero"),
+            expire_snapshots_interval: HumanDuration::from_secs(3600),
+            snapshot_max_age: HumanDuration::from_secs(7 * 24 * 3600),
+            retain_last_snapshots: NonZeroU32::new(10).expect("10 is not zero"),
+            remove_orphans_interval: HumanDuration::from_secs(24 * 3600),
+            orphan_min_age: HumanDuration::from_secs(3 * 24 * 3600),
+        }
+    }
+}
+
+impl KafkaConfig {
+    /// The topics to ingest, whether given as `topic` or `topics`.
+    pub fn topic_list(&self) -> Vec<&str> {
+        self.topic.iter().map(String::as_str).chain(self.topics.iter().map(String::as_str)).collect()
+    }
+}

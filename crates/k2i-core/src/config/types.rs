@@ -1,0 +1,444 @@
+//! Value types of the configuration that are more than a primitive: humane durations, secrets and
+//! partition transforms. Each declares its JSON schema by hand so the structural check in
+//! [`super::check`] can describe and verify it (`format` names the parser used by [`check_format`]).
+
+use std::borrow::Cow;
+use std::fmt;
+use std::str::FromStr;
+use std::time::Duration;
+
+use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
+use serde::de::{self, Deserializer};
+use serde::ser::{SerializeMap, Serializer};
+use serde::{Deserialize, Serialize};
+
+/// Schema `format` of a [`HumanDuration`].
+pub(crate) const FORMAT_DURATION: &str = "duration";
+/// Schema `format` of a [`PartitionField`].
+pub(crate) const FORMAT_PARTITION: &str = "partition-transform";
+/// Schema extension marking a [`Secret`].
+pub(crate) const SECRET_MARK: &str = "x-k2i-secret";
+
+/// Checks a string against the parser named by a schema `format`; `Err` explains what is wrong.
+pub(crate) fn check_format(format: &str, value: &str) -> Result<(), String> {
+    match format {
+        FORMAT_DURATION => HumanDuration::from_str(value).map(drop),
+        FORMAT_PARTITION => PartitionField::from_str(value).map(drop),
+        "ip" | "ipv4" | "ipv6" => {
+            value.parse::<std::net::IpAddr>().map(drop).map_err(|_| format!("`{value}` is not an IP address"))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// A duration written the humane way (`"30s"`, `"5m"`, `"1h 30m"`, `"250ms"`).
+///
+/// Every duration key `name` may also be written `name_seconds = <integer>` or `name_ms = <integer>`, the
+/// form K2I configurations use; [`super::check`] rewrites those before deserialization.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct HumanDuration(Duration);
+
+impl HumanDuration {
+    /// A duration of whole seconds.
+    pub const fn from_secs(secs: u64) -> Self {
+        Self(Duration::from_secs(secs))
+    }
+
+    /// A duration of milliseconds.
+    pub const fn from_millis(ms: u64) -> Self {
+        Self(Duration::from_millis(ms))
+    }
+
+    /// The standard-library duration.
+    pub const fn get(self) -> Duration {
+        self.0
+    }
+}
+
+impl fmt::Debug for HumanDuration {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+impl fmt::Display for HumanDuration {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", humantime::format_duration(self.0))
+    }
+}
+
+impl FromStr for HumanDuration {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        humantime::parse_duration(s.trim())
+            .map(Self)
+            .map_err(|e| format!("`{s}` is not a duration ({e}); write e.g. \"30s\", \"5m\" or \"250ms\""))
+    }
+}
+
+impl Serialize for HumanDuration {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for HumanDuration {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        text.parse().map_err(de::Error::custom)
+    }
+}
+
+impl JsonSchema for HumanDuration {
+    fn schema_name() -> Cow<'static, str> {
+        "Duration".into()
+    }
+
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({ "type": "string", "format": FORMAT_DURATION })
+    }
+}
+
+/// Where a secret's value comes from.
+#[derive(Clone, PartialEq, Eq)]
+pub enum SecretSource {
+    /// Written in the configuration file itself.
+    Inline,
+    /// Read from this environment variable when the configuration is loaded.
+    Env(String),
+    /// Read from this file when the configuration is loaded (trailing newline removed).
+    File(String),
+}
+
+/// A value that must not be shown: a password, a token, a credential.
+///
+/// Written as a plain string, `{ env = "VAR" }` or `{ file = "path" }`. `Debug` never shows the value and
+/// serialization (as in `k2i validate --print`) shows the source instead of the value.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret {
+    source: SecretSource,
+    value: Option<String>,
+}
+
+impl Secret {
+    /// An inline secret.
+    pub fn inline(value: impl Into<String>) -> Self {
+        Self { source: SecretSource::Inline, value: Some(value.into()) }
+    }
+
+    /// Where the value comes from.
+    pub fn source(&self) -> &SecretSource {
+        &self.source
+    }
+
+    /// The value. Secrets read from the environment or a file are resolved by [`super::load`].
+    pub fn expose(&self) -> &str {
+        // Deliberate: a `Config` only leaves `load` after `resolve` succeeded for every secret.
+        self.value.as_deref().expect("secrets are resolved when the configuration is loaded")
+    }
+
+    /// The value, if it has been read.
+    pub(crate) fn value_if_resolved(&self) -> Option<&str> {
+        self.value.as_deref()
+    }
+
+    /// Reads an `env` or `file` secret; `Err` says what is missing.
+    pub(crate) fn resolve(&mut self, env: &super::Env) -> Result<(), String> {
+        let value = match &self.source {
+            SecretSource::Inline => return Ok(()),
+            SecretSource::Env(var) => {
+                env.get(var).cloned().ok_or_else(|| format!("environment variable `{var}` is not set"))?
+            }
+            SecretSource::File(path) => std::fs::read_to_string(path)
+                .map(|s| s.trim_end_matches(['\n', '\r']).to_owned())
+                .map_err(|e| format!("cannot read secret file `{path}`: {e}"))?,
+        };
+        self.value = Some(value);
+        Ok(())
+    }
+
+    /// Serializes with the value shown, for map entries whose key is not sensitive (e.g.
+    /// `security.protocol`). Secrets from `env` and `file` still show only their source.
+    fn serialize_revealing<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match (&self.source, &self.value) {
+            (SecretSource::Inline, Some(v)) => serializer.serialize_str(v),
+            _ => self.serialize(serializer),
+        }
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.source {
+            SecretSource::Inline => f.write_str("Secret(<redacted>)"),
+            SecretSource::Env(var) => write!(f, "Secret(env {var}: <redacted>)"),
+            SecretSource::File(path) => write!(f, "Secret(file {path}: <redacted>)"),
+        }
+    }
+}
+
+/// The text shown instead of an inline secret.
+pub const REDACTED: &str = "<redacted>";
+
+impl Serialize for Secret {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match &self.source {
+            SecretSource::Inline => serializer.serialize_str(REDACTED),
+            SecretSource::Env(var) => {
+                let mut map = serializer.serialize_map(Some(1))?;
+                map.serialize_entry("env", var)?;
+                map.end()
+            }
+            SecretSource::File(path) => {
+                let mut map = serializer.serialize_map(Some(1))?;
+                map.serialize_entry("file", path)?;
+                map.end()
+            }
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Secret {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Repr {
+            Text(String),
+            Int(i64),
+            Bool(bool),
+            Env { env: String },
+            File { file: String },
+        }
+        Ok(match Repr::deserialize(deserializer)? {
+            Repr::Text(s) => Secret::inline(s),
+            Repr::Int(i) => Secret::inline(i.to_string()),
+            Repr::Bool(b) => Secret::inline(b.to_string()),
+            Repr::Env { env } => Secret { source: SecretSource::Env(env), value: None },
+            Repr::File { file } => Secret { source: SecretSource::File(file), value: None },
+        })
+    }
+}
+
+impl JsonSchema for Secret {
+    fn schema_name() -> Cow<'static, str> {
+        "Secret".into()
+    }
+
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({
+            SECRET_MARK: true,
+            "anyOf": [
+                { "type": ["string", "integer", "boolean"] },
+                { "type": "object", "properties": { "env": { "type": "string" } }, "required": ["env"],
+                  "additionalProperties": false },
+                { "type": "object", "properties": { "file": { "type": "string" } }, "required": ["file"],
+                  "additionalProperties": false }
+            ]
+        })
+    }
+}
+
+/// Whether a map key (a librdkafka property, a FileIO property, an HTTP header) names a sensitive value.
+pub fn is_sensitive_key(key: &str) -> bool {
+    let key = key.to_ascii_lowercase();
+    ["password", "secret", "token", "credential", "jaas", "authorization", "key-id", "access-key", "api-key", "apikey"]
+        .iter()
+        .any(|word| key.contains(word))
+        || key.ends_with(".key")
+}
+
+/// Serializes a map of settings showing plain values, except sensitive keys and secrets from env or file.
+pub(crate) fn serialize_settings<S: Serializer>(
+    map: &std::collections::BTreeMap<String, Secret>,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    struct Entry<'a>(&'a str, &'a Secret);
+    impl Serialize for Entry<'_> {
+        fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+            if is_sensitive_key(self.0) { self.1.serialize(serializer) } else { self.1.serialize_revealing(serializer) }
+        }
+    }
+    let mut out = serializer.serialize_map(Some(map.len()))?;
+    for (key, value) in map {
+        out.serialize_entry(key, &Entry(key, value))?;
+    }
+    out.end()
+}
+
+/// An Iceberg partition transform.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transform {
+    /// The source value itself.
+    Identity,
+    /// Years since 1970 of a date or timestamp.
+    Year,
+    /// Months since 1970.
+    Month,
+    /// Days since 1970.
+    Day,
+    /// Hours since 1970.
+    Hour,
+    /// A 32-bit Murmur3 hash modulo N.
+    Bucket(u32),
+    /// The value truncated to width W.
+    Truncate(u32),
+}
+
+/// One partition field: a transform of a source column, written `day(ts)` or `bucket(16, user_id)`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartitionField {
+    /// The transform.
+    pub transform: Transform,
+    /// The source column; dots separate nested fields.
+    pub column: String,
+}
+
+impl fmt::Display for PartitionField {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.transform {
+            Transform::Identity => write!(f, "identity({})", self.column),
+            Transform::Year => write!(f, "year({})", self.column),
+            Transform::Month => write!(f, "month({})", self.column),
+            Transform::Day => write!(f, "day({})", self.column),
+            Transform::Hour => write!(f, "hour({})", self.column),
+            Transform::Bucket(n) => write!(f, "bucket({n}, {})", self.column),
+            Transform::Truncate(w) => write!(f, "truncate({w}, {})", self.column),
+        }
+    }
+}
+
+impl FromStr for PartitionField {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        const HINT: &str =
+            "write identity(col), year(col), month(col), day(col), hour(col), bucket(N, col) or truncate(W, col)";
+        let bad = || format!("`{s}` is not a partition transform; {HINT}");
+        let text = s.trim();
+        let (name, rest) = text.split_once('(').ok_or_else(bad)?;
+        let args = rest.strip_suffix(')').ok_or_else(bad)?;
+        let args: Vec<&str> = args.split(',').map(str::trim).collect();
+        let column = |arg: &str| -> Result<String, String> {
+            let valid = !arg.is_empty()
+                && arg.split('.').all(|part| !part.is_empty() && part.chars().all(|c| c.is_alphanumeric() || c == '_'));
+            if valid { Ok(arg.to_owned()) } else { Err(format!("`{arg}` is not a column name in `{s}`")) }
+        };
+        let width = |arg: &str| -> Result<u32, String> {
+            match arg.parse::<u32>() {
+                Ok(n) if n > 0 => Ok(n),
+                _ => Err(format!("`{arg}` in `{s}` must be a positive integer")),
+            }
+        };
+        let (transform, col) = match (name.trim().to_ascii_lowercase().as_str(), args.as_slice()) {
+            ("identity", [c]) => (Transform::Identity, c),
+            ("year" | "years", [c]) => (Transform::Year, c),
+            ("month" | "months", [c]) => (Transform::Month, c),
+            ("day" | "days", [c]) => (Transform::Day, c),
+            ("hour" | "hours", [c]) => (Transform::Hour, c),
+            ("bucket", [n, c]) => (Transform::Bucket(width(n)?), c),
+            ("truncate", [w, c]) => (Transform::Truncate(width(w)?), c),
+            _ => return Err(bad()),
+        };
+        Ok(Self { transform, column: column(col)? })
+    }
+}
+
+impl Serialize for PartitionField {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for PartitionField {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        String::deserialize(deserializer)?.parse().map_err(de::Error::custom)
+    }
+}
+
+impl JsonSchema for PartitionField {
+    fn schema_name() -> Cow<'static, str> {
+        "PartitionField".into()
+    }
+
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({ "type": "string", "format": FORMAT_PARTITION })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::Env;
+    use super::*;
+
+    #[test]
+    fn durations_parse_humane_strings() {
+        assert_eq!("30s".parse::<HumanDuration>().unwrap(), HumanDuration::from_secs(30));
+        assert_eq!("5m".parse::<HumanDuration>().unwrap(), HumanDuration::from_secs(300));
+        assert_eq!("250ms".parse::<HumanDuration>().unwrap(), HumanDuration::from_millis(250));
+        assert_eq!("1h 30m".parse::<HumanDuration>().unwrap(), HumanDuration::from_secs(5400));
+        let err = "thirty".parse::<HumanDuration>().unwrap_err();
+        assert!(err.starts_with("`thirty` is not a duration"), "{err}");
+        assert_eq!(HumanDuration::from_secs(90).to_string(), "1m 30s");
+    }
+
+    #[test]
+    fn partition_transforms_parse_and_print() {
+        for text in ["identity(region)", "day(ts)", "bucket(16, user_id)", "truncate(4, payload.code)", "hour(ts)"] {
+            let field: PartitionField = text.parse().unwrap();
+            assert_eq!(field.to_string(), text);
+        }
+        assert_eq!("days(ts)".parse::<PartitionField>().unwrap().transform, Transform::Day);
+        assert!("bucket(0, id)".parse::<PartitionField>().unwrap_err().contains("must be a positive integer"));
+        assert!("bucket(id)".parse::<PartitionField>().unwrap_err().contains("is not a partition transform"));
+        assert!("day(a b)".parse::<PartitionField>().unwrap_err().contains("is not a column name"));
+        assert!("ts".parse::<PartitionField>().is_err());
+    }
+
+    #[test]
+    fn secrets_never_show_their_value() {
+        let secret = Secret::inline("hunter2");
+        assert_eq!(format!("{secret:?}"), "Secret(<redacted>)");
+        assert_eq!(serde_json::to_string(&secret).unwrap(), "\"<redacted>\"");
+        assert_eq!(secret.expose(), "hunter2");
+    }
+
+    #[test]
+    fn secrets_resolve_from_env_and_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("pw");
+        std::fs::write(&path, "s3cret\n").unwrap();
+        let mut from_file: Secret =
+            serde_json::from_str(&format!("{{\"file\":{:?}}}", path.display().to_string())).unwrap();
+        from_file.resolve(&Env::new()).unwrap();
+        assert_eq!(from_file.expose(), "s3cret");
+        assert!(format!("{from_file:?}").contains("<redacted>"));
+
+        let mut missing: Secret = serde_json::from_str(r#"{"env":"K2I_TEST_SURELY_UNSET_VARIABLE"}"#).unwrap();
+        assert_eq!(
+            missing.resolve(&Env::new()).unwrap_err(),
+            "environment variable `K2I_TEST_SURELY_UNSET_VARIABLE` is not set"
+        );
+        let env = Env::from([("K2I_TEST_SURELY_UNSET_VARIABLE".to_owned(), "from-env".to_owned())]);
+        missing.resolve(&env).unwrap();
+        assert_eq!(missing.expose(), "from-env");
+        assert_eq!(serde_json::to_string(&missing).unwrap(), r#"{"env":"K2I_TEST_SURELY_UNSET_VARIABLE"}"#);
+    }
+
+    #[test]
+    fn sensitive_keys_are_recognised() {
+        for key in [
+            "sasl.password",
+            "ssl.key.password",
+            "sasl.jaas.config",
+            "s3.secret-access-key",
+            "Authorization",
+            "ssl.key",
+        ] {
+            assert!(is_sensitive_key(key), "{key}");
+        }
+        for key in ["security.protocol", "sasl.mechanism", "s3.region", "fetch.min.bytes"] {
+            assert!(!is_sensitive_key(key), "{key}");
+        }
+    }
+}
