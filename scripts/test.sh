@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
-# The test command: formatting, lints and the whole test suite.
+# The test command: formatting, lints and the whole test suite against the real local stack.
 # Usage: scripts/test.sh [extra cargo test args]
+#
+# Starts the stack (scripts/stack.sh up) if it is not running and stops it again at the end; a stack that
+# was already running is left running.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -12,6 +15,16 @@ scripts/bootstrap.sh
 
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
+
+echo "== local stack"
+if scripts/stack.sh status >/dev/null 2>&1; then
+  echo "stack already running; leaving it running"
+else
+  scripts/stack.sh up
+  trap 'scripts/stack.sh down' EXIT
+fi
+eval "$(scripts/stack.sh env)"
+
 echo "== cargo clippy -D warnings"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 echo "== cargo test"

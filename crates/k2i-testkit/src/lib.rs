@@ -1,0 +1,339 @@
+//! Test support for k2i: the servers of the local stack and the independent readers that judge k2i's tables.
+//!
+//! Tests run against real servers started by `scripts/stack.sh up` (Apache Kafka, a Confluent-compatible
+//! Schema Registry, the Apache Iceberg REST catalog) and read results back with DuckDB's `iceberg_scan` and
+//! pyiceberg. The stack publishes its addresses through `scripts/stack.sh env`; `scripts/test.sh` exports
+//! them. Without them every helper here panics with "stack not running: …" — a missing server fails a test,
+//! it never skips it.
+//!
+//! Each test should use its own names ([`Stack::unique`]) for topics, groups, subjects and namespaces.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use rdkafka::ClientConfig;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::consumer::StreamConsumer;
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use serde_json::Value;
+
+/// How long one Kafka operation may take before a test fails.
+pub const KAFKA_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The addresses of the running local stack.
+#[derive(Debug, Clone)]
+pub struct Stack {
+    /// Kafka bootstrap server (`127.0.0.1:19092`).
+    pub kafka: String,
+    /// Base URL of the registry's Confluent-compatible API.
+    pub registry: String,
+    /// Base URL of the Iceberg REST catalog.
+    pub rest: String,
+    /// The REST catalog's warehouse location (`file:///…`).
+    pub warehouse: String,
+    /// The Python interpreter of the readers' virtualenv (DuckDB, pyiceberg).
+    pub python: PathBuf,
+}
+
+/// The running stack, read once from the environment.
+///
+/// # Panics
+/// When the stack's variables are missing: "stack not running: run scripts/stack.sh up".
+pub fn stack() -> &'static Stack {
+    static STACK: OnceLock<Stack> = OnceLock::new();
+    STACK.get_or_init(|| {
+        let var = |name: &str| {
+            std::env::var(name).unwrap_or_else(|_| {
+                panic!(
+                    "stack not running: run scripts/stack.sh up and export its variables \
+                     (eval \"$(scripts/stack.sh env)\"), or run the suite with scripts/test.sh; {name} is not set"
+                )
+            })
+        };
+        Stack {
+            kafka: var("K2I_TEST_KAFKA"),
+            registry: var("K2I_TEST_REGISTRY").trim_end_matches('/').to_owned(),
+            rest: var("K2I_TEST_REST").trim_end_matches('/').to_owned(),
+            warehouse: var("K2I_TEST_WAREHOUSE"),
+            python: PathBuf::from(var("K2I_TEST_PYTHON")),
+        }
+    })
+}
+
+/// One record to produce.
+#[derive(Debug, Clone, Default)]
+pub struct TestRecord {
+    /// The key, if any.
+    pub key: Option<Vec<u8>>,
+    /// The value; `None` produces a tombstone.
+    pub value: Option<Vec<u8>>,
+    /// Headers in order.
+    pub headers: Vec<(String, Vec<u8>)>,
+    /// An explicit partition, or the default partitioner.
+    pub partition: Option<i32>,
+}
+
+impl TestRecord {
+    /// A record with just a value.
+    pub fn value(value: impl Into<Vec<u8>>) -> Self {
+        Self { value: Some(value.into()), ..Self::default() }
+    }
+
+    /// Sets the key.
+    pub fn key(mut self, key: impl Into<Vec<u8>>) -> Self {
+        self.key = Some(key.into());
+        self
+    }
+
+    /// Adds a header.
+    pub fn header(mut self, name: impl Into<String>, value: impl Into<Vec<u8>>) -> Self {
+        self.headers.push((name.into(), value.into()));
+        self
+    }
+
+    /// Sends the record to this partition.
+    pub fn partition(mut self, partition: i32) -> Self {
+        self.partition = Some(partition);
+        self
+    }
+}
+
+/// Schema types the registry knows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SchemaType {
+    /// Avro (the registry's default type).
+    Avro,
+    /// Protobuf.
+    Protobuf,
+    /// JSON Schema.
+    Json,
+}
+
+impl SchemaType {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Avro => "AVRO",
+            Self::Protobuf => "PROTOBUF",
+            Self::Json => "JSON",
+        }
+    }
+}
+
+/// A reference from one registered schema to another (`import "other.proto"`).
+#[derive(Debug, Clone)]
+pub struct SchemaReference {
+    /// The name the referring schema uses (the import path for Protobuf).
+    pub name: String,
+    /// The referenced subject.
+    pub subject: String,
+    /// The referenced version.
+    pub version: u32,
+}
+
+impl Stack {
+    /// A name no other test (or earlier run) uses: `prefix-<pid>-<time>-<counter>`.
+    pub fn unique(&self, prefix: &str) -> String {
+        static COUNTER: AtomicU64 = AtomicU64::new(0);
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis()).unwrap_or_default();
+        format!("{prefix}-{}-{now}-{}", std::process::id(), COUNTER.fetch_add(1, Ordering::Relaxed))
+    }
+
+    /// Client settings for this stack's Kafka.
+    pub fn kafka_config(&self) -> ClientConfig {
+        let mut config = ClientConfig::new();
+        config.set("bootstrap.servers", &self.kafka);
+        config
+    }
+
+    /// Creates a topic with `partitions` partitions (replication 1) and waits until it exists.
+    pub async fn create_topic(&self, name: &str, partitions: i32) {
+        let admin: AdminClient<DefaultClientContext> =
+            self.kafka_config().create().unwrap_or_else(|e| panic!("cannot create a Kafka admin client: {e}"));
+        let topic = NewTopic::new(name, partitions, TopicReplication::Fixed(1));
+        let options = AdminOptions::new().operation_timeout(Some(KAFKA_TIMEOUT)).request_timeout(Some(KAFKA_TIMEOUT));
+        let results = admin
+            .create_topics([&topic], &options)
+            .await
+            .unwrap_or_else(|e| panic!("cannot create topic {name} on {}: {e}", self.kafka));
+        for result in results {
+            if let Err((topic, code)) = result {
+                panic!("cannot create topic {topic} on {}: {code}", self.kafka);
+            }
+        }
+    }
+
+    /// Deletes a topic.
+    pub async fn delete_topic(&self, name: &str) {
+        let admin: AdminClient<DefaultClientContext> =
+            self.kafka_config().create().unwrap_or_else(|e| panic!("cannot create a Kafka admin client: {e}"));
+        let options = AdminOptions::new().operation_timeout(Some(KAFKA_TIMEOUT));
+        let results = admin
+            .delete_topics(&[name], &options)
+            .await
+            .unwrap_or_else(|e| panic!("cannot delete topic {name} on {}: {e}", self.kafka));
+        for result in results {
+            if let Err((topic, code)) = result {
+                panic!("cannot delete topic {topic}: {code}");
+            }
+        }
+    }
+
+    /// Produces the records in order (idempotent producer, `acks=all`) and returns each one's
+    /// (partition, offset) once all are acknowledged.
+    pub async fn produce(&self, topic: &str, records: impl IntoIterator<Item = TestRecord>) -> Vec<(i32, i64)> {
+        let producer: FutureProducer = self
+            .kafka_config()
+            .set("enable.idempotence", "true")
+            .set("linger.ms", "5")
+            .set("message.timeout.ms", "30000")
+            .create()
+            .unwrap_or_else(|e| panic!("cannot create a Kafka producer: {e}"));
+        let mut pending = Vec::new();
+        for record in records {
+            let mut headers = OwnedHeaders::new();
+            for (name, value) in &record.headers {
+                headers = headers.insert(Header { key: name, value: Some(value) });
+            }
+            let mut future = FutureRecord::to(topic).headers(headers);
+            if let Some(key) = &record.key {
+                future = future.key(key);
+            }
+            if let Some(value) = &record.value {
+                future = future.payload(value);
+            }
+            if let Some(partition) = record.partition {
+                future = future.partition(partition);
+            }
+            // `send_result` queues without waiting; the delivery futures are awaited below, in order.
+            let delivery = loop {
+                match producer.send_result(future) {
+                    Ok(delivery) => break delivery,
+                    Err((rdkafka::error::KafkaError::MessageProduction(code), back)) if is_queue_full(code) => {
+                        producer.poll(Duration::from_millis(50));
+                        future = back;
+                    }
+                    Err((e, _)) => panic!("cannot produce to {topic}: {e}"),
+                }
+            };
+            pending.push(delivery);
+        }
+        let mut positions = Vec::with_capacity(pending.len());
+        for delivery in pending {
+            match delivery.await {
+                Ok(Ok(delivered)) => positions.push((delivered.partition, delivered.offset)),
+                Ok(Err((e, _))) => panic!("delivery to {topic} failed: {e}"),
+                Err(_) => panic!("delivery to {topic} was cancelled"),
+            }
+        }
+        positions
+    }
+
+    /// A consumer in `group` that starts at the earliest offset and never commits on its own.
+    pub fn consumer(&self, group: &str) -> StreamConsumer {
+        self.kafka_config()
+            .set("group.id", group)
+            .set("enable.auto.commit", "false")
+            .set("auto.offset.reset", "earliest")
+            .set("partition.assignment.strategy", "cooperative-sticky")
+            .create()
+            .unwrap_or_else(|e| panic!("cannot create a Kafka consumer: {e}"))
+    }
+
+    /// Registers a schema under `subject` and returns its global id.
+    pub async fn register_schema(
+        &self,
+        subject: &str,
+        schema_type: SchemaType,
+        schema: &str,
+        references: &[SchemaReference],
+    ) -> u32 {
+        let refs: Vec<Value> = references
+            .iter()
+            .map(|r| serde_json::json!({ "name": r.name, "subject": r.subject, "version": r.version }))
+            .collect();
+        let body = serde_json::json!({ "schemaType": schema_type.as_str(), "schema": schema, "references": refs });
+        let url = format!("{}/subjects/{subject}/versions", self.registry);
+        let reply = self.registry_request(reqwest::Client::new().post(&url).json(&body), &url).await;
+        reply["id"].as_u64().and_then(|id| u32::try_from(id).ok()).unwrap_or_else(|| panic!("{url} answered {reply}"))
+    }
+
+    /// GETs a registry path (relative to the ccompat base URL) as JSON.
+    pub async fn registry_get(&self, path: &str) -> Value {
+        let url = format!("{}/{}", self.registry, path.trim_start_matches('/'));
+        self.registry_request(reqwest::Client::new().get(&url), &url).await
+    }
+
+    async fn registry_request(&self, request: reqwest::RequestBuilder, url: &str) -> Value {
+        let response = request
+            .header("Content-Type", "application/vnd.schemaregistry.v1+json")
+            .timeout(Duration::from_secs(30))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("schema registry unreachable at {url}: {e}"));
+        let status = response.status();
+        let text = response.text().await.unwrap_or_default();
+        assert!(status.is_success(), "schema registry {url} answered {status}: {text}");
+        serde_json::from_str(&text).unwrap_or_else(|e| panic!("schema registry {url} answered non-JSON ({e}): {text}"))
+    }
+
+    /// Runs SQL in DuckDB (with the Iceberg extension, offline) and returns the rows as JSON objects.
+    /// Use `iceberg_scan('<metadata.json location>')` to read a table.
+    pub fn duckdb(&self, sql: &str) -> Vec<BTreeMap<String, Value>> {
+        self.duck(&[], sql)
+    }
+
+    /// Like [`Stack::duckdb`], with the REST catalog attached as `rest` (`rest.<namespace>.<table>`).
+    pub fn duckdb_rest(&self, sql: &str) -> Vec<BTreeMap<String, Value>> {
+        self.duck(&["--rest", &self.rest], sql)
+    }
+
+    fn duck(&self, args: &[&str], sql: &str) -> Vec<BTreeMap<String, Value>> {
+        let script = repo_root().join("scripts/stack/duck.py");
+        let out = run_python(&self.python, Command::new(&self.python).arg(script).args(args).arg(sql));
+        serde_json::from_str(&out).unwrap_or_else(|e| panic!("duck.py printed non-JSON ({e}): {out}"))
+    }
+
+    /// Runs a Python script with pyiceberg available and returns the JSON it prints last.
+    /// The script sees `K2I_TEST_REST` and `K2I_TEST_WAREHOUSE` in its environment.
+    pub fn python_json(&self, script: &str) -> Value {
+        let out = run_python(
+            &self.python,
+            Command::new(&self.python)
+                .arg("-c")
+                .arg(script)
+                .env("K2I_TEST_REST", &self.rest)
+                .env("K2I_TEST_WAREHOUSE", &self.warehouse),
+        );
+        let last = out.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or_default();
+        serde_json::from_str(last).unwrap_or_else(|e| panic!("the Python script printed non-JSON ({e}): {out}"))
+    }
+}
+
+fn is_queue_full(code: rdkafka::types::RDKafkaErrorCode) -> bool {
+    code == rdkafka::types::RDKafkaErrorCode::QueueFull
+}
+
+fn run_python(python: &Path, command: &mut Command) -> String {
+    let out = command.output().unwrap_or_else(|e| panic!("cannot run {}: {e}", python.display()));
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{} failed ({}):\n{}\n{}",
+        python.display(),
+        out.status,
+        stdout,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
+/// The repository root (this crate lives in `crates/k2i-testkit`).
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
