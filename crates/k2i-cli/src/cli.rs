@@ -50,6 +50,8 @@ pub enum LogFormat {
 pub enum Command {
     /// Check a configuration file and report every problem at once.
     Validate(ValidateArgs),
+    /// Stream the topics into the Iceberg table, exactly once, until SIGINT/SIGTERM (or until caught up).
+    Ingest(IngestArgs),
     /// Print a shell completion script to standard output.
     Completions(CompletionsArgs),
     /// Write one man page per command into a directory.
@@ -65,6 +67,27 @@ pub struct ValidateArgs {
     /// Print the resolved configuration (defaults and overrides applied, secrets redacted) as TOML.
     #[arg(long)]
     pub print: bool,
+}
+
+/// `k2i ingest`.
+#[derive(Debug, Args)]
+pub struct IngestArgs {
+    /// The configuration file (TOML). Environment variables `K2I_<SECTION>__<KEY>` override its keys.
+    #[arg(short, long, env = "K2I_CONFIG", value_name = "FILE")]
+    pub config: PathBuf,
+    /// Read the partitions' high watermarks at start and exit 0 once everything below them is committed
+    /// (batch and backfill mode).
+    #[arg(long)]
+    pub until_caught_up: bool,
+    /// Override kafka.bootstrap_servers (comma-separated `host:port` list).
+    #[arg(long, value_name = "HOST:PORT,...")]
+    pub bootstrap_servers: Option<String>,
+    /// Override kafka.topic (replaces `topic` / `topics`).
+    #[arg(long, value_name = "TOPIC")]
+    pub topic: Option<String>,
+    /// Override kafka.consumer_group.
+    #[arg(long, value_name = "GROUP")]
+    pub consumer_group: Option<String>,
 }
 
 /// `k2i completions`.

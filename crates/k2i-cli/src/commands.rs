@@ -6,7 +6,7 @@ use anyhow::Context;
 use clap::CommandFactory;
 
 use crate::Failure;
-use crate::cli::{Cli, CompletionsArgs, ManArgs, ValidateArgs};
+use crate::cli::{Cli, CompletionsArgs, IngestArgs, ManArgs, ValidateArgs};
 
 pub fn validate(args: &ValidateArgs) -> Result<(), Failure> {
     let config = k2i_core::config::load(&args.config).map_err(Failure::config)?;
@@ -25,6 +25,34 @@ pub fn validate(args: &ValidateArgs) -> Result<(), Failure> {
         );
     }
     tracing::debug!(file = %args.config.display(), "configuration validated");
+    Ok(())
+}
+
+/// Runs an ingest. CLI overrides go through the same environment overlay as `K2I_*` variables, so they are
+/// validated like the file.
+pub fn ingest(args: &IngestArgs) -> Result<(), Failure> {
+    let mut env: k2i_core::config::Env =
+        std::env::vars_os().filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?))).collect();
+    if let Some(servers) = &args.bootstrap_servers {
+        env.insert("K2I_KAFKA__BOOTSTRAP_SERVERS".into(), servers.clone());
+    }
+    if let Some(topic) = &args.topic {
+        env.insert("K2I_KAFKA__TOPIC".into(), topic.clone());
+        env.insert("K2I_KAFKA__TOPICS".into(), String::new());
+    }
+    if let Some(group) = &args.consumer_group {
+        env.insert("K2I_KAFKA__CONSUMER_GROUP".into(), group.clone());
+    }
+    let config = k2i_core::config::load_with_env(&args.config, &env).map_err(Failure::config)?;
+    let table = format!("{}.{}", config.iceberg.database_name, config.iceberg.table_name);
+    tracing::info!(topics = %config.kafka.topic_list().join(","), table, until_caught_up = args.until_caught_up, "starting ingest");
+    let options = k2i_core::engine::IngestOptions { until_caught_up: args.until_caught_up, handle_signals: true };
+    let shutdown = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let summary = k2i_core::engine::run(config, options, shutdown).map_err(Failure::engine)?;
+    println!(
+        "ingested {} rows ({} records skipped) into {table} in {} commits and {} data files",
+        summary.rows, summary.skipped, summary.commits, summary.files
+    );
     Ok(())
 }
 

@@ -19,6 +19,8 @@ pub mod exit {
     pub const RUNTIME: u8 = 1;
     /// A usage or configuration error. clap exits with 2 on usage errors too.
     pub const CONFIG: u8 = 2;
+    /// A record could not be stored and `errors.policy = "fail"`.
+    pub const INVALID_RECORD: u8 = 3;
 }
 
 fn main() -> ExitCode {
@@ -26,6 +28,7 @@ fn main() -> ExitCode {
     logging::init(&cli.global);
     let outcome = match cli.command {
         Command::Validate(args) => commands::validate(&args),
+        Command::Ingest(args) => commands::ingest(&args),
         Command::Completions(args) => commands::completions(&args),
         Command::Man(args) => commands::man(&args),
     };
@@ -54,5 +57,14 @@ impl Failure {
 
     fn runtime(error: impl Into<anyhow::Error>) -> Self {
         Self { error: error.into(), code: exit::RUNTIME }
+    }
+
+    fn engine(error: k2i_core::Error) -> Self {
+        let code = match error.kind() {
+            k2i_core::ErrorKind::Config => exit::CONFIG,
+            k2i_core::ErrorKind::InvalidRecord => exit::INVALID_RECORD,
+            _ => exit::RUNTIME,
+        };
+        Self { error: error.into(), code }
     }
 }

@@ -1,7 +1,19 @@
 //! k2i-core: the k2i engine as a library.
 //!
-//! Today it holds the configuration ([`config`]); the data path (source → decode → buffer → sink → commit,
-//! with the transaction log and recovery beside it) arrives module by module as described in
-//! `docs/architecture.md`.
+//! The data path, one module per stage: [`source`] (Kafka) → [`decode`] (payload → Arrow) → [`buffer`]
+//! (hot rows with their offset ranges) → [`sink`] (Parquet data files) → [`commit`] (Iceberg snapshot with
+//! the offsets in its summary). [`catalog`] opens the catalog and table, [`schema`] owns the table schema
+//! and its evolution, [`engine`] wires the stages together, [`config`] is the configuration.
 
+pub mod buffer;
+pub mod catalog;
+pub mod commit;
 pub mod config;
+pub mod decode;
+pub mod engine;
+mod error;
+pub mod schema;
+pub mod sink;
+pub mod source;
+
+pub use error::{Error, ErrorKind, Result};

@@ -1,0 +1,433 @@
+//! The hot buffer of one table: decoded rows as Arrow chunks, the offset range of every partition they
+//! came from, and the flush triggers.
+//!
+//! Rows arrive one record at a time: Kafka metadata goes to column builders here, the payload to the
+//! format's [`Decoder`]. Every `chunk_rows` rows the builders are sealed into a `RecordBatch` chunk. A
+//! schema change seals the current chunk too, so each chunk carries the Iceberg schema it was decoded with.
+//! [`TableBuffer::take`] hands everything over as a [`FlushBatch`] and restarts the flush clock.
+//!
+//! Offsets travel with the data: each partition's range `[start, end)` covers every record consumed since
+//! the last flush, including records skipped by the error policy, so a commit always advances the
+//! partition's progress contiguously (invariant 2).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use arrow_array::builder::{
+    Int32Builder, Int64Builder, LargeBinaryBuilder, StringBuilder, TimestampMicrosecondBuilder,
+};
+use arrow_array::{ArrayRef, RecordBatch};
+use arrow_schema::{Schema as ArrowSchema, SchemaRef};
+use iceberg::spec::Schema;
+
+use crate::config::FormatType;
+use crate::decode::{Decoder, Outcome};
+use crate::error::{Error, ErrorKind, Result};
+use crate::schema::METADATA_COLUMNS;
+
+/// A Kafka partition of a topic.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct TopicPartition {
+    /// The topic.
+    pub topic: String,
+    /// The partition.
+    pub partition: i32,
+}
+
+impl std::fmt::Display for TopicPartition {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.topic, self.partition)
+    }
+}
+
+/// Offsets `[start, end)` of one partition consumed into a buffer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OffsetRange {
+    /// The first offset.
+    pub start: i64,
+    /// One past the last offset.
+    pub end: i64,
+}
+
+/// The Kafka metadata of one record.
+#[derive(Debug, Clone, Copy)]
+pub struct RecordMeta<'a> {
+    /// Topic.
+    pub topic: &'a str,
+    /// Partition.
+    pub partition: i32,
+    /// Offset.
+    pub offset: i64,
+    /// Timestamp in milliseconds since the epoch, if the record has one.
+    pub timestamp_ms: Option<i64>,
+    /// The key.
+    pub key: Option<&'a [u8]>,
+}
+
+/// Rows decoded with one table schema.
+#[derive(Debug, Clone)]
+pub struct Chunk {
+    /// The Iceberg schema the rows were decoded with (it carries the field ids).
+    pub schema: Arc<Schema>,
+    /// The rows.
+    pub batch: RecordBatch,
+}
+
+/// Everything a flush writes and commits.
+#[derive(Debug, Clone)]
+pub struct FlushBatch {
+    /// The rows, in consumption order.
+    pub chunks: Vec<Chunk>,
+    /// The offset range of every partition consumed since the previous flush.
+    pub ranges: BTreeMap<TopicPartition, OffsetRange>,
+    /// Rows in `chunks`.
+    pub rows: usize,
+    /// Records consumed but not stored (skipped by the error policy).
+    pub skipped: usize,
+    /// Estimated bytes of the rows.
+    pub bytes: usize,
+}
+
+/// Per-row overhead added to payload and key length when estimating memory.
+const ROW_OVERHEAD_BYTES: usize = 48;
+
+/// The hot buffer of one table.
+pub struct TableBuffer {
+    format: FormatType,
+    evolve: bool,
+    chunk_rows: usize,
+    schema: Arc<Schema>,
+    arrow: SchemaRef,
+    payload_arrow: SchemaRef,
+    decoder: Decoder,
+    topics: StringBuilder,
+    partitions: Int32Builder,
+    offsets: Int64Builder,
+    timestamps: TimestampMicrosecondBuilder,
+    keys: LargeBinaryBuilder,
+    open_rows: usize,
+    chunks: Vec<Chunk>,
+    ranges: BTreeMap<TopicPartition, OffsetRange>,
+    /// Where each partition's next range starts: the offset it was assigned at, then one past the last
+    /// consumed record. Ranges start here rather than at the first record, so gaps (compaction, transaction
+    /// markers) never break contiguity.
+    positions: std::collections::HashMap<TopicPartition, i64>,
+    rows: usize,
+    skipped: usize,
+    bytes: usize,
+    first_record_at: Option<Instant>,
+}
+
+impl TableBuffer {
+    /// An empty buffer for a table with `schema`.
+    pub fn new(format: FormatType, schema: Arc<Schema>, evolve: bool, chunk_rows: usize) -> Result<Self> {
+        let (arrow, payload_arrow, decoder) = Self::codec(format, &schema, evolve, chunk_rows)?;
+        Ok(Self {
+            format,
+            evolve,
+            chunk_rows,
+            schema,
+            arrow,
+            payload_arrow,
+            decoder,
+            topics: StringBuilder::new(),
+            partitions: Int32Builder::new(),
+            offsets: Int64Builder::new(),
+            timestamps: TimestampMicrosecondBuilder::new().with_timezone("+00:00"),
+            keys: LargeBinaryBuilder::new(),
+            open_rows: 0,
+            chunks: Vec::new(),
+            ranges: BTreeMap::new(),
+            positions: std::collections::HashMap::new(),
+            rows: 0,
+            skipped: 0,
+            bytes: 0,
+            first_record_at: None,
+        })
+    }
+
+    fn codec(
+        format: FormatType,
+        schema: &Schema,
+        evolve: bool,
+        chunk_rows: usize,
+    ) -> Result<(SchemaRef, SchemaRef, Decoder)> {
+        let arrow = Arc::new(
+            iceberg::arrow::schema_to_arrow_schema(schema)
+                .map_err(|e| Error::new(ErrorKind::Internal, "cannot convert the table schema to Arrow").source(e))?,
+        );
+        let payload_fields: Vec<_> =
+            arrow.fields().iter().filter(|f| !METADATA_COLUMNS.contains(&f.name().as_str())).cloned().collect();
+        let payload_arrow = Arc::new(ArrowSchema::new(payload_fields));
+        let decoder = Decoder::new(format, schema, payload_arrow.clone(), evolve, chunk_rows)?;
+        Ok((arrow, payload_arrow, decoder))
+    }
+
+    /// The schema rows are decoded with now.
+    pub fn schema(&self) -> &Arc<Schema> {
+        &self.schema
+    }
+
+    /// Switches to a new table schema (after evolution); rows decoded so far keep theirs.
+    pub fn set_schema(&mut self, schema: Arc<Schema>) -> Result<()> {
+        self.seal()?;
+        let (arrow, payload_arrow, decoder) = Self::codec(self.format, &schema, self.evolve, self.chunk_rows)?;
+        self.schema = schema;
+        self.arrow = arrow;
+        self.payload_arrow = payload_arrow;
+        self.decoder = decoder;
+        Ok(())
+    }
+
+    /// Decodes and buffers one record. Anything but [`Outcome::Appended`] leaves the buffer unchanged.
+    pub fn push(&mut self, meta: &RecordMeta<'_>, value: Option<&[u8]>) -> Result<Outcome> {
+        let outcome = self.decoder.append(value)?;
+        if !matches!(outcome, Outcome::Appended) {
+            return Ok(outcome);
+        }
+        self.topics.append_value(meta.topic);
+        self.partitions.append_value(meta.partition);
+        self.offsets.append_value(meta.offset);
+        self.timestamps.append_option(meta.timestamp_ms.map(|ms| ms.saturating_mul(1000)));
+        self.keys.append_option(meta.key);
+        self.open_rows += 1;
+        self.rows += 1;
+        self.bytes += value.map_or(0, <[u8]>::len) + meta.key.map_or(0, <[u8]>::len) + ROW_OVERHEAD_BYTES;
+        self.advance(meta.topic, meta.partition, meta.offset);
+        if self.open_rows >= self.chunk_rows {
+            self.seal()?;
+        }
+        Ok(Outcome::Appended)
+    }
+
+    /// Counts a record the error policy skipped: its offset is consumed, no row is stored.
+    pub fn skip(&mut self, topic: &str, partition: i32, offset: i64) {
+        self.skipped += 1;
+        self.advance(topic, partition, offset);
+    }
+
+    fn advance(&mut self, topic: &str, partition: i32, offset: i64) {
+        self.first_record_at.get_or_insert_with(Instant::now);
+        let tp = TopicPartition { topic: topic.to_owned(), partition };
+        let start = self.positions.get(&tp).copied().filter(|p| *p <= offset).unwrap_or(offset);
+        self.positions.insert(tp.clone(), offset + 1);
+        self.ranges
+            .entry(tp)
+            .and_modify(|r| r.end = r.end.max(offset + 1))
+            .or_insert(OffsetRange { start, end: offset + 1 });
+    }
+
+    /// Sets where a partition's next range starts (on assignment, to the table's recorded progress).
+    pub fn set_position(&mut self, tp: TopicPartition, next: i64) {
+        self.positions.insert(tp, next);
+    }
+
+    /// The offset after the last consumed record of a partition (or where it was assigned).
+    pub fn position(&self, tp: &TopicPartition) -> Option<i64> {
+        self.positions.get(tp).copied()
+    }
+
+    /// Marks offsets up to `end` of a partition as consumed although no record was delivered for them
+    /// (transaction markers or compacted records at the end of a partition), so the next commit records
+    /// the partition's real position.
+    pub fn cover(&mut self, tp: &TopicPartition, end: i64) {
+        let Some(position) = self.position(tp) else { return };
+        if end <= position {
+            return;
+        }
+        self.first_record_at.get_or_insert_with(Instant::now);
+        self.positions.insert(tp.clone(), end);
+        self.ranges.entry(tp.clone()).and_modify(|r| r.end = end).or_insert(OffsetRange { start: position, end });
+    }
+
+    /// Records consumed since the last flush (stored or skipped).
+    pub fn records(&self) -> usize {
+        self.rows + self.skipped
+    }
+
+    /// Estimated bytes of the buffered rows.
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+
+    /// When the oldest record not yet flushed was consumed.
+    pub fn first_record_at(&self) -> Option<Instant> {
+        self.first_record_at
+    }
+
+    /// The partitions with buffered records and their ranges.
+    pub fn ranges(&self) -> &BTreeMap<TopicPartition, OffsetRange> {
+        &self.ranges
+    }
+
+    fn seal(&mut self) -> Result<()> {
+        if self.open_rows == 0 {
+            return Ok(());
+        }
+        let mut payload = self.decoder.finish(&self.payload_arrow)?.into_iter();
+        let mut columns: Vec<ArrayRef> = Vec::with_capacity(self.arrow.fields().len());
+        for field in self.arrow.fields() {
+            let column: ArrayRef = match field.name().as_str() {
+                crate::schema::COL_TOPIC => Arc::new(self.topics.finish()),
+                crate::schema::COL_PARTITION => Arc::new(self.partitions.finish()),
+                crate::schema::COL_OFFSET => Arc::new(self.offsets.finish()),
+                crate::schema::COL_TIMESTAMP => Arc::new(self.timestamps.finish()),
+                crate::schema::COL_KEY => Arc::new(self.keys.finish()),
+                _ => payload
+                    .next()
+                    .ok_or_else(|| Error::new(ErrorKind::Internal, "the decoder returned too few columns"))?,
+            };
+            columns.push(column);
+        }
+        let batch = RecordBatch::try_new(self.arrow.clone(), columns)
+            .map_err(|e| Error::new(ErrorKind::Internal, "cannot assemble a buffered batch").source(e))?;
+        self.chunks.push(Chunk { schema: self.schema.clone(), batch });
+        self.open_rows = 0;
+        Ok(())
+    }
+
+    /// Takes everything buffered; `None` when nothing was consumed since the last flush.
+    pub fn take(&mut self) -> Result<Option<FlushBatch>> {
+        if self.ranges.is_empty() {
+            return Ok(None);
+        }
+        self.seal()?;
+        let flush = FlushBatch {
+            chunks: std::mem::take(&mut self.chunks),
+            ranges: std::mem::take(&mut self.ranges),
+            rows: self.rows,
+            skipped: self.skipped,
+            bytes: self.bytes,
+        };
+        self.rows = 0;
+        self.skipped = 0;
+        self.bytes = 0;
+        self.first_record_at = None;
+        Ok(Some(flush))
+    }
+
+    /// Drops the buffered rows and ranges of partitions this instance no longer owns.
+    pub fn drop_partitions(&mut self, revoked: &[TopicPartition]) -> Result<usize> {
+        if !self.ranges.keys().any(|tp| revoked.contains(tp)) {
+            return Ok(0);
+        }
+        self.seal()?;
+        let mut dropped = 0;
+        for chunk in &mut self.chunks {
+            let (keep, removed) = filter_out(&chunk.batch, revoked)?;
+            dropped += removed;
+            chunk.batch = keep;
+        }
+        self.chunks.retain(|c| c.batch.num_rows() > 0);
+        self.ranges.retain(|tp, _| !revoked.contains(tp));
+        self.positions.retain(|tp, _| !revoked.contains(tp));
+        self.rows -= dropped;
+        if self.ranges.is_empty() {
+            self.rows = 0;
+            self.skipped = 0;
+            self.bytes = 0;
+            self.first_record_at = None;
+        }
+        Ok(dropped)
+    }
+}
+
+fn filter_out(batch: &RecordBatch, revoked: &[TopicPartition]) -> Result<(RecordBatch, usize)> {
+    use arrow_array::cast::AsArray;
+    use arrow_array::types::Int32Type;
+    let topics = batch.column_by_name(crate::schema::COL_TOPIC).map(|c| c.as_string::<i32>());
+    let partitions = batch.column_by_name(crate::schema::COL_PARTITION).map(|c| c.as_primitive::<Int32Type>());
+    let (Some(topics), Some(partitions)) = (topics, partitions) else {
+        return Err(Error::new(ErrorKind::Internal, "a buffered batch lacks its metadata columns"));
+    };
+    let keep: arrow_array::BooleanArray = (0..batch.num_rows())
+        .map(|i| Some(!revoked.iter().any(|tp| tp.partition == partitions.value(i) && tp.topic == topics.value(i))))
+        .collect();
+    let removed = keep.false_count();
+    let kept = arrow_select::filter::filter_record_batch(batch, &keep)
+        .map_err(|e| Error::new(ErrorKind::Internal, "cannot filter a buffered batch").source(e))?;
+    Ok((kept, removed))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn meta(partition: i32, offset: i64) -> RecordMeta<'static> {
+        RecordMeta { topic: "t", partition, offset, timestamp_ms: Some(1_700_000_000_000), key: Some(b"k") }
+    }
+
+    fn json_buffer(chunk_rows: usize) -> TableBuffer {
+        let schema = Arc::new(crate::schema::initial_schema(FormatType::Json).unwrap());
+        TableBuffer::new(FormatType::Json, schema, true, chunk_rows).unwrap()
+    }
+
+    #[test]
+    fn raw_rows_keep_metadata_and_ranges() {
+        let schema = Arc::new(crate::schema::initial_schema(FormatType::Raw).unwrap());
+        let mut buffer = TableBuffer::new(FormatType::Raw, schema, true, 2).unwrap();
+        for offset in 10..15 {
+            assert!(matches!(buffer.push(&meta(0, offset), Some(b"v")).unwrap(), Outcome::Appended));
+        }
+        buffer.push(&meta(1, 7), None).unwrap();
+        buffer.skip("t", 1, 8);
+        let flush = buffer.take().unwrap().unwrap();
+        assert_eq!((flush.rows, flush.skipped), (6, 1));
+        assert_eq!(flush.chunks.iter().map(|c| c.batch.num_rows()).sum::<usize>(), 6);
+        assert_eq!(
+            flush.ranges[&TopicPartition { topic: "t".into(), partition: 0 }],
+            OffsetRange { start: 10, end: 15 }
+        );
+        assert_eq!(flush.ranges[&TopicPartition { topic: "t".into(), partition: 1 }], OffsetRange { start: 7, end: 9 });
+        assert!(buffer.take().unwrap().is_none());
+        assert!(buffer.first_record_at().is_none());
+    }
+
+    #[test]
+    fn json_records_need_columns_before_they_are_stored() {
+        let mut buffer = json_buffer(100);
+        let Outcome::NeedsColumns(adds) = buffer.push(&meta(0, 0), Some(br#"{"id": 1}"#)).unwrap() else {
+            panic!("a new field needs a column")
+        };
+        assert_eq!(adds[0].name, "id");
+        assert_eq!(buffer.records(), 0, "nothing was stored");
+        let Outcome::Invalid(reason) = buffer.push(&meta(0, 0), Some(b"[1]")).unwrap() else { panic!() };
+        assert_eq!(reason, "the value is JSON but not an object (found an array)");
+        let Outcome::Invalid(reason) = buffer.push(&meta(0, 0), None).unwrap() else { panic!() };
+        assert_eq!(reason, "the value is null (a tombstone), not a JSON object");
+    }
+
+    #[test]
+    fn ranges_start_at_the_assigned_position_across_gaps() {
+        let schema = Arc::new(crate::schema::initial_schema(FormatType::Raw).unwrap());
+        let mut buffer = TableBuffer::new(FormatType::Raw, schema, true, 10).unwrap();
+        let tp = TopicPartition { topic: "t".into(), partition: 0 };
+        buffer.set_position(tp.clone(), 100);
+        buffer.push(&meta(0, 103), Some(b"a")).unwrap();
+        buffer.cover(&tp, 110);
+        let flush = buffer.take().unwrap().unwrap();
+        assert_eq!(flush.ranges[&tp], OffsetRange { start: 100, end: 110 });
+        buffer.push(&meta(0, 112), Some(b"b")).unwrap();
+        assert_eq!(buffer.take().unwrap().unwrap().ranges[&tp], OffsetRange { start: 110, end: 113 });
+        buffer.cover(&tp, 120);
+        let progress_only = buffer.take().unwrap().unwrap();
+        assert_eq!((progress_only.rows, progress_only.ranges[&tp]), (0, OffsetRange { start: 113, end: 120 }));
+    }
+
+    #[test]
+    fn revoked_partitions_are_dropped() {
+        let schema = Arc::new(crate::schema::initial_schema(FormatType::Raw).unwrap());
+        let mut buffer = TableBuffer::new(FormatType::Raw, schema, true, 3).unwrap();
+        for offset in 0..4 {
+            buffer.push(&meta(0, offset), Some(b"a")).unwrap();
+            buffer.push(&meta(1, offset), Some(b"b")).unwrap();
+        }
+        let dropped = buffer.drop_partitions(&[TopicPartition { topic: "t".into(), partition: 1 }]).unwrap();
+        assert_eq!(dropped, 4);
+        let flush = buffer.take().unwrap().unwrap();
+        assert_eq!(flush.rows, 4);
+        assert_eq!(flush.ranges.len(), 1);
+        assert_eq!(flush.chunks.iter().map(|c| c.batch.num_rows()).sum::<usize>(), 4);
+    }
+}

@@ -1,0 +1,290 @@
+//! Opening the configured Iceberg catalog and the one table k2i writes: created with the initial schema if
+//! missing, evolved additively when records bring new fields.
+//!
+//! `sql` is the default: a JDBC-layout catalog in an embedded SQLite file (`<warehouse>/catalog.db`) with a
+//! local warehouse, readable by pyiceberg's `SqlCatalog` and Java's `JdbcCatalog`; a `postgres://` URL works
+//! too. `rest` speaks the Iceberg REST protocol with a bearer token, OAuth2 client credentials and extra
+//! headers. Glue and S3 Tables are rejected until they are built.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::{Arc, Once};
+use std::time::Duration;
+
+use iceberg::io::LocalFsStorageFactory;
+use iceberg::spec::Schema;
+use iceberg::table::Table;
+use iceberg::transaction::{AddColumn, ApplyTransactionAction, Transaction};
+use iceberg::{Catalog, CatalogBuilder, NamespaceIdent, TableCreation, TableIdent};
+use iceberg_catalog_rest::RestCatalogBuilder;
+use iceberg_catalog_sql::{SqlBindStyle, SqlCatalogBuilder};
+
+use crate::config::{CatalogType, Config};
+use crate::error::{Error, ErrorKind, Result};
+use crate::schema::Addition;
+
+/// The catalog name used by the SQL catalog when `iceberg.sql.catalog_name` is not set.
+pub const DEFAULT_SQL_CATALOG_NAME: &str = "k2i";
+
+/// The catalog and the table identity k2i writes to.
+#[derive(Clone)]
+pub struct TableRef {
+    /// The catalog.
+    pub catalog: Arc<dyn Catalog>,
+    /// `namespace.table`.
+    pub ident: TableIdent,
+    /// Where the catalog is, for error messages (URIs without credentials).
+    pub location: String,
+}
+
+impl TableRef {
+    /// Wraps an iceberg error with the table and catalog named.
+    pub fn error(&self, message: &str, e: iceberg::Error) -> Error {
+        Error::new(ErrorKind::Catalog, message.to_owned())
+            .with("table", self.table_name())
+            .with("catalog", &self.location)
+            .source(e)
+    }
+
+    /// `namespace.table`.
+    pub fn table_name(&self) -> String {
+        format!("{}.{}", self.ident.namespace().to_url_string().replace('\u{1f}', "."), self.ident.name())
+    }
+
+    /// Loads the table.
+    pub async fn load(&self) -> Result<Table> {
+        retry("load table", || async {
+            self.catalog.load_table(&self.ident).await.map_err(|e| self.error("cannot load table", e))
+        })
+        .await
+    }
+}
+
+/// Turns `./warehouse` or `/abs/warehouse` into `file:///abs/warehouse`; URLs pass unchanged.
+pub fn warehouse_url(path: &str) -> Result<String> {
+    if path.contains("://") {
+        return Ok(path.trim_end_matches('/').to_owned());
+    }
+    let dir = Path::new(path);
+    std::fs::create_dir_all(dir).map_err(|e| {
+        Error::new(ErrorKind::Config, "cannot create the warehouse directory").with("path", path).source(e)
+    })?;
+    let absolute = dir.canonicalize().map_err(|e| {
+        Error::new(ErrorKind::Config, "cannot resolve the warehouse directory").with("path", path).source(e)
+    })?;
+    Ok(format!("file://{}", absolute.display()))
+}
+
+/// Opens the configured catalog.
+pub async fn open(config: &Config) -> Result<TableRef> {
+    let ice = &config.iceberg;
+    let warehouse = warehouse_url(&ice.warehouse_path)?;
+    let mut props: HashMap<String, String> =
+        ice.storage.iter().map(|(k, v)| (k.clone(), v.expose().to_owned())).collect();
+    let (catalog, location): (Arc<dyn Catalog>, String) = match ice.catalog_type {
+        CatalogType::Sql => {
+            static DRIVERS: Once = Once::new();
+            DRIVERS.call_once(sqlx::any::install_default_drivers);
+            let uri = match &ice.sql.uri {
+                Some(uri) => uri.expose().to_owned(),
+                None => match warehouse.strip_prefix("file://") {
+                    Some(dir) => format!("sqlite:{dir}/catalog.db"),
+                    None => {
+                        return Err(Error::new(
+                            ErrorKind::Config,
+                            "iceberg.sql.uri is required when the warehouse is not a local directory",
+                        )
+                        .with("warehouse", &warehouse));
+                    }
+                },
+            };
+            let is_sqlite = uri.starts_with("sqlite:");
+            // SQLite must create the file on first start; sqlx only does that with mode=rwc.
+            let uri = if is_sqlite && !uri.contains("mode=") {
+                format!("{uri}{}mode=rwc", if uri.contains('?') { "&" } else { "?" })
+            } else {
+                uri
+            };
+            let location = redact_url(&uri);
+            let name = ice.sql.catalog_name.clone().unwrap_or_else(|| DEFAULT_SQL_CATALOG_NAME.to_owned());
+            let catalog = SqlCatalogBuilder::default()
+                .uri(uri)
+                .warehouse_location(warehouse.clone())
+                .sql_bind_style(if is_sqlite { SqlBindStyle::QMark } else { SqlBindStyle::DollarNumeric })
+                .with_storage_factory(Arc::new(LocalFsStorageFactory))
+                .load(name, props)
+                .await
+                .map_err(|e| {
+                    Error::new(ErrorKind::Catalog, "cannot open the SQL catalog").with("catalog", &location).source(e)
+                })?;
+            (Arc::new(catalog), location)
+        }
+        CatalogType::Rest => {
+            let uri = ice.rest_uri.clone().unwrap_or_default();
+            props.insert("uri".to_owned(), uri.clone());
+            if let Some(w) = &ice.rest.warehouse {
+                props.insert("warehouse".to_owned(), w.clone());
+            }
+            if let Some(token) = &ice.rest.token {
+                props.insert("token".to_owned(), token.expose().to_owned());
+            }
+            if let Some(credential) = &ice.rest.credential {
+                props.insert("credential".to_owned(), credential.expose().to_owned());
+            }
+            if let Some(uri) = &ice.rest.oauth2_server_uri {
+                props.insert("oauth2-server-uri".to_owned(), uri.clone());
+            }
+            if let Some(scope) = &ice.rest.scope {
+                props.insert("scope".to_owned(), scope.clone());
+            }
+            for (name, value) in &ice.rest.headers {
+                props.insert(format!("header.{name}"), value.expose().to_owned());
+            }
+            let catalog = RestCatalogBuilder::default()
+                .with_storage_factory(Arc::new(LocalFsStorageFactory))
+                .load("rest", props)
+                .await
+                .map_err(|e| {
+                    Error::new(ErrorKind::Catalog, "cannot open the REST catalog").with("catalog", &uri).source(e)
+                })?;
+            (Arc::new(catalog), uri)
+        }
+        CatalogType::Glue | CatalogType::S3tables => {
+            return Err(Error::new(ErrorKind::Config, "this catalog type is not built yet; use sql or rest")
+                .with("catalog_type", format!("{:?}", ice.catalog_type).to_lowercase()));
+        }
+    };
+    let namespace = NamespaceIdent::from_strs(ice.database_name.split('.')).map_err(|e| {
+        Error::new(ErrorKind::Config, "invalid namespace").with("database_name", &ice.database_name).source(e)
+    })?;
+    Ok(TableRef { catalog, ident: TableIdent::new(namespace, ice.table_name.clone()), location })
+}
+
+/// Removes the password from a database URL.
+fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.find('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let userinfo = &url[scheme + 3..at];
+            let user = userinfo.split(':').next().unwrap_or_default();
+            format!("{}://{user}:***{}", &url[..scheme], &url[at..])
+        }
+        _ => url.to_owned(),
+    }
+}
+
+/// Loads the table, creating its namespace and itself (with `schema`) if missing.
+pub async fn ensure_table(table: &TableRef, schema: &Schema) -> Result<Table> {
+    let namespace = table.ident.namespace();
+    let exists = retry("check namespace", || async {
+        table.catalog.namespace_exists(namespace).await.map_err(|e| table.error("cannot check the namespace", e))
+    })
+    .await?;
+    if !exists {
+        match table.catalog.create_namespace(namespace, HashMap::new()).await {
+            Ok(_) => tracing::info!(namespace = %namespace.to_url_string(), "created namespace"),
+            // Another instance may have created it meanwhile.
+            Err(e) if e.kind() == iceberg::ErrorKind::NamespaceAlreadyExists => {}
+            Err(e) => return Err(table.error("cannot create the namespace", e)),
+        }
+    }
+    if retry("check table", || async {
+        table.catalog.table_exists(&table.ident).await.map_err(|e| table.error("cannot check the table", e))
+    })
+    .await?
+    {
+        return table.load().await;
+    }
+    let creation = TableCreation::builder()
+        .name(table.ident.name().to_owned())
+        .schema(schema.clone())
+        .properties(HashMap::from([
+            ("write.parquet.compression-codec".to_owned(), "zstd".to_owned()),
+            ("k2i.created-by".to_owned(), format!("k2i {}", env!("CARGO_PKG_VERSION"))),
+        ]))
+        .build();
+    match table.catalog.create_table(namespace, creation).await {
+        Ok(t) => {
+            tracing::info!(table = %table.table_name(), catalog = %table.location, "created table");
+            Ok(t)
+        }
+        Err(e) if e.kind() == iceberg::ErrorKind::TableAlreadyExists => table.load().await,
+        Err(e) => Err(table.error("cannot create the table", e)),
+    }
+}
+
+/// Adds optional columns to the table and returns the reloaded table. Columns that meanwhile exist (added
+/// by another instance) are left alone.
+pub async fn add_columns(table: &TableRef, additions: &[Addition]) -> Result<Table> {
+    retry("add columns", || async {
+        let current = table.load().await?;
+        let schema = current.metadata().current_schema();
+        let missing: Vec<&Addition> = additions.iter().filter(|a| schema.field_by_name(&a.full_name()).is_none()).collect();
+        if missing.is_empty() {
+            return Ok(current);
+        }
+        let tx = Transaction::new(&current);
+        let mut action = tx.update_schema();
+        for addition in &missing {
+            let column = match &addition.parent {
+                Some(parent) => AddColumn::builder()
+                    .parent(parent.clone())
+                    .name(addition.name.clone())
+                    .field_type(addition.field_type.clone())
+                    .build(),
+                None => AddColumn::optional(&addition.name, addition.field_type.clone()),
+            };
+            action = action.add_column(column);
+        }
+        let tx = action.apply(tx).map_err(|e| table.error("cannot prepare the schema update", e))?;
+        let updated = tx.commit(table.catalog.as_ref()).await.map_err(|e| table.error("cannot update the table schema", e))?;
+        let names: Vec<String> = missing.iter().map(|a| a.full_name()).collect();
+        tracing::info!(table = %table.table_name(), columns = %names.join(", "), schema_id = updated.metadata().current_schema_id(), "added columns");
+        Ok(updated)
+    })
+    .await
+}
+
+/// Retries a catalog operation with exponential backoff (0.2 s doubling to 10 s, 8 attempts) while the
+/// error is retryable.
+pub async fn retry<T, F, Fut>(what: &str, mut op: F) -> Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T>>,
+{
+    const ATTEMPTS: u32 = 8;
+    let mut delay = Duration::from_millis(200);
+    let mut attempt = 1;
+    loop {
+        match op().await {
+            Ok(v) => return Ok(v),
+            Err(e) if e.is_retryable() && attempt < ATTEMPTS => {
+                tracing::warn!(operation = what, attempt, error = %e, "catalog operation failed; retrying");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(10));
+                attempt += 1;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn database_urls_lose_their_password() {
+        assert_eq!(redact_url("postgres://k2i:s3cret@db:5432/cat"), "postgres://k2i:***@db:5432/cat");
+        assert_eq!(redact_url("sqlite:/tmp/c.db?mode=rwc"), "sqlite:/tmp/c.db?mode=rwc");
+    }
+
+    #[test]
+    fn local_warehouses_become_file_urls() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("w");
+        let url = warehouse_url(path.to_str().unwrap()).unwrap();
+        assert!(url.starts_with("file:///") && url.ends_with("/w"), "{url}");
+        assert!(path.is_dir());
+        assert_eq!(warehouse_url("s3://bucket/w/").unwrap(), "s3://bucket/w");
+    }
+}

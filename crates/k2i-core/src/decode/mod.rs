@@ -1,0 +1,164 @@
+//! Payload decoding: record value bytes → Arrow columns of the table's payload fields.
+//!
+//! A [`Decoder`] is built for one table schema. `raw` keeps the value bytes in a binary column; `json`
+//! checks each record against the schema ([`crate::schema::check_object`]) and then feeds the original bytes
+//! to arrow-json's tape decoder, so a record is parsed for the check and decoded straight into Arrow without
+//! an intermediate conversion. Records that need new columns are reported as [`Outcome::NeedsColumns`]
+//! and not consumed: the caller evolves the table and retries them with a decoder for the new schema.
+
+use std::sync::Arc;
+
+use arrow_array::builder::LargeBinaryBuilder;
+use arrow_array::{ArrayRef, RecordBatch};
+use arrow_schema::{Schema as ArrowSchema, SchemaRef};
+use iceberg::spec::{Schema, StructType};
+
+use crate::config::FormatType;
+use crate::error::{Error, ErrorKind, Result};
+use crate::schema::{self, Addition, Conflict, METADATA_COLUMNS};
+
+/// What happened to one record.
+#[derive(Debug)]
+pub enum Outcome {
+    /// Appended.
+    Appended,
+    /// Not appended: the record needs these new columns first.
+    NeedsColumns(Vec<Addition>),
+    /// Not appended: the record cannot be stored; the error policy decides.
+    Invalid(String),
+}
+
+/// Decodes payloads of one format for one table schema.
+pub enum Decoder {
+    /// Value bytes into the `value` column.
+    Raw {
+        /// The payload column.
+        values: LargeBinaryBuilder,
+    },
+    /// JSON objects into the payload columns.
+    Json(JsonDecoder),
+}
+
+/// The JSON decoder.
+pub struct JsonDecoder {
+    payload: StructType,
+    inner: arrow_json::reader::Decoder,
+    evolve: bool,
+}
+
+impl Decoder {
+    /// A decoder for `format` writing the payload fields of `table_schema`.
+    pub fn new(
+        format: FormatType,
+        table_schema: &Schema,
+        payload_arrow: SchemaRef,
+        evolve: bool,
+        chunk_rows: usize,
+    ) -> Result<Self> {
+        match format {
+            FormatType::Raw => Ok(Self::Raw { values: LargeBinaryBuilder::new() }),
+            FormatType::Json => {
+                let fields = table_schema
+                    .as_struct()
+                    .fields()
+                    .iter()
+                    .filter(|f| !METADATA_COLUMNS.contains(&f.name.as_str()))
+                    .cloned()
+                    .collect();
+                let inner = arrow_json::ReaderBuilder::new(payload_arrow)
+                    .with_batch_size(chunk_rows)
+                    .with_strict_mode(false)
+                    .build_decoder()
+                    .map_err(|e| Error::new(ErrorKind::Internal, "cannot build the JSON decoder").source(e))?;
+                Ok(Self::Json(JsonDecoder { payload: StructType::new(fields), inner, evolve }))
+            }
+            other => Err(Error::new(ErrorKind::Config, "this payload format is not built yet")
+                .with("format", format!("{other:?}"))),
+        }
+    }
+
+    /// Decodes one record value (`None` for a tombstone).
+    pub fn append(&mut self, value: Option<&[u8]>) -> Result<Outcome> {
+        match self {
+            Self::Raw { values } => {
+                values.append_option(value);
+                Ok(Outcome::Appended)
+            }
+            Self::Json(json) => json.append(value),
+        }
+    }
+
+    /// The payload columns of everything appended since the last call, in payload-field order.
+    pub fn finish(&mut self, payload_arrow: &ArrowSchema) -> Result<Vec<ArrayRef>> {
+        match self {
+            Self::Raw { values } => Ok(vec![Arc::new(values.finish()) as ArrayRef]),
+            Self::Json(json) => {
+                let batch = json
+                    .inner
+                    .flush()
+                    .map_err(|e| Error::new(ErrorKind::Internal, "cannot convert decoded JSON to Arrow").source(e))?;
+                match batch {
+                    Some(batch) => Ok(batch.columns().to_vec()),
+                    None => Ok(RecordBatch::new_empty(Arc::new(payload_arrow.clone())).columns().to_vec()),
+                }
+            }
+        }
+    }
+}
+
+impl JsonDecoder {
+    fn append(&mut self, value: Option<&[u8]>) -> Result<Outcome> {
+        let Some(bytes) = value else {
+            return Ok(Outcome::Invalid("the value is null (a tombstone), not a JSON object".to_owned()));
+        };
+        let parsed: serde_json::Value = match serde_json::from_slice(bytes) {
+            Ok(v) => v,
+            Err(e) => return Ok(Outcome::Invalid(format!("the value is not JSON: {e}"))),
+        };
+        let Some(object) = parsed.as_object() else {
+            return Ok(Outcome::Invalid(format!("the value is JSON but not an object (found {})", kind_of(&parsed))));
+        };
+        let mut additions = Vec::new();
+        if let Err(conflict) = schema::check_object(object, &self.payload, None, &mut additions) {
+            return Ok(Outcome::Invalid(conflict_message(&conflict)));
+        }
+        if !additions.is_empty() {
+            if !self.evolve {
+                let names: Vec<String> = additions.iter().map(Addition::full_name).collect();
+                return Ok(Outcome::Invalid(format!(
+                    "the record has fields the table lacks ({}) and schema_evolution.mode = \"none\"",
+                    names.join(", ")
+                )));
+            }
+            return match schema::merge_additions(additions) {
+                Ok(additions) => Ok(Outcome::NeedsColumns(additions)),
+                Err(conflict) => Ok(Outcome::Invalid(conflict_message(&conflict))),
+            };
+        }
+        let consumed = self
+            .inner
+            .decode(bytes)
+            .map_err(|e| Error::new(ErrorKind::Internal, "the JSON decoder rejected a checked record").source(e))?;
+        if consumed != bytes.len() || self.inner.has_partial_record() {
+            return Err(Error::new(ErrorKind::Internal, "the JSON decoder did not take the whole record")
+                .with("consumed", consumed)
+                .with("length", bytes.len()));
+        }
+        Ok(Outcome::Appended)
+    }
+}
+
+fn conflict_message(conflict: &Conflict) -> String {
+    format!("the value does not fit the table schema: {conflict}")
+}
+
+fn kind_of(v: &serde_json::Value) -> &'static str {
+    match v {
+        serde_json::Value::Null => "null",
+        serde_json::Value::Bool(_) => "a boolean",
+        serde_json::Value::Number(_) => "a number",
+        serde_json::Value::String(_) => "a string",
+        serde_json::Value::Array(_) => "an array",
+        serde_json::Value::Object(_) => "an object",
+    }
+}

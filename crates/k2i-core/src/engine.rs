@@ -1,0 +1,547 @@
+//! Wiring of one ingest: the polling thread (consume → decode → buffer) and the commit task (write data
+//! files → commit the snapshot → commit Kafka offsets), with shutdown and `--until-caught-up`.
+//!
+//! ```text
+//!  polling thread (the caller's)                       tokio runtime
+//!  ─────────────────────────────                       ─────────────
+//!  poll ─► decode ─► TableBuffer ── FlushBatch ──────► commit task: sink::write ─► commit::commit ─► Kafka commit
+//!    ▲  rebalance: seek from the table                       │
+//!    └──── pause while a flush is in flight and the buffer is full ◄──┘ (in_flight)
+//! ```
+//!
+//! At most one flush is in flight: while the commit task writes and commits flush N, the polling thread
+//! keeps decoding into the buffer (double buffering). A flush starts when the buffer holds
+//! `flush_batch_size` records, half of `max_size_mb` (the other half is the flush in flight), or when its
+//! oldest record has waited `flush_interval`. If the buffer is due while a flush is still in flight, the
+//! consumer pauses its partitions and resumes once the flush is handed over. Flushes commit in order, so
+//! each partition's ranges stay contiguous.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use rdkafka::consumer::{CommitMode, Consumer};
+use rdkafka::message::Message;
+use rdkafka::{Offset, TopicPartitionList};
+use tokio::sync::mpsc;
+
+use crate::buffer::{FlushBatch, RecordMeta, TableBuffer, TopicPartition};
+use crate::catalog::{self, TableRef};
+use crate::commit::{self, CommitRequest};
+use crate::config::{Config, ErrorPolicy, EvolutionMode, OffsetReset};
+use crate::decode::Outcome;
+use crate::error::{Error, ErrorKind, Result};
+use crate::schema;
+use crate::sink::{self, WriteOptions};
+use crate::source::{self, AssignmentChange, KafkaConsumer};
+
+/// Rows per Arrow chunk in the buffer.
+const CHUNK_ROWS: usize = 8192;
+/// How long one poll waits for a record; bounds the latency of flush triggers and shutdown.
+const POLL_TIMEOUT: Duration = Duration::from_millis(100);
+/// Timeout of metadata and watermark requests.
+const METADATA_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How to run.
+#[derive(Debug, Clone, Default)]
+pub struct IngestOptions {
+    /// Read the high watermarks at start and stop once everything below them is committed.
+    pub until_caught_up: bool,
+    /// Stop on SIGINT / SIGTERM (flushing first).
+    pub handle_signals: bool,
+}
+
+/// What an ingest did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct IngestSummary {
+    /// Records consumed and stored as rows.
+    pub rows: u64,
+    /// Records consumed and skipped by the error policy.
+    pub skipped: u64,
+    /// Snapshots committed.
+    pub commits: u64,
+    /// Data files written.
+    pub files: u64,
+}
+
+#[derive(Default)]
+struct Shared {
+    /// The table's next offset per partition, as far as this process knows (start lookup + own commits).
+    committed: Mutex<HashMap<TopicPartition, i64>>,
+    in_flight: AtomicUsize,
+    failed: Mutex<Option<Error>>,
+    summary: Mutex<IngestSummary>,
+}
+
+/// Runs an ingest on the calling thread until shutdown, caught-up (with `until_caught_up`) or an error.
+pub fn run(config: Config, options: IngestOptions, shutdown: Arc<AtomicBool>) -> Result<IngestSummary> {
+    refuse_unbuilt(&config)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("k2i-commit")
+        .enable_all()
+        .build()
+        .map_err(|e| Error::new(ErrorKind::Internal, "cannot start the async runtime").source(e))?;
+    if options.handle_signals {
+        runtime.spawn(watch_signals(shutdown.clone()));
+    }
+    let format = config.kafka.format.kind;
+    let table_ref = runtime.block_on(catalog::open(&config))?;
+    let table = runtime.block_on(catalog::ensure_table(&table_ref, &schema::initial_schema(format)?))?;
+    schema::check_metadata_columns(table.metadata().current_schema())?;
+
+    let evolve = config.schema_evolution.mode == EvolutionMode::AutoAdditive;
+    let mut buffer = TableBuffer::new(format, table.metadata().current_schema().clone(), evolve, CHUNK_ROWS)?;
+
+    let handle = runtime.handle().clone();
+    let lookup_table = table_ref.clone();
+    let lookup: source::OffsetLookup = Box::new(move |partitions: &[TopicPartition]| {
+        handle.block_on(async {
+            let table = lookup_table.load().await?;
+            commit::table_offsets(&table, partitions)
+        })
+    });
+    let consumer = Arc::new(source::subscribe(&config.kafka, lookup)?);
+    let topics = config.kafka.topic_list();
+    let shared = Arc::new(Shared::default());
+
+    let targets = if options.until_caught_up {
+        let marks = source::watermarks(&consumer, &topics, METADATA_TIMEOUT)?;
+        let partitions: Vec<TopicPartition> = marks.keys().cloned().collect();
+        let recorded = commit::table_offsets(&table, &partitions)?;
+        lock(&shared.committed).extend(recorded);
+        tracing::info!(partitions = marks.len(), "read high watermarks; will stop once they are committed");
+        Some(marks)
+    } else {
+        None
+    };
+
+    let (tx, rx) = mpsc::channel::<FlushBatch>(1);
+    let write = WriteOptions {
+        compression: config.iceberg.compression,
+        target_file_size_bytes: usize::try_from(config.iceberg.target_file_size_mb.get() * 1024 * 1024)
+            .unwrap_or(usize::MAX),
+    };
+    let committer = runtime.spawn(commit_loop(
+        rx,
+        table_ref.clone(),
+        table,
+        consumer.clone(),
+        config.kafka.consumer_group.clone(),
+        write,
+        shared.clone(),
+    ));
+
+    let mut poller = Poller {
+        config: &config,
+        runtime: &runtime,
+        table_ref: &table_ref,
+        consumer: &consumer,
+        shared: &shared,
+        buffer: &mut buffer,
+        tx: &tx,
+        targets,
+        assigned: HashSet::new(),
+        pending: None,
+        paused: false,
+        last_schema_update: None,
+    };
+    let outcome = poller.run(&shutdown);
+    drop(tx);
+    let committed = runtime.block_on(committer);
+    consumer.unsubscribe();
+    let summary = lock(&shared.summary).clone();
+    outcome?;
+    if let Some(error) = lock(&shared.failed).take() {
+        return Err(error);
+    }
+    committed.map_err(|e| Error::new(ErrorKind::Internal, "the commit task panicked").source(e))?;
+    Ok(summary)
+}
+
+/// Features whose keys exist but which are not built yet: refuse instead of pretending.
+fn refuse_unbuilt(config: &Config) -> Result<()> {
+    let refuse =
+        |key: &str, what: &str| Err(Error::new(ErrorKind::Config, format!("{what} is not built yet")).with("key", key));
+    if !config.iceberg.partition_by.is_empty() {
+        return refuse("iceberg.partition_by", "writing partitioned tables");
+    }
+    if config.errors.policy == ErrorPolicy::DeadLetter {
+        return refuse("errors.policy", "the dead-letter policy");
+    }
+    if config.rpc.enabled {
+        return refuse("rpc.enabled", "the read-state RPC");
+    }
+    if config.maintenance.enabled {
+        return refuse("maintenance.enabled", "scheduled maintenance");
+    }
+    Ok(())
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // A panic while holding one of these locks already fails the ingest; the data is still consistent.
+    mutex.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+async fn watch_signals(shutdown: Arc<AtomicBool>) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+            tracing::warn!("cannot install signal handlers; stop with SIGKILL only");
+            return;
+        };
+        tokio::select! {
+            _ = term.recv() => tracing::info!("SIGTERM received; flushing and stopping"),
+            _ = int.recv() => tracing::info!("SIGINT received; flushing and stopping"),
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+    shutdown.store(true, Ordering::SeqCst);
+}
+
+struct Poller<'a> {
+    config: &'a Config,
+    runtime: &'a tokio::runtime::Runtime,
+    table_ref: &'a TableRef,
+    consumer: &'a Arc<KafkaConsumer>,
+    shared: &'a Arc<Shared>,
+    buffer: &'a mut TableBuffer,
+    tx: &'a mpsc::Sender<FlushBatch>,
+    targets: Option<HashMap<TopicPartition, (i64, i64)>>,
+    assigned: HashSet<TopicPartition>,
+    pending: Option<FlushBatch>,
+    paused: bool,
+    last_schema_update: Option<Instant>,
+}
+
+impl Poller<'_> {
+    fn run(&mut self, shutdown: &AtomicBool) -> Result<()> {
+        let buffer_cfg = &self.config.buffer;
+        let half_cap = usize::try_from(buffer_cfg.max_size_mb.get() * 1024 * 1024 / 2).unwrap_or(usize::MAX);
+        loop {
+            if shutdown.load(Ordering::SeqCst) {
+                break;
+            }
+            if let Some(error) = self.consumer.context().take_fatal() {
+                return Err(error);
+            }
+            if lock(&self.shared.failed).is_some() {
+                // The commit task stopped; its error is reported by `run`.
+                return Ok(());
+            }
+            for change in self.consumer.context().take_changes() {
+                self.apply(change)?;
+            }
+            self.hand_over()?;
+            let idle = match self.consumer.poll(POLL_TIMEOUT) {
+                Some(Ok(message)) => {
+                    self.record(&message)?;
+                    false
+                }
+                Some(Err(e)) => {
+                    tracing::warn!(error = %e, "kafka fetch error");
+                    true
+                }
+                None => true,
+            };
+            if idle && self.targets.is_some() {
+                self.cover_gaps();
+            }
+            let due = self.buffer.records() >= buffer_cfg.flush_batch_size.get()
+                || self.buffer.bytes() >= half_cap
+                || self.buffer.first_record_at().is_some_and(|t| t.elapsed() >= buffer_cfg.flush_interval.get())
+                || (self.targets.is_some() && self.all_consumed());
+            if due && self.pending.is_none() {
+                self.pending = self.buffer.take()?;
+                self.hand_over()?;
+            }
+            if self.pending.is_some() && !self.paused {
+                self.pause(true);
+            }
+            if self.targets.is_some()
+                && self.pending.is_none()
+                && self.buffer.ranges().is_empty()
+                && self.shared.in_flight.load(Ordering::SeqCst) == 0
+                && self.all_committed()
+            {
+                tracing::info!("caught up with the high watermarks read at start");
+                break;
+            }
+        }
+        // Clean stop: whatever is buffered is flushed and committed before the process exits.
+        if let Some(batch) = self.pending.take() {
+            self.send_blocking(batch)?;
+        }
+        if let Some(batch) = self.buffer.take()? {
+            self.send_blocking(batch)?;
+        }
+        Ok(())
+    }
+
+    fn apply(&mut self, change: AssignmentChange) -> Result<()> {
+        match change {
+            AssignmentChange::Assigned(partitions) => {
+                for (tp, start) in partitions {
+                    if let Some(next) = start {
+                        self.buffer.set_position(tp.clone(), next);
+                    }
+                    self.assigned.insert(tp);
+                }
+                if self.paused {
+                    self.pause(true);
+                }
+            }
+            AssignmentChange::Revoked(partitions) => {
+                let dropped = self.buffer.drop_partitions(&partitions)?;
+                if dropped > 0 {
+                    tracing::info!(rows = dropped, "dropped buffered rows of revoked partitions");
+                }
+                for tp in &partitions {
+                    self.assigned.remove(tp);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn record(&mut self, message: &rdkafka::message::BorrowedMessage<'_>) -> Result<()> {
+        let meta = RecordMeta {
+            topic: message.topic(),
+            partition: message.partition(),
+            offset: message.offset(),
+            timestamp_ms: message.timestamp().to_millis(),
+            key: message.key(),
+        };
+        for _ in 0..3 {
+            match self.buffer.push(&meta, message.payload())? {
+                Outcome::Appended => return Ok(()),
+                Outcome::NeedsColumns(additions) => self.evolve(&additions)?,
+                Outcome::Invalid(reason) => {
+                    return match self.config.errors.policy {
+                        ErrorPolicy::Skip => {
+                            tracing::debug!(
+                                topic = meta.topic,
+                                partition = meta.partition,
+                                offset = meta.offset,
+                                reason,
+                                "skipped a record"
+                            );
+                            self.buffer.skip(meta.topic, meta.partition, meta.offset);
+                            Ok(())
+                        }
+                        ErrorPolicy::Fail | ErrorPolicy::DeadLetter => {
+                            Err(Error::new(ErrorKind::InvalidRecord, format!("cannot store a record: {reason}"))
+                                .with("topic", meta.topic)
+                                .with("partition", meta.partition)
+                                .with("offset", meta.offset))
+                        }
+                    };
+                }
+            }
+        }
+        Err(Error::new(ErrorKind::Internal, "a record still needs new columns after the schema update")
+            .with("topic", meta.topic)
+            .with("partition", meta.partition)
+            .with("offset", meta.offset))
+    }
+
+    /// Adds columns to the table, at most once per `schema_update_min_interval`; the polling thread waits
+    /// (records stay in Kafka) until the interval has passed.
+    fn evolve(&mut self, additions: &[schema::Addition]) -> Result<()> {
+        let interval = self.config.schema_evolution.schema_update_min_interval.get();
+        if let Some(wait) =
+            self.last_schema_update.map(|t| interval.saturating_sub(t.elapsed())).filter(|w| !w.is_zero())
+        {
+            tracing::info!(
+                wait_ms = wait.as_millis() as u64,
+                "waiting for schema_update_min_interval before the next schema update"
+            );
+            std::thread::sleep(wait);
+        }
+        let table = self.runtime.block_on(catalog::add_columns(self.table_ref, additions))?;
+        self.last_schema_update = Some(Instant::now());
+        self.buffer.set_schema(table.metadata().current_schema().clone())
+    }
+
+    fn hand_over(&mut self) -> Result<()> {
+        if self.pending.is_none() || self.shared.in_flight.load(Ordering::SeqCst) > 0 {
+            return Ok(());
+        }
+        let Some(batch) = self.pending.take() else { return Ok(()) };
+        self.shared.in_flight.fetch_add(1, Ordering::SeqCst);
+        match self.tx.try_send(batch) {
+            Ok(()) => {
+                if self.paused {
+                    self.pause(false);
+                }
+                Ok(())
+            }
+            Err(mpsc::error::TrySendError::Full(batch)) => {
+                self.shared.in_flight.fetch_sub(1, Ordering::SeqCst);
+                self.pending = Some(batch);
+                Ok(())
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => {
+                self.shared.in_flight.fetch_sub(1, Ordering::SeqCst);
+                Err(Error::new(ErrorKind::Internal, "the commit task is gone"))
+            }
+        }
+    }
+
+    fn send_blocking(&mut self, batch: FlushBatch) -> Result<()> {
+        self.shared.in_flight.fetch_add(1, Ordering::SeqCst);
+        self.runtime
+            .block_on(self.tx.send(batch))
+            .map_err(|_| Error::new(ErrorKind::Internal, "the commit task is gone before the final flush"))
+    }
+
+    fn pause(&mut self, pause: bool) {
+        let mut tpl = TopicPartitionList::new();
+        for tp in &self.assigned {
+            tpl.add_partition(&tp.topic, tp.partition);
+        }
+        let result = if pause { self.consumer.pause(&tpl) } else { self.consumer.resume(&tpl) };
+        match result {
+            Ok(()) => {
+                self.paused = pause;
+                tracing::debug!(
+                    partitions = self.assigned.len(),
+                    paused = pause,
+                    "buffer full; consumption paused until the flush in flight is done"
+                );
+            }
+            Err(e) => tracing::warn!(error = %e, paused = pause, "cannot pause or resume partitions"),
+        }
+    }
+
+    /// With `--until-caught-up`: whether every partition has been consumed up to its start high watermark.
+    fn all_consumed(&self) -> bool {
+        let Some(targets) = &self.targets else { return false };
+        let committed = lock(&self.shared.committed);
+        let consumed = targets.iter().all(|(tp, &(low, high))| {
+            let position = self.buffer.position(tp).or_else(|| committed.get(tp).copied());
+            position.is_some_and(|p| p >= high) || self.nothing_to_read(tp, low, high, committed.get(tp).copied())
+        });
+        consumed && !self.buffer.ranges().is_empty()
+    }
+
+    fn all_committed(&self) -> bool {
+        let Some(targets) = &self.targets else { return false };
+        let committed = lock(&self.shared.committed);
+        targets.iter().all(|(tp, &(low, high))| {
+            let next = committed.get(tp).copied();
+            next.is_some_and(|n| n >= high) || self.nothing_to_read(tp, low, high, next)
+        })
+    }
+
+    fn nothing_to_read(&self, _tp: &TopicPartition, low: i64, high: i64, recorded: Option<i64>) -> bool {
+        high <= low && recorded.is_none()
+            || (recorded.is_none() && self.config.kafka.auto_offset_reset == OffsetReset::Latest)
+    }
+
+    /// When the consumer's position is past the last delivered record (transaction markers, compaction),
+    /// records the real position so the partition can be committed as caught up.
+    fn cover_gaps(&mut self) {
+        let Some(targets) = &self.targets else { return };
+        let Ok(positions) = self.consumer.position() else { return };
+        for element in positions.elements() {
+            let tp = TopicPartition { topic: element.topic().to_owned(), partition: element.partition() };
+            let (Some(&(_, high)), Offset::Offset(position)) = (targets.get(&tp), element.offset()) else { continue };
+            if position >= high && self.buffer.position(&tp).is_some_and(|p| p < position) {
+                self.buffer.cover(&tp, position);
+            }
+        }
+    }
+}
+
+async fn commit_loop(
+    mut rx: mpsc::Receiver<FlushBatch>,
+    table_ref: TableRef,
+    mut table: iceberg::table::Table,
+    consumer: Arc<KafkaConsumer>,
+    group: String,
+    write: WriteOptions,
+    shared: Arc<Shared>,
+) {
+    while let Some(batch) = rx.recv().await {
+        match commit_one(&table_ref, &table, &consumer, &group, write, &shared, &batch).await {
+            Ok(updated) => {
+                table = updated;
+                shared.in_flight.fetch_sub(1, Ordering::SeqCst);
+            }
+            Err(error) => {
+                tracing::error!(error = %error, "flush failed; stopping");
+                *lock(&shared.failed) = Some(error);
+                shared.in_flight.fetch_sub(1, Ordering::SeqCst);
+                return;
+            }
+        }
+    }
+}
+
+async fn commit_one(
+    table_ref: &TableRef,
+    table: &iceberg::table::Table,
+    consumer: &Arc<KafkaConsumer>,
+    group: &str,
+    write: WriteOptions,
+    shared: &Shared,
+    batch: &FlushBatch,
+) -> Result<iceberg::table::Table> {
+    let started = Instant::now();
+    let commit_id = uuid::Uuid::now_v7().to_string();
+    let files = sink::write(table, &batch.chunks, &commit_id, write).await?;
+    let file_count = files.len();
+    let file_bytes: u64 = files.iter().map(iceberg::spec::DataFile::file_size_in_bytes).sum();
+    let committed =
+        commit::commit(table_ref, CommitRequest { commit_id: &commit_id, files, ranges: &batch.ranges, group }).await?;
+
+    // Kafka's group offsets are for lag tools only; the table is the truth. Synchronous, off the async workers.
+    let mut tpl = TopicPartitionList::new();
+    for (tp, range) in &batch.ranges {
+        if let Err(e) = tpl.add_partition_offset(&tp.topic, tp.partition, Offset::Offset(range.end)) {
+            tracing::warn!(partition = %tp, error = %e, "cannot prepare the Kafka offset commit");
+        }
+    }
+    let kafka = consumer.clone();
+    match tokio::task::spawn_blocking(move || kafka.commit(&tpl, CommitMode::Sync)).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "cannot commit offsets to Kafka (lag monitoring only; the table has them)")
+        }
+        Err(e) => tracing::warn!(error = %e, "the Kafka offset commit task failed"),
+    }
+
+    {
+        let mut committed_offsets = lock(&shared.committed);
+        for (tp, range) in &batch.ranges {
+            committed_offsets.insert(tp.clone(), range.end);
+        }
+    }
+    {
+        let mut summary = lock(&shared.summary);
+        summary.rows += batch.rows as u64;
+        summary.skipped += batch.skipped as u64;
+        summary.commits += 1;
+        summary.files += file_count as u64;
+    }
+    let offsets: Vec<String> = batch.ranges.iter().map(|(tp, r)| format!("{tp}:[{},{})", r.start, r.end)).collect();
+    tracing::info!(
+        table = %table_ref.table_name(),
+        snapshot_id = committed.snapshot_id,
+        commit_id,
+        rows = batch.rows,
+        skipped = batch.skipped,
+        files = file_count,
+        bytes = file_bytes,
+        duration_ms = started.elapsed().as_millis() as u64,
+        offsets = %offsets.join(" "),
+        "committed flush"
+    );
+    Ok(committed.table)
+}

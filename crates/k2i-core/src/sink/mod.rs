@@ -1,0 +1,88 @@
+//! Writing buffered rows as Parquet data files through iceberg-rust's writers, so every file carries the
+//! Iceberg field ids and column statistics of the schema its rows were decoded with.
+//!
+//! Writers compose by wrapping: Parquet inside rolling (a new file at the target size) inside data-file.
+//! Chunks decoded with different schemas (the table evolved mid-flush) go to separate files. File names
+//! start with `k2i-<commit id>` so a file can always be traced to the flush intent that wrote it.
+
+use std::sync::Arc;
+
+use iceberg::spec::{DataFile, DataFileFormat, Schema};
+use iceberg::table::Table;
+use iceberg::writer::base_writer::data_file_writer::DataFileWriterBuilder;
+use iceberg::writer::file_writer::ParquetWriterBuilder;
+use iceberg::writer::file_writer::location_generator::{DefaultFileNameGenerator, DefaultLocationGenerator};
+use iceberg::writer::file_writer::rolling_writer::RollingFileWriterBuilder;
+use iceberg::writer::{IcebergWriter, IcebergWriterBuilder};
+use parquet::basic::{Compression as ParquetCompression, GzipLevel, ZstdLevel};
+use parquet::file::properties::WriterProperties;
+
+use crate::buffer::Chunk;
+use crate::config::Compression;
+use crate::error::{Error, ErrorKind, Result};
+
+/// How data files are written.
+#[derive(Debug, Clone, Copy)]
+pub struct WriteOptions {
+    /// Codec.
+    pub compression: Compression,
+    /// Roll to a new file at this size.
+    pub target_file_size_bytes: usize,
+}
+
+fn writer_properties(compression: Compression) -> WriterProperties {
+    let codec = match compression {
+        Compression::Zstd => ParquetCompression::ZSTD(ZstdLevel::try_new(3).unwrap_or_default()),
+        Compression::Snappy => ParquetCompression::SNAPPY,
+        Compression::Lz4 => ParquetCompression::LZ4_RAW,
+        Compression::Gzip => ParquetCompression::GZIP(GzipLevel::default()),
+        Compression::None => ParquetCompression::UNCOMPRESSED,
+    };
+    WriterProperties::builder().set_compression(codec).build()
+}
+
+/// Writes the chunks as data files of `table` and returns them, in chunk order.
+pub async fn write(table: &Table, chunks: &[Chunk], commit_id: &str, options: WriteOptions) -> Result<Vec<DataFile>> {
+    let mut files = Vec::new();
+    let mut start = 0;
+    while start < chunks.len() {
+        // Consecutive chunks with the same schema share one writer.
+        let schema = &chunks[start].schema;
+        let end =
+            chunks[start..].iter().position(|c| !Arc::ptr_eq(&c.schema, schema)).map_or(chunks.len(), |i| start + i);
+        files.extend(write_group(table, schema.clone(), &chunks[start..end], commit_id, options).await?);
+        start = end;
+    }
+    Ok(files)
+}
+
+async fn write_group(
+    table: &Table,
+    schema: Arc<Schema>,
+    chunks: &[Chunk],
+    commit_id: &str,
+    options: WriteOptions,
+) -> Result<Vec<DataFile>> {
+    let fail = |what: &str, e: iceberg::Error| {
+        Error::new(ErrorKind::Catalog, what.to_owned())
+            .with("table", table.identifier())
+            .with("commit_id", commit_id)
+            .source(e)
+    };
+    let locations = DefaultLocationGenerator::new(table.metadata()).map_err(|e| fail("cannot place data files", e))?;
+    let names = DefaultFileNameGenerator::new(format!("k2i-{commit_id}"), None, DataFileFormat::Parquet);
+    let parquet = ParquetWriterBuilder::new(writer_properties(options.compression), schema);
+    let rolling = RollingFileWriterBuilder::new(
+        parquet,
+        options.target_file_size_bytes,
+        table.file_io().clone(),
+        locations,
+        names,
+    );
+    let mut writer =
+        DataFileWriterBuilder::new(rolling).build(None).await.map_err(|e| fail("cannot open a data file writer", e))?;
+    for chunk in chunks {
+        writer.write(chunk.batch.clone()).await.map_err(|e| fail("cannot write a data file", e))?;
+    }
+    writer.close().await.map_err(|e| fail("cannot close a data file", e))
+}
