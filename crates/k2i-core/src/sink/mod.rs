@@ -3,7 +3,7 @@
 //!
 //! Writers compose by wrapping: Parquet inside rolling (a new file at the target size) inside data-file.
 //! Chunks decoded with different schemas (the table evolved mid-flush) go to separate files. File names
-//! start with `k2i-<commit id>` so a file can always be traced to the flush intent that wrote it.
+//! start with `k2i-<commit id>-<schema group>` so a file can always be traced to the flush intent that wrote it.
 
 use std::sync::Arc;
 
@@ -45,13 +45,17 @@ fn writer_properties(compression: Compression) -> WriterProperties {
 pub async fn write(table: &Table, chunks: &[Chunk], commit_id: &str, options: WriteOptions) -> Result<Vec<DataFile>> {
     let mut files = Vec::new();
     let mut start = 0;
+    let mut group = 0;
     while start < chunks.len() {
         // Consecutive chunks with the same schema share one writer.
         let schema = &chunks[start].schema;
         let end =
             chunks[start..].iter().position(|c| !Arc::ptr_eq(&c.schema, schema)).map_or(chunks.len(), |i| start + i);
-        files.extend(write_group(table, schema.clone(), &chunks[start..end], commit_id, options).await?);
+        // Each group's writer numbers its files from 0, so the group index keeps file names unique.
+        let prefix = format!("k2i-{commit_id}-{group}");
+        files.extend(write_group(table, schema.clone(), &chunks[start..end], commit_id, &prefix, options).await?);
         start = end;
+        group += 1;
     }
     Ok(files)
 }
@@ -61,6 +65,7 @@ async fn write_group(
     schema: Arc<Schema>,
     chunks: &[Chunk],
     commit_id: &str,
+    prefix: &str,
     options: WriteOptions,
 ) -> Result<Vec<DataFile>> {
     let fail = |what: &str, e: iceberg::Error| {
@@ -70,7 +75,7 @@ async fn write_group(
             .source(e)
     };
     let locations = DefaultLocationGenerator::new(table.metadata()).map_err(|e| fail("cannot place data files", e))?;
-    let names = DefaultFileNameGenerator::new(format!("k2i-{commit_id}"), None, DataFileFormat::Parquet);
+    let names = DefaultFileNameGenerator::new(prefix.to_owned(), None, DataFileFormat::Parquet);
     let parquet = ParquetWriterBuilder::new(writer_properties(options.compression), schema);
     let rolling = RollingFileWriterBuilder::new(
         parquet,

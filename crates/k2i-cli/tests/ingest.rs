@@ -1,0 +1,421 @@
+//! `k2i ingest` end to end against the real stack: records produced to Kafka, ingested by the built binary,
+//! read back by independent readers (pyiceberg, DuckDB `iceberg_scan`) and counted by distinct
+//! (partition, offset).
+#![allow(clippy::unwrap_used)] // Tests fail loudly by design.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use k2i_testkit::{Stack, TestRecord, stack};
+use rdkafka::consumer::Consumer;
+use rdkafka::{Offset, TopicPartitionList};
+use serde_json::{Value, json};
+
+const TIMEOUT: Duration = Duration::from_secs(120);
+
+fn k2i() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_k2i"));
+    cmd.env_remove("K2I_CONFIG").env("K2I_LOG", "info,k2i_core=debug");
+    cmd
+}
+
+/// Runs a command to completion, failing the test if it takes longer than `TIMEOUT`.
+fn run(mut cmd: Command) -> Output {
+    let child = cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    wait(child, TIMEOUT)
+}
+
+fn wait(mut child: Child, timeout: Duration) -> Output {
+    let deadline = Instant::now() + timeout;
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            child.kill().unwrap();
+            let out = child.wait_with_output().unwrap();
+            panic!("k2i did not finish within {timeout:?}:\n{}", String::from_utf8_lossy(&out.stderr));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    child.wait_with_output().unwrap()
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// A test's own topic, group, warehouse and configuration file.
+struct Setup {
+    dir: tempfile::TempDir,
+    topic: String,
+    group: String,
+    namespace: String,
+}
+
+impl Setup {
+    async fn new(stack: &Stack, name: &str, partitions: i32) -> Self {
+        let topic = stack.unique(name);
+        stack.create_topic(&topic, partitions).await;
+        Self {
+            dir: tempfile::tempdir().unwrap(),
+            group: stack.unique(&format!("{name}-group")),
+            namespace: stack.unique(name).replace('-', "_"),
+            topic,
+        }
+    }
+
+    fn warehouse(&self) -> PathBuf {
+        self.dir.path().join("warehouse")
+    }
+
+    /// Writes `k2i.toml` for the SQL catalog; `extra` is appended (more tables or keys of them).
+    fn sql_config(&self, stack: &Stack, format: &str, extra: &str) -> PathBuf {
+        let text = format!(
+            r#"
+[kafka]
+bootstrap_servers = ["{kafka}"]
+topic = "{topic}"
+consumer_group = "{group}"
+
+[kafka.format]
+type = "{format}"
+
+[schema_evolution]
+schema_update_min_interval = "0s"
+
+[iceberg]
+warehouse_path = "{warehouse}"
+database_name = "{namespace}"
+table_name = "events"
+
+[transaction_log]
+log_dir = "{dir}/txlog"
+{extra}
+"#,
+            kafka = stack.kafka,
+            topic = self.topic,
+            group = self.group,
+            warehouse = self.warehouse().display(),
+            namespace = self.namespace,
+            dir = self.dir.path().display(),
+        );
+        let path = self.dir.path().join("k2i.toml");
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+
+    /// Reads the SQL catalog's table with pyiceberg: rows, distinct (partition, offset), snapshot summaries.
+    fn inspect_sql(&self, stack: &Stack, columns: &str) -> Value {
+        let script = format!(
+            r#"
+import json
+from pyiceberg.catalog.sql import SqlCatalog
+catalog = SqlCatalog("k2i", uri="sqlite:///{db}", warehouse="file://{wh}")
+table = catalog.load_table("{ns}.events")
+data = table.scan().to_arrow().sort_by([("_kafka_partition", "ascending"), ("_kafka_offset", "ascending")])
+keys = list(zip(data["_kafka_partition"].to_pylist(), data["_kafka_offset"].to_pylist()))
+print(json.dumps({{
+    "metadata": table.metadata_location,
+    "rows": data.num_rows,
+    "distinct": len(set(keys)),
+    "columns": [f.name for f in table.schema().fields],
+    "sample": data.select([{columns}]).slice(0, 3).to_pylist() if {has_columns} else [],
+    "summaries": [dict(s.summary.additional_properties) for s in sorted(table.snapshots(), key=lambda s: s.sequence_number)],
+}}, default=str))
+"#,
+            db = self.warehouse().join("catalog.db").display(),
+            wh = self.warehouse().display(),
+            ns = self.namespace,
+            has_columns = if columns.is_empty() { "False" } else { "True" },
+        );
+        stack.python_json(&script)
+    }
+}
+
+fn json_records(partitions: i32, per_partition: i64, first: i64) -> Vec<TestRecord> {
+    let mut out = Vec::new();
+    for p in 0..partitions {
+        for i in first..first + per_partition {
+            let mut value = json!({"id": i, "partition": p, "name": format!("user-{i}"), "score": i as f64 / 2.0,
+                                   "geo": {"lat": 52.5, "lon": 13.4}, "tags": ["a", "b"]});
+            // A field that appears only in later records: the table gains a column mid-stream.
+            if i >= 40 {
+                value["plan"] = json!("pro");
+            }
+            out.push(TestRecord::value(value.to_string()).key(format!("key-{i}")).partition(p));
+        }
+    }
+    out
+}
+
+/// The `end` offsets of the newest snapshot mentioning each partition, from the summaries (oldest first, by
+/// sequence number: iceberg-rust does not keep the metadata's snapshot list in commit order).
+fn recorded_offsets(summaries: &Value, topic: &str) -> std::collections::BTreeMap<String, i64> {
+    let mut out = std::collections::BTreeMap::new();
+    for summary in summaries.as_array().unwrap() {
+        let offsets: Value = serde_json::from_str(summary["k2i.offsets"].as_str().unwrap()).unwrap();
+        for (partition, range) in offsets[topic].as_object().unwrap() {
+            out.insert(partition.clone(), range[1].as_i64().unwrap());
+        }
+    }
+    out
+}
+
+#[tokio::test]
+async fn json_topic_lands_exactly_once_in_the_sql_catalog_and_restarts_resume_from_the_table() {
+    let stack = stack();
+    let setup = Setup::new(stack, "ingest-json", 4).await;
+    stack.produce(&setup.topic, json_records(4, 60, 0)).await;
+    let config = setup.sql_config(stack, "json", "[buffer]\nflush_batch_size = 100\n");
+
+    let mut cmd = k2i();
+    cmd.args(["ingest", "--until-caught-up", "--config"]).arg(&config);
+    let out = run(cmd);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let table = format!("{}.events", setup.namespace);
+    // A flush that spans the schema change (the `plan` column) writes one file per schema.
+    let stdout = text(&out.stdout);
+    assert!(
+        stdout.starts_with(&format!("ingested 240 rows (0 records skipped) into {table} in 3 commits and ")),
+        "{stdout}"
+    );
+
+    let seen = setup.inspect_sql(stack, "\"id\", \"name\", \"plan\", \"_kafka_key\"");
+    assert_eq!((seen["rows"].as_i64(), seen["distinct"].as_i64()), (Some(240), Some(240)));
+    let columns: Vec<&str> = seen["columns"].as_array().unwrap().iter().map(|c| c.as_str().unwrap()).collect();
+    assert_eq!(
+        columns,
+        [
+            "_kafka_topic",
+            "_kafka_partition",
+            "_kafka_offset",
+            "_kafka_timestamp",
+            "_kafka_key",
+            "id",
+            "partition",
+            "name",
+            "score",
+            "geo",
+            "tags",
+            "plan"
+        ]
+    );
+    assert_eq!(seen["sample"][0], json!({"id": 0, "name": "user-0", "plan": null, "_kafka_key": "b'key-0'"}));
+    let summaries = &seen["summaries"];
+    assert_eq!(summaries.as_array().unwrap().len(), 3, "flush_batch_size = 100 → 3 snapshots");
+    assert_eq!(summaries[0]["k2i.consumer-group"], setup.group.as_str());
+    let offsets = recorded_offsets(summaries, &setup.topic);
+    assert_eq!(offsets.values().copied().collect::<Vec<_>>(), [60, 60, 60, 60]);
+
+    // DuckDB reads the same rows, nested columns included.
+    let metadata = seen["metadata"].as_str().unwrap();
+    let duck = stack.duckdb(&format!(
+        "select count(*) as n, count(distinct (_kafka_partition, _kafka_offset)) as d, count(plan) as plans, \
+         sum(geo.lat) as lat, max(len(tags)) as tags from iceberg_scan('{metadata}')"
+    ));
+    assert_eq!(duck[0]["n"], 240);
+    assert_eq!(duck[0]["d"], 240);
+    assert_eq!(duck[0]["plans"], 80, "records 40..60 of each partition carry `plan`");
+    assert_eq!(duck[0]["lat"], json!(240.0 * 52.5));
+    assert_eq!(duck[0]["tags"], 2);
+
+    // Kafka's group offsets were committed after the Iceberg commit (for lag tools)...
+    let consumer = stack.consumer(&setup.group);
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..4 {
+        tpl.add_partition(&setup.topic, p);
+    }
+    let committed = consumer.committed_offsets(tpl.clone(), Duration::from_secs(30)).unwrap();
+    for p in 0..4 {
+        assert_eq!(committed.find_partition(&setup.topic, p).unwrap().offset(), Offset::Offset(60));
+    }
+    // ...but the table is the truth: rewinding the group to 0 must not duplicate anything.
+    let mut rewind = TopicPartitionList::new();
+    for p in 0..4 {
+        rewind.add_partition_offset(&setup.topic, p, Offset::Offset(0)).unwrap();
+    }
+    consumer.commit(&rewind, rdkafka::consumer::CommitMode::Sync).unwrap();
+    drop(consumer);
+
+    stack.produce(&setup.topic, json_records(4, 15, 60)).await;
+    let mut cmd = k2i();
+    cmd.args(["ingest", "--until-caught-up", "--config"]).arg(&config);
+    let out = run(cmd);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(
+        text(&out.stdout),
+        format!("ingested 60 rows (0 records skipped) into {table} in 1 commits and 1 data files\n")
+    );
+    let seen = setup.inspect_sql(stack, "");
+    assert_eq!((seen["rows"].as_i64(), seen["distinct"].as_i64()), (Some(300), Some(300)));
+    let offsets = recorded_offsets(&seen["summaries"], &setup.topic);
+    assert_eq!(offsets.values().copied().collect::<Vec<_>>(), [75, 75, 75, 75]);
+
+    // Nothing new: a third run commits nothing and exits at once.
+    let mut cmd = k2i();
+    cmd.args(["ingest", "--until-caught-up", "--config"]).arg(&config);
+    let out = run(cmd);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(
+        text(&out.stdout),
+        format!("ingested 0 rows (0 records skipped) into {table} in 0 commits and 0 data files\n")
+    );
+}
+
+#[tokio::test]
+async fn raw_records_with_tombstones_land_in_the_rest_catalog() {
+    let stack = stack();
+    let setup = Setup::new(stack, "ingest-raw", 2).await;
+    let mut records = Vec::new();
+    for i in 0..50 {
+        let record = if i % 10 == 9 { TestRecord::default() } else { TestRecord::value(vec![i as u8; 3]) };
+        records.push(record.key(format!("k{i}")).partition(i % 2));
+    }
+    stack.produce(&setup.topic, records).await;
+    let config_text = format!(
+        r#"
+[kafka]
+bootstrap_servers = ["{kafka}"]
+topic = "{topic}"
+consumer_group = "{group}"
+
+[iceberg]
+catalog_type = "rest"
+rest_uri = "{rest}"
+database_name = "{ns}"
+table_name = "raw_events"
+"#,
+        kafka = stack.kafka,
+        topic = setup.topic,
+        group = setup.group,
+        rest = stack.rest,
+        ns = setup.namespace
+    );
+    let config = setup.dir.path().join("rest.toml");
+    std::fs::write(&config, config_text).unwrap();
+    let mut cmd = k2i();
+    cmd.args(["ingest", "--until-caught-up", "--config"]).arg(&config);
+    let out = run(cmd);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(
+        text(&out.stdout),
+        format!(
+            "ingested 50 rows (0 records skipped) into {}.raw_events in 1 commits and 1 data files\n",
+            setup.namespace
+        )
+    );
+
+    let rows = stack.duckdb_rest(&format!(
+        "select count(*) as n, count(value) as values, count(distinct (_kafka_partition, _kafka_offset)) as d, \
+         min(octet_length(value)) as len, count(_kafka_timestamp) as ts from rest.{}.raw_events",
+        setup.namespace
+    ));
+    assert_eq!(
+        rows[0],
+        json!({"n": 50, "values": 45, "d": 50, "len": 3, "ts": 50}).as_object().unwrap().clone().into_iter().collect()
+    );
+    let keys = stack.duckdb_rest(&format!(
+        "select decode(_kafka_key) as k, value from rest.{}.raw_events where _kafka_partition = 1 and _kafka_offset = 4",
+        setup.namespace
+    ));
+    assert_eq!(keys[0]["k"], "k9", "record 9 went to partition 1 at offset 4");
+    assert_eq!(keys[0]["value"], Value::Null, "a tombstone is a null value in raw format");
+}
+
+#[tokio::test]
+async fn a_bad_record_fails_with_its_position_or_is_skipped_by_policy() {
+    let stack = stack();
+    let setup = Setup::new(stack, "ingest-bad", 1).await;
+    let mut records: Vec<TestRecord> = (0..10).map(|i| TestRecord::value(json!({"n": i}).to_string())).collect();
+    records[5] = TestRecord::value("not json at all");
+    records[7] = TestRecord::value(json!({"n": "seven"}).to_string());
+    stack.produce(&setup.topic, records).await;
+
+    let config = setup.sql_config(stack, "json", "");
+    let mut cmd = k2i();
+    cmd.args(["ingest", "--until-caught-up", "--config"]).arg(&config);
+    let out = run(cmd);
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out.stderr));
+    let stderr = text(&out.stderr);
+    let error =
+        stderr.lines().find(|l| l.starts_with("error: ")).unwrap_or_else(|| panic!("no error line in {stderr}"));
+    assert_eq!(
+        error,
+        format!(
+            "error: cannot store a record: the value is not JSON: expected ident at line 1 column 2 (topic={}, partition=0, offset=5)",
+            setup.topic
+        )
+    );
+
+    let config = setup.sql_config(stack, "json", "[errors]\npolicy = \"skip\"\n");
+    let mut cmd = k2i();
+    cmd.args(["ingest", "--until-caught-up", "--config"]).arg(&config);
+    let out = run(cmd);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).starts_with("ingested 8 rows (2 records skipped)"), "{}", text(&out.stdout));
+    let seen = setup.inspect_sql(stack, "\"n\"");
+    assert_eq!(seen["rows"], 8);
+    let offsets = recorded_offsets(&seen["summaries"], &setup.topic);
+    assert_eq!(offsets["0"], 10, "skipped records are consumed: progress covers them");
+}
+
+#[tokio::test]
+async fn continuous_ingest_flushes_on_the_interval_and_stops_cleanly_on_sigterm() {
+    let stack = stack();
+    let setup = Setup::new(stack, "ingest-live", 2).await;
+    let config = setup.sql_config(stack, "raw", "[buffer]\nflush_interval = \"500ms\"\n");
+    let child = k2i()
+        .args(["ingest", "--config"])
+        .arg(&config)
+        .args(["--topic", &setup.topic, "--consumer-group", &setup.group, "--bootstrap-servers", &stack.kafka])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+
+    stack.produce(&setup.topic, (0..30).map(|i| TestRecord::value(format!("v{i}")).partition(i % 2))).await;
+    // The idle-flush clock: rows appear without more traffic and without a batch-size trigger.
+    let catalog = setup.warehouse().join("catalog.db");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if catalog.exists() {
+            let seen = setup.inspect_sql(stack, "");
+            if seen["rows"] == 30 {
+                break;
+            }
+        }
+        assert!(Instant::now() < deadline, "rows did not appear within 60 s");
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    // Records buffered at SIGTERM are flushed before exit.
+    stack.produce(&setup.topic, (30..40).map(|i| TestRecord::value(format!("v{i}")).partition(i % 2))).await;
+    std::thread::sleep(Duration::from_millis(200));
+    let status = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    assert!(status.success());
+    let out = wait(child, Duration::from_secs(30));
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("SIGTERM received; flushing and stopping"), "{}", text(&out.stderr));
+    let seen = setup.inspect_sql(stack, "");
+    assert_eq!((seen["rows"].as_i64(), seen["distinct"].as_i64()), (Some(40), Some(40)));
+}
+
+#[test]
+fn unbuilt_features_are_refused_not_faked() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("k2i.toml");
+    std::fs::write(
+        &config,
+        "[kafka]\nbootstrap_servers = [\"127.0.0.1:1\"]\ntopic = \"t\"\nconsumer_group = \"g\"\n\
+         [iceberg]\ntable_name = \"t\"\npartition_by = [\"day(ts)\"]\nwarehouse_path = \"WH\"\n"
+            .replace("WH", &dir.path().join("w").display().to_string()),
+    )
+    .unwrap();
+    let mut cmd = k2i();
+    cmd.args(["ingest", "--config"]).arg(&config);
+    let out = run(cmd);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("error: writing partitioned tables is not built yet (key=iceberg.partition_by)"),
+        "{}",
+        text(&out.stderr)
+    );
+}
