@@ -419,3 +419,63 @@ fn unbuilt_features_are_refused_not_faked() {
         text(&out.stderr)
     );
 }
+
+#[tokio::test]
+async fn declared_json_columns_are_typed_and_headers_are_kept() {
+    let stack = stack();
+    let setup = Setup::new(stack, "ingest-typed", 1).await;
+    let records = (0..20).map(|i| {
+        let value =
+            json!({"event_id": i, "at": format!("2026-01-{:02}T10:00:00Z", i + 1), "amount": "12.50", "extra": "x"});
+        // `amount` as a JSON number too: decimals accept both.
+        let value = if i % 2 == 0 {
+            value
+        } else {
+            json!({"event_id": i, "at": format!("2026-01-{:02}T10:00:00+02:00", i + 1), "amount": 7.25})
+        };
+        TestRecord::value(value.to_string())
+            .header("source", "web")
+            .header("seq", i.to_string())
+            .header("source", "app")
+    });
+    stack.produce(&setup.topic, records).await;
+    let config = setup.sql_config(stack, "json", "");
+    let mut cmd = k2i();
+    cmd.args(["ingest", "--until-caught-up", "--config"])
+        .arg(&config)
+        .env("K2I_KAFKA__INCLUDE_HEADERS", "true")
+        .env("K2I_KAFKA__FORMAT__COLUMNS", r#"{ event_id = "long", at = "timestamptz", amount = "decimal(10, 2)" }"#);
+    let out = run(cmd);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+
+    let seen = setup.inspect_sql(stack, "");
+    let columns: Vec<&str> = seen["columns"].as_array().unwrap().iter().map(|c| c.as_str().unwrap()).collect();
+    assert_eq!(
+        columns,
+        [
+            "_kafka_topic",
+            "_kafka_partition",
+            "_kafka_offset",
+            "_kafka_timestamp",
+            "_kafka_key",
+            "_kafka_headers",
+            "event_id",
+            "at",
+            "amount",
+            "extra"
+        ]
+    );
+    let metadata = seen["metadata"].as_str().unwrap();
+    let rows = stack.duckdb(&format!(
+        "select count(*) as n, typeof(any_value(\"at\")) as at_type, min(\"at\") as first, sum(amount) as total, \
+         count(extra) as extras, decode(any_value(_kafka_headers['source'])) as source, \
+         max(cardinality(_kafka_headers)) as header_names from iceberg_scan('{metadata}')"
+    ));
+    assert_eq!(rows[0]["n"], 20);
+    assert_eq!(rows[0]["at_type"], "TIMESTAMP WITH TIME ZONE");
+    assert_eq!(rows[0]["first"], "2026-01-01T10:00:00+00:00");
+    assert_eq!(rows[0]["total"], "197.50", "10 × 12.50 + 10 × 7.25");
+    assert_eq!(rows[0]["extras"], 10, "the undeclared field was added as an inferred column");
+    assert_eq!(rows[0]["source"], "app", "a repeated header name keeps its last value");
+    assert_eq!(rows[0]["header_names"], 2);
+}

@@ -88,8 +88,13 @@ pub fn run(config: Config, options: IngestOptions, shutdown: Arc<AtomicBool>) ->
     }
     let format = config.kafka.format.kind;
     let table_ref = runtime.block_on(catalog::open(&config))?;
-    let table = runtime.block_on(catalog::ensure_table(&table_ref, &schema::initial_schema(format)?))?;
+    let mut table = runtime.block_on(catalog::ensure_table(&table_ref, &schema::initial_schema(&config)?))?;
     schema::check_metadata_columns(table.metadata().current_schema())?;
+    // An existing table gains the columns the configuration asks for (headers, declared JSON columns).
+    let missing = schema::reconcile(table.metadata().current_schema(), &config)?;
+    if !missing.is_empty() {
+        table = runtime.block_on(catalog::add_columns(&table_ref, &missing))?;
+    }
 
     let evolve = config.schema_evolution.mode == EvolutionMode::AutoAdditive;
     let mut buffer = TableBuffer::new(format, table.metadata().current_schema().clone(), evolve, CHUNK_ROWS)?;
@@ -310,12 +315,20 @@ impl Poller<'_> {
     }
 
     fn record(&mut self, message: &rdkafka::message::BorrowedMessage<'_>) -> Result<()> {
+        use rdkafka::message::Headers;
+        // Collected only when the table stores headers: no per-record allocation otherwise.
+        let headers: Option<Vec<(&str, Option<&[u8]>)>> = match (self.config.kafka.include_headers, message.headers()) {
+            (true, Some(h)) => Some(h.iter().map(|header| (header.key, header.value)).collect()),
+            (true, None) => Some(Vec::new()),
+            (false, _) => None,
+        };
         let meta = RecordMeta {
             topic: message.topic(),
             partition: message.partition(),
             offset: message.offset(),
             timestamp_ms: message.timestamp().to_millis(),
             key: message.key(),
+            headers: headers.as_deref(),
         };
         for _ in 0..3 {
             match self.buffer.push(&meta, message.payload())? {

@@ -15,7 +15,8 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use arrow_array::builder::{
-    Int32Builder, Int64Builder, LargeBinaryBuilder, StringBuilder, TimestampMicrosecondBuilder,
+    Int32Builder, Int64Builder, LargeBinaryBuilder, MapBuilder, MapFieldNames, StringBuilder,
+    TimestampMicrosecondBuilder,
 };
 use arrow_array::{ArrayRef, RecordBatch};
 use arrow_schema::{Schema as ArrowSchema, SchemaRef};
@@ -63,6 +64,8 @@ pub struct RecordMeta<'a> {
     pub timestamp_ms: Option<i64>,
     /// The key.
     pub key: Option<&'a [u8]>,
+    /// The headers, when the table stores them (`kafka.include_headers`).
+    pub headers: Option<&'a [(&'a str, Option<&'a [u8]>)]>,
 }
 
 /// Rows decoded with one table schema.
@@ -106,6 +109,7 @@ pub struct TableBuffer {
     offsets: Int64Builder,
     timestamps: TimestampMicrosecondBuilder,
     keys: LargeBinaryBuilder,
+    headers: Option<MapBuilder<StringBuilder, LargeBinaryBuilder>>,
     open_rows: usize,
     chunks: Vec<Chunk>,
     ranges: BTreeMap<TopicPartition, OffsetRange>,
@@ -123,6 +127,7 @@ impl TableBuffer {
     /// An empty buffer for a table with `schema`.
     pub fn new(format: FormatType, schema: Arc<Schema>, evolve: bool, chunk_rows: usize) -> Result<Self> {
         let (arrow, payload_arrow, decoder) = Self::codec(format, &schema, evolve, chunk_rows)?;
+        let headers = headers_builder(&arrow);
         Ok(Self {
             format,
             evolve,
@@ -136,6 +141,7 @@ impl TableBuffer {
             offsets: Int64Builder::new(),
             timestamps: TimestampMicrosecondBuilder::new().with_timezone("+00:00"),
             keys: LargeBinaryBuilder::new(),
+            headers,
             open_rows: 0,
             chunks: Vec::new(),
             ranges: BTreeMap::new(),
@@ -173,6 +179,7 @@ impl TableBuffer {
     pub fn set_schema(&mut self, schema: Arc<Schema>) -> Result<()> {
         self.seal()?;
         let (arrow, payload_arrow, decoder) = Self::codec(self.format, &schema, self.evolve, self.chunk_rows)?;
+        self.headers = headers_builder(&arrow);
         self.schema = schema;
         self.arrow = arrow;
         self.payload_arrow = payload_arrow;
@@ -191,6 +198,9 @@ impl TableBuffer {
         self.offsets.append_value(meta.offset);
         self.timestamps.append_option(meta.timestamp_ms.map(|ms| ms.saturating_mul(1000)));
         self.keys.append_option(meta.key);
+        if let Some(builder) = &mut self.headers {
+            append_headers(builder, meta.headers.unwrap_or_default())?;
+        }
         self.open_rows += 1;
         self.rows += 1;
         self.bytes += value.map_or(0, <[u8]>::len) + meta.key.map_or(0, <[u8]>::len) + ROW_OVERHEAD_BYTES;
@@ -274,6 +284,10 @@ impl TableBuffer {
                 crate::schema::COL_OFFSET => Arc::new(self.offsets.finish()),
                 crate::schema::COL_TIMESTAMP => Arc::new(self.timestamps.finish()),
                 crate::schema::COL_KEY => Arc::new(self.keys.finish()),
+                crate::schema::COL_HEADERS => match &mut self.headers {
+                    Some(builder) => Arc::new(builder.finish()),
+                    None => return Err(Error::new(ErrorKind::Internal, "the headers column has no builder")),
+                },
                 _ => payload
                     .next()
                     .ok_or_else(|| Error::new(ErrorKind::Internal, "the decoder returned too few columns"))?,
@@ -333,6 +347,35 @@ impl TableBuffer {
     }
 }
 
+/// A builder for the `_kafka_headers` column, if the schema has one, with its exact Arrow fields (ids).
+fn headers_builder(arrow: &ArrowSchema) -> Option<MapBuilder<StringBuilder, LargeBinaryBuilder>> {
+    let field = arrow.field_with_name(crate::schema::COL_HEADERS).ok()?;
+    let arrow_schema::DataType::Map(entries, _) = field.data_type() else { return None };
+    let arrow_schema::DataType::Struct(kv) = entries.data_type() else { return None };
+    let (key, value) = (kv.first()?.clone(), kv.get(1)?.clone());
+    let names = MapFieldNames { entry: entries.name().clone(), key: key.name().clone(), value: value.name().clone() };
+    Some(
+        MapBuilder::new(Some(names), StringBuilder::new(), LargeBinaryBuilder::new())
+            .with_keys_field(key)
+            .with_values_field(value),
+    )
+}
+
+/// Appends one record's headers as a map; a name repeated in the record keeps its last value.
+fn append_headers(
+    builder: &mut MapBuilder<StringBuilder, LargeBinaryBuilder>,
+    headers: &[(&str, Option<&[u8]>)],
+) -> Result<()> {
+    for (i, (name, value)) in headers.iter().enumerate() {
+        if headers[i + 1..].iter().any(|(later, _)| later == name) {
+            continue;
+        }
+        builder.keys().append_value(name);
+        builder.values().append_option(*value);
+    }
+    builder.append(true).map_err(|e| Error::new(ErrorKind::Internal, "cannot append record headers").source(e))
+}
+
 fn filter_out(batch: &RecordBatch, revoked: &[TopicPartition]) -> Result<(RecordBatch, usize)> {
     use arrow_array::cast::AsArray;
     use arrow_array::types::Int32Type;
@@ -355,17 +398,31 @@ mod tests {
     use super::*;
 
     fn meta(partition: i32, offset: i64) -> RecordMeta<'static> {
-        RecordMeta { topic: "t", partition, offset, timestamp_ms: Some(1_700_000_000_000), key: Some(b"k") }
+        RecordMeta {
+            topic: "t",
+            partition,
+            offset,
+            timestamp_ms: Some(1_700_000_000_000),
+            key: Some(b"k"),
+            headers: None,
+        }
     }
 
     fn json_buffer(chunk_rows: usize) -> TableBuffer {
-        let schema = Arc::new(crate::schema::initial_schema(FormatType::Json).unwrap());
-        TableBuffer::new(FormatType::Json, schema, true, chunk_rows).unwrap()
+        TableBuffer::new(FormatType::Json, schema_for("json", ""), true, chunk_rows).unwrap()
+    }
+
+    fn schema_for(format: &str, extra: &str) -> Arc<Schema> {
+        let text = format!(
+            "[kafka]\nbootstrap_servers = [\"k:1\"]\ntopic = \"t\"\nconsumer_group = \"g\"\n{extra}\n[kafka.format]\ntype = \"{format}\"\n[iceberg]\ntable_name = \"t\"\n"
+        );
+        let config = crate::config::from_toml(&text, std::path::Path::new("t.toml"), &Default::default()).unwrap();
+        Arc::new(crate::schema::initial_schema(&config).unwrap())
     }
 
     #[test]
     fn raw_rows_keep_metadata_and_ranges() {
-        let schema = Arc::new(crate::schema::initial_schema(FormatType::Raw).unwrap());
+        let schema = schema_for("raw", "");
         let mut buffer = TableBuffer::new(FormatType::Raw, schema, true, 2).unwrap();
         for offset in 10..15 {
             assert!(matches!(buffer.push(&meta(0, offset), Some(b"v")).unwrap(), Outcome::Appended));
@@ -400,8 +457,7 @@ mod tests {
 
     #[test]
     fn ranges_start_at_the_assigned_position_across_gaps() {
-        let schema = Arc::new(crate::schema::initial_schema(FormatType::Raw).unwrap());
-        let mut buffer = TableBuffer::new(FormatType::Raw, schema, true, 10).unwrap();
+        let mut buffer = TableBuffer::new(FormatType::Raw, schema_for("raw", ""), true, 10).unwrap();
         let tp = TopicPartition { topic: "t".into(), partition: 0 };
         buffer.set_position(tp.clone(), 100);
         buffer.push(&meta(0, 103), Some(b"a")).unwrap();
@@ -416,9 +472,25 @@ mod tests {
     }
 
     #[test]
+    fn headers_become_a_map_with_the_last_value_per_name() {
+        use arrow_array::Array;
+        let mut buffer =
+            TableBuffer::new(FormatType::Raw, schema_for("raw", "include_headers = true"), true, 10).unwrap();
+        let headers: [(&str, Option<&[u8]>); 3] = [("a", Some(b"1")), ("b", None), ("a", Some(b"2"))];
+        let mut m = meta(0, 0);
+        m.headers = Some(&headers);
+        buffer.push(&m, Some(b"v")).unwrap();
+        buffer.push(&meta(0, 1), Some(b"w")).unwrap();
+        let flush = buffer.take().unwrap().unwrap();
+        let column = flush.chunks[0].batch.column_by_name("_kafka_headers").unwrap();
+        let map = column.as_any().downcast_ref::<arrow_array::MapArray>().unwrap();
+        assert_eq!(map.value_length(0), 2, "`a` once, with its last value, and `b`");
+        assert_eq!(map.value_length(1), 0);
+    }
+
+    #[test]
     fn revoked_partitions_are_dropped() {
-        let schema = Arc::new(crate::schema::initial_schema(FormatType::Raw).unwrap());
-        let mut buffer = TableBuffer::new(FormatType::Raw, schema, true, 3).unwrap();
+        let mut buffer = TableBuffer::new(FormatType::Raw, schema_for("raw", ""), true, 3).unwrap();
         for offset in 0..4 {
             buffer.push(&meta(0, offset), Some(b"a")).unwrap();
             buffer.push(&meta(1, offset), Some(b"b")).unwrap();

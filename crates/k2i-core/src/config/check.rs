@@ -9,7 +9,7 @@
 use serde_json::{Map, Value};
 
 use super::error::{ConfigError, ConfigErrorKind};
-use super::types::{FORMAT_DURATION, FORMAT_PARTITION, SECRET_MARK, check_format};
+use super::types::{FORMAT_COLUMN_TYPE, FORMAT_DURATION, FORMAT_PARTITION, SECRET_MARK, check_format};
 
 /// Suffixes of the integer forms of a duration key, and the unit each stands for.
 pub(crate) const DURATION_SUFFIXES: [(&str, &str); 2] = [("_seconds", "s"), ("_ms", "ms")];
@@ -99,6 +99,7 @@ impl SchemaDoc {
         match resolved.get("format").and_then(Value::as_str) {
             Some(FORMAT_DURATION) => return "a duration such as \"30s\" or \"5m\"".to_owned(),
             Some(FORMAT_PARTITION) => return "a partition transform such as \"day(ts)\"".to_owned(),
+            Some(FORMAT_COLUMN_TYPE) => return "an Iceberg type such as \"long\" or \"list<string>\"".to_owned(),
             Some("ip" | "ipv4" | "ipv6") => return "an IP address".to_owned(),
             _ => {}
         }

@@ -22,7 +22,9 @@ use std::path::Path;
 
 pub use error::{ConfigError, ConfigErrorKind, ConfigErrors};
 pub use model::*;
-pub use types::{HumanDuration, PartitionField, REDACTED, Secret, SecretSource, Transform, is_sensitive_key};
+pub use types::{
+    ColumnType, HumanDuration, PartitionField, REDACTED, Secret, SecretSource, Transform, is_sensitive_key,
+};
 
 /// A snapshot of environment variables (name → value), passed in so loading is deterministic in tests.
 pub type Env = BTreeMap<String, String>;

@@ -13,7 +13,9 @@ use std::path::PathBuf;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::types::{HumanDuration, PartitionField, Secret, serialize_settings};
+use indexmap::IndexMap;
+
+use super::types::{ColumnType, HumanDuration, PartitionField, Secret, serialize_settings};
 
 /// A complete k2i configuration file.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -66,6 +68,10 @@ pub struct KafkaConfig {
     /// How record values are encoded.
     #[serde(default)]
     pub format: FormatConfig,
+    /// Store each record's headers in a `_kafka_headers` column (map of header name to bytes; for a name
+    /// repeated in one record, the last value wins).
+    #[serde(default)]
+    pub include_headers: bool,
     /// Extra librdkafka properties passed through unchanged (e.g. `"security.protocol" = "SASL_SSL"`).
     /// Values may be secrets (`{ env = "VAR" }` or `{ file = "path" }`). Properties k2i manages itself
     /// (`bootstrap.servers`, `group.id`, `enable.auto.commit`, `enable.auto.offset.store`,
@@ -96,6 +102,14 @@ pub struct FormatConfig {
     /// record's message index does not say (Confluent framing normally does).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message_name: Option<String>,
+    /// For `json`: columns the table is created with, before any record is seen, as `name = "type"` in
+    /// order, with Iceberg types: `boolean`, `int`, `long`, `float`, `double`, `decimal(P, S)`, `string`,
+    /// `binary`, `date`, `timestamp`, `timestamptz`, `list<T>`, `map<string, T>`, `struct<name: T, …>`.
+    /// String values of `timestamptz` / `timestamp` / `date` columns are parsed (RFC 3339). All are optional
+    /// columns. Fields not listed are added as inferred when `schema_evolution.mode = "auto-additive"` and are
+    /// record errors when it is `"none"`.
+    #[serde(default, skip_serializing_if = "IndexMap::is_empty")]
+    pub columns: IndexMap<String, ColumnType>,
     /// The Schema Registry used by `protobuf`, `avro` and `json_schema`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub registry: Option<RegistryConfig>,

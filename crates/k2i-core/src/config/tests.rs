@@ -315,6 +315,29 @@ fn format_rules() {
 }
 
 #[test]
+fn declared_json_columns_are_parsed_in_order() {
+    let config = parse(&format!(
+        "{MINIMAL}\n[kafka.format]\ntype = \"json\"\ncolumns = {{ id = \"long\", at = \"timestamptz\", geo = \"struct<lat: double>\" }}\n"
+    ))
+    .unwrap();
+    let names: Vec<&str> = config.kafka.format.columns.keys().map(String::as_str).collect();
+    assert_eq!(names, ["id", "at", "geo"]);
+    assert_eq!(config.kafka.format.columns["at"].to_string(), "timestamptz");
+    let lines = problems(&format!(
+        "{MINIMAL}\n[kafka.format]\ntype = \"raw\"\ncolumns = {{ id = \"lng\", _kafka_offset = \"long\", x = 1 }}\n"
+    ));
+    assert_eq!(
+        lines,
+        [
+            "kafka.format.columns.id: `lng` is not an Iceberg type (unknown type `lng`); write e.g. \"long\", \"timestamptz\", \"decimal(10, 2)\", \"list<string>\", \"map<string, long>\" or \"struct<lat: double, lon: double>\"",
+            "kafka.format.columns.x: expected an Iceberg type such as \"long\" or \"list<string>\", found integer 1",
+            "kafka.format.columns: applies only to type = \"json\"",
+            "kafka.format.columns._kafka_offset: is the name of a k2i metadata column",
+        ]
+    );
+}
+
+#[test]
 fn catalog_rules() {
     assert_eq!(
         problems(&with("iceberg", "rest_uri = \"http://localhost:8181\"\n[iceberg.rest]\ntoken = \"t\"")),

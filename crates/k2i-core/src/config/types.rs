@@ -16,6 +16,8 @@ use serde::{Deserialize, Serialize};
 pub(crate) const FORMAT_DURATION: &str = "duration";
 /// Schema `format` of a [`PartitionField`].
 pub(crate) const FORMAT_PARTITION: &str = "partition-transform";
+/// Schema `format` of a [`ColumnType`].
+pub(crate) const FORMAT_COLUMN_TYPE: &str = "iceberg-type";
 /// Schema extension marking a [`Secret`].
 pub(crate) const SECRET_MARK: &str = "x-k2i-secret";
 
@@ -24,6 +26,7 @@ pub(crate) fn check_format(format: &str, value: &str) -> Result<(), String> {
     match format {
         FORMAT_DURATION => HumanDuration::from_str(value).map(drop),
         FORMAT_PARTITION => PartitionField::from_str(value).map(drop),
+        FORMAT_COLUMN_TYPE => ColumnType::from_str(value).map(drop),
         "ip" | "ipv4" | "ipv6" => {
             value.parse::<std::net::IpAddr>().map(drop).map_err(|_| format!("`{value}` is not an IP address"))
         }
@@ -366,6 +369,181 @@ impl JsonSchema for PartitionField {
     }
 }
 
+/// An Iceberg column type written as text (`long`, `list<string>`, `struct<lat: double, lon: double>`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ColumnType {
+    text: String,
+    parsed: iceberg::spec::Type,
+}
+
+impl ColumnType {
+    /// The Iceberg type; nested field ids are 0 until the table assigns them.
+    pub fn iceberg_type(&self) -> &iceberg::spec::Type {
+        &self.parsed
+    }
+}
+
+impl fmt::Display for ColumnType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.text)
+    }
+}
+
+impl FromStr for ColumnType {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let mut parser = TypeParser { text: s, pos: 0 };
+        let parsed = parser.parse_type().and_then(|t| {
+            parser.skip_ws();
+            if parser.pos == s.len() { Ok(t) } else { Err(format!("unexpected `{}`", &s[parser.pos..])) }
+        });
+        parsed.map(|parsed| Self { text: s.trim().to_owned(), parsed }).map_err(|reason| {
+            format!(
+                "`{s}` is not an Iceberg type ({reason}); write e.g. \"long\", \"timestamptz\", \"decimal(10, 2)\", \
+                 \"list<string>\", \"map<string, long>\" or \"struct<lat: double, lon: double>\""
+            )
+        })
+    }
+}
+
+struct TypeParser<'a> {
+    text: &'a str,
+    pos: usize,
+}
+
+impl TypeParser<'_> {
+    fn skip_ws(&mut self) {
+        while self.text[self.pos..].starts_with(char::is_whitespace) {
+            self.pos += self.text[self.pos..].chars().next().map_or(1, char::len_utf8);
+        }
+    }
+
+    fn word(&mut self) -> Result<&str, String> {
+        self.skip_ws();
+        let rest = &self.text[self.pos..];
+        let len = rest.find(|c: char| !(c.is_alphanumeric() || c == '_')).unwrap_or(rest.len());
+        if len == 0 {
+            return Err(if rest.is_empty() { "unexpected end".to_owned() } else { format!("unexpected `{rest}`") });
+        }
+        self.pos += len;
+        Ok(&rest[..len])
+    }
+
+    fn expect(&mut self, token: char) -> Result<(), String> {
+        self.skip_ws();
+        if self.text[self.pos..].starts_with(token) {
+            self.pos += token.len_utf8();
+            Ok(())
+        } else {
+            Err(format!("expected `{token}`"))
+        }
+    }
+
+    fn peek(&mut self, token: char) -> bool {
+        self.skip_ws();
+        self.text[self.pos..].starts_with(token)
+    }
+
+    fn number(&mut self) -> Result<u32, String> {
+        let word = self.word()?;
+        word.parse().map_err(|_| format!("`{word}` is not a number"))
+    }
+
+    fn parse_type(&mut self) -> Result<iceberg::spec::Type, String> {
+        use iceberg::spec::{ListType, MapType, NestedField, PrimitiveType, StructType, Type};
+        let name = self.word()?.to_ascii_lowercase();
+        let primitive = |p| Ok(Type::Primitive(p));
+        match name.as_str() {
+            "boolean" | "bool" => primitive(PrimitiveType::Boolean),
+            "int" | "integer" => primitive(PrimitiveType::Int),
+            "long" | "bigint" => primitive(PrimitiveType::Long),
+            "float" => primitive(PrimitiveType::Float),
+            "double" => primitive(PrimitiveType::Double),
+            "string" => primitive(PrimitiveType::String),
+            "binary" => primitive(PrimitiveType::Binary),
+            "date" => primitive(PrimitiveType::Date),
+            "timestamp" => primitive(PrimitiveType::Timestamp),
+            "timestamptz" => primitive(PrimitiveType::Timestamptz),
+            "decimal" => {
+                self.expect('(')?;
+                let precision = self.number()?;
+                self.expect(',')?;
+                let scale = self.number()?;
+                self.expect(')')?;
+                if precision == 0 || precision > 38 || scale > precision {
+                    return Err(format!(
+                        "decimal({precision}, {scale}) needs 1 ≤ precision ≤ 38 and scale ≤ precision"
+                    ));
+                }
+                primitive(PrimitiveType::Decimal { precision, scale })
+            }
+            "list" => {
+                self.expect('<')?;
+                let element = self.parse_type()?;
+                self.expect('>')?;
+                Ok(Type::List(ListType::new(NestedField::list_element(0, element, false).into())))
+            }
+            "map" => {
+                self.expect('<')?;
+                let key = self.parse_type()?;
+                if key != Type::Primitive(PrimitiveType::String) {
+                    return Err("map keys must be string (JSON object keys)".to_owned());
+                }
+                self.expect(',')?;
+                let value = self.parse_type()?;
+                self.expect('>')?;
+                Ok(Type::Map(MapType::new(
+                    NestedField::map_key_element(0, key).into(),
+                    NestedField::map_value_element(0, value, false).into(),
+                )))
+            }
+            "struct" => {
+                self.expect('<')?;
+                let mut fields = Vec::new();
+                loop {
+                    let field = self.word()?.to_owned();
+                    self.expect(':')?;
+                    let field_type = self.parse_type()?;
+                    if fields.iter().any(|f: &iceberg::spec::NestedFieldRef| f.name == field) {
+                        return Err(format!("field `{field}` appears twice"));
+                    }
+                    fields.push(NestedField::optional(0, field, field_type).into());
+                    if !self.peek(',') {
+                        break;
+                    }
+                    self.expect(',')?;
+                }
+                self.expect('>')?;
+                Ok(Type::Struct(StructType::new(fields)))
+            }
+            other => Err(format!("unknown type `{other}`")),
+        }
+    }
+}
+
+impl Serialize for ColumnType {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&self.text)
+    }
+}
+
+impl<'de> Deserialize<'de> for ColumnType {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        String::deserialize(deserializer)?.parse().map_err(de::Error::custom)
+    }
+}
+
+impl JsonSchema for ColumnType {
+    fn schema_name() -> Cow<'static, str> {
+        "ColumnType".into()
+    }
+
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({ "type": "string", "format": FORMAT_COLUMN_TYPE })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::super::Env;
@@ -393,6 +571,26 @@ mod tests {
         assert!("bucket(id)".parse::<PartitionField>().unwrap_err().contains("is not a partition transform"));
         assert!("day(a b)".parse::<PartitionField>().unwrap_err().contains("is not a column name"));
         assert!("ts".parse::<PartitionField>().is_err());
+    }
+
+    #[test]
+    fn column_types_parse_nested_iceberg_types() {
+        use iceberg::spec::{PrimitiveType, Type};
+        assert_eq!(*"long".parse::<ColumnType>().unwrap().iceberg_type(), Type::Primitive(PrimitiveType::Long));
+        assert_eq!(
+            *"decimal(10, 2)".parse::<ColumnType>().unwrap().iceberg_type(),
+            Type::Primitive(PrimitiveType::Decimal { precision: 10, scale: 2 })
+        );
+        let nested = "struct<lat: double, tags: list<string>, attrs: map<string, long>>".parse::<ColumnType>().unwrap();
+        let Type::Struct(fields) = nested.iceberg_type() else { panic!("a struct") };
+        assert_eq!(fields.fields().len(), 3);
+        assert!(matches!(*fields.field_by_name("tags").unwrap().field_type, Type::List(_)));
+        let err = "list<strng>".parse::<ColumnType>().unwrap_err();
+        assert!(err.starts_with("`list<strng>` is not an Iceberg type (unknown type `strng`)"), "{err}");
+        assert!("map<long, string>".parse::<ColumnType>().unwrap_err().contains("map keys must be string"));
+        assert!("struct<a: long, a: int>".parse::<ColumnType>().unwrap_err().contains("field `a` appears twice"));
+        assert!("long extra".parse::<ColumnType>().unwrap_err().contains("unexpected `extra`"));
+        assert!("decimal(40, 2)".parse::<ColumnType>().unwrap_err().contains("1 ≤ precision ≤ 38"));
     }
 
     #[test]

@@ -97,6 +97,19 @@ fn kafka(config: &Config, errors: &mut Vec<ConfigError>) {
             format!("is required for type = \"{}\" (add [kafka.format.registry] with `url`)", format_name(format.kind)),
         ));
     }
+    if !format.columns.is_empty() && format.kind != FormatType::Json {
+        errors.push(ConfigError::rule("kafka.format.columns", "applies only to type = \"json\""));
+    }
+    for name in format.columns.keys() {
+        if name.trim().is_empty() || name.contains('.') {
+            errors.push(ConfigError::rule(
+                join("kafka.format.columns", name),
+                "a column name must be non-empty, without `.`",
+            ));
+        } else if name.starts_with("_kafka_") || (format.kind == FormatType::Raw && name == "value") {
+            errors.push(ConfigError::rule(join("kafka.format.columns", name), "is the name of a k2i metadata column"));
+        }
+    }
     if format.message_name.is_some() && format.kind != FormatType::Protobuf {
         errors.push(ConfigError::rule("kafka.format.message_name", "applies only to type = \"protobuf\""));
     }

@@ -5,10 +5,10 @@
 //! fields become optional columns ([`Addition`]) when evolution is on, and anything that does not fit is a
 //! [`Conflict`] that the error policy routes.
 
-use iceberg::spec::{ListType, NestedField, NestedFieldRef, PrimitiveType, Schema, StructType, Type};
+use iceberg::spec::{ListType, MapType, NestedField, NestedFieldRef, PrimitiveType, Schema, StructType, Type};
 use serde_json::Value;
 
-use crate::config::FormatType;
+use crate::config::{Config, FormatType};
 use crate::error::{Error, ErrorKind, Result};
 
 /// Metadata column: the source topic.
@@ -21,30 +21,58 @@ pub const COL_OFFSET: &str = "_kafka_offset";
 pub const COL_TIMESTAMP: &str = "_kafka_timestamp";
 /// Metadata column: the record key, as bytes.
 pub const COL_KEY: &str = "_kafka_key";
+/// Metadata column (with `kafka.include_headers`): the record headers, name → bytes.
+pub const COL_HEADERS: &str = "_kafka_headers";
 /// The payload column of the `raw` format.
 pub const COL_VALUE: &str = "value";
 
-/// The metadata columns, in table order.
-pub const METADATA_COLUMNS: [&str; 5] = [COL_TOPIC, COL_PARTITION, COL_OFFSET, COL_TIMESTAMP, COL_KEY];
+/// The metadata columns, in table order (`_kafka_headers` only with `kafka.include_headers`).
+pub const METADATA_COLUMNS: [&str; 6] = [COL_TOPIC, COL_PARTITION, COL_OFFSET, COL_TIMESTAMP, COL_KEY, COL_HEADERS];
 
-/// The schema k2i creates a table with before it has seen a record.
-pub fn initial_schema(format: FormatType) -> Result<Schema> {
-    let mut fields: Vec<NestedFieldRef> = vec![
-        NestedField::required(1, COL_TOPIC, Type::Primitive(PrimitiveType::String)).into(),
-        NestedField::required(2, COL_PARTITION, Type::Primitive(PrimitiveType::Int)).into(),
-        NestedField::required(3, COL_OFFSET, Type::Primitive(PrimitiveType::Long)).into(),
-        NestedField::optional(4, COL_TIMESTAMP, Type::Primitive(PrimitiveType::Timestamptz)).into(),
-        NestedField::optional(5, COL_KEY, Type::Primitive(PrimitiveType::Binary)).into(),
+/// The type of the headers column: `map<string, binary>`.
+pub fn headers_type() -> Type {
+    Type::Map(MapType::new(
+        NestedField::map_key_element(0, Type::Primitive(PrimitiveType::String)).into(),
+        NestedField::map_value_element(0, Type::Primitive(PrimitiveType::Binary), false).into(),
+    ))
+}
+
+/// The optional columns the configuration asks for beyond the required metadata columns, in table order.
+pub fn configured_columns(config: &Config) -> Result<Vec<(String, Type)>> {
+    let mut columns = vec![
+        (COL_TIMESTAMP.to_owned(), Type::Primitive(PrimitiveType::Timestamptz)),
+        (COL_KEY.to_owned(), Type::Primitive(PrimitiveType::Binary)),
     ];
-    match format {
-        FormatType::Raw => {
-            fields.push(NestedField::optional(6, COL_VALUE, Type::Primitive(PrimitiveType::Binary)).into())
+    if config.kafka.include_headers {
+        columns.push((COL_HEADERS.to_owned(), headers_type()));
+    }
+    match config.kafka.format.kind {
+        FormatType::Raw => columns.push((COL_VALUE.to_owned(), Type::Primitive(PrimitiveType::Binary))),
+        FormatType::Json => {
+            columns
+                .extend(config.kafka.format.columns.iter().map(|(name, t)| (name.clone(), t.iceberg_type().clone())));
         }
-        FormatType::Json => {}
         other => {
             return Err(Error::new(ErrorKind::Config, "this payload format is not built yet")
                 .with("format", format!("{other:?}")));
         }
+    }
+    Ok(columns)
+}
+
+/// The schema k2i creates a table with before it has seen a record.
+pub fn initial_schema(config: &Config) -> Result<Schema> {
+    let mut fields: Vec<NestedFieldRef> = vec![
+        NestedField::required(1, COL_TOPIC, Type::Primitive(PrimitiveType::String)).into(),
+        NestedField::required(2, COL_PARTITION, Type::Primitive(PrimitiveType::Int)).into(),
+        NestedField::required(3, COL_OFFSET, Type::Primitive(PrimitiveType::Long)).into(),
+    ];
+    let mut next_id = 3;
+    for (name, field_type) in configured_columns(config)? {
+        next_id += 1;
+        let id = next_id;
+        let field_type = assign_ids(&field_type, &mut next_id);
+        fields.push(NestedField::optional(id, name, field_type).into());
     }
     Schema::builder()
         .with_fields(fields)
@@ -52,15 +80,68 @@ pub fn initial_schema(format: FormatType) -> Result<Schema> {
         .map_err(|e| Error::new(ErrorKind::Internal, "cannot build the initial schema").source(e))
 }
 
-/// Checks that a table has the metadata columns with the types k2i writes.
+/// Gives nested fields fresh ids after `next_id` (types parsed from text carry id 0).
+fn assign_ids(field_type: &Type, next_id: &mut i32) -> Type {
+    fn field(f: &NestedFieldRef, next_id: &mut i32) -> NestedFieldRef {
+        *next_id += 1;
+        let id = *next_id;
+        let inner = assign_ids(&f.field_type, next_id);
+        let mut copy = NestedField::new(id, f.name.clone(), inner, f.required);
+        copy.doc = f.doc.clone();
+        copy.into()
+    }
+    match field_type {
+        Type::Primitive(_) => field_type.clone(),
+        Type::Struct(s) => Type::Struct(StructType::new(s.fields().iter().map(|f| field(f, next_id)).collect())),
+        Type::List(l) => Type::List(ListType::new(field(&l.element_field, next_id))),
+        Type::Map(m) => {
+            let key = field(&m.key_field, next_id);
+            Type::Map(MapType::new(key, field(&m.value_field, next_id)))
+        }
+    }
+}
+
+/// Whether two types are the same, ignoring field ids.
+pub fn same_type(a: &Type, b: &Type) -> bool {
+    let same_field =
+        |x: &NestedFieldRef, y: &NestedFieldRef| x.name == y.name && same_type(&x.field_type, &y.field_type);
+    match (a, b) {
+        (Type::Primitive(x), Type::Primitive(y)) => x == y,
+        (Type::Struct(x), Type::Struct(y)) => {
+            x.fields().len() == y.fields().len() && x.fields().iter().zip(y.fields()).all(|(f, g)| same_field(f, g))
+        }
+        (Type::List(x), Type::List(y)) => same_type(&x.element_field.field_type, &y.element_field.field_type),
+        (Type::Map(x), Type::Map(y)) => {
+            same_type(&x.key_field.field_type, &y.key_field.field_type)
+                && same_type(&x.value_field.field_type, &y.value_field.field_type)
+        }
+        _ => false,
+    }
+}
+
+/// Compares an existing table with the configuration: configured columns it lacks are returned as additions;
+/// a column with another type is an error naming both.
+pub fn reconcile(schema: &Schema, config: &Config) -> Result<Vec<Addition>> {
+    let mut additions = Vec::new();
+    for (name, wanted) in configured_columns(config)? {
+        match schema.field_by_name(&name) {
+            Some(field) if same_type(&field.field_type, &wanted) => {}
+            Some(field) => {
+                return Err(Error::new(ErrorKind::Config, "the table has a configured column with another type")
+                    .with("column", &name)
+                    .with("table_type", &field.field_type)
+                    .with("configured_type", &wanted));
+            }
+            None => additions.push(Addition { parent: None, name, field_type: wanted }),
+        }
+    }
+    Ok(additions)
+}
+
+/// Checks that a table has the required metadata columns with the types k2i writes.
 pub fn check_metadata_columns(schema: &Schema) -> Result<()> {
-    let expected = [
-        (COL_TOPIC, PrimitiveType::String),
-        (COL_PARTITION, PrimitiveType::Int),
-        (COL_OFFSET, PrimitiveType::Long),
-        (COL_TIMESTAMP, PrimitiveType::Timestamptz),
-        (COL_KEY, PrimitiveType::Binary),
-    ];
+    let expected =
+        [(COL_TOPIC, PrimitiveType::String), (COL_PARTITION, PrimitiveType::Int), (COL_OFFSET, PrimitiveType::Long)];
     for (name, ty) in expected {
         match schema.field_by_name(name) {
             Some(field) if *field.field_type == Type::Primitive(ty.clone()) => {}
@@ -220,6 +301,15 @@ fn fits_primitive(p: &PrimitiveType, value: &Value) -> bool {
         (PrimitiveType::Long, Value::Number(n)) => n.as_i64().is_some(),
         (PrimitiveType::Float | PrimitiveType::Double, Value::Number(_)) => true,
         (PrimitiveType::String, Value::String(_)) => true,
+        // Decimals take JSON numbers and numeric strings ("12.50"), as long as they fit the precision.
+        (PrimitiveType::Decimal { precision, scale }, Value::Number(_) | Value::String(_)) => {
+            let text = match value {
+                Value::String(s) => s.clone(),
+                other => other.to_string(),
+            };
+            let (Ok(p), Ok(s)) = (u8::try_from(*precision), i8::try_from(*scale)) else { return false };
+            arrow_cast::parse::parse_decimal::<arrow_array::types::Decimal128Type>(&text, p, s).is_ok()
+        }
         (PrimitiveType::Timestamptz | PrimitiveType::Timestamp, Value::String(s)) => {
             arrow_cast::parse::string_to_datetime(&chrono_utc(), s).is_ok()
         }
@@ -418,6 +508,16 @@ mod tests {
         check_object(json!({"z": 1}).as_object().unwrap(), &schema, None, &mut additions).unwrap();
         check_object(json!({"z": "a"}).as_object().unwrap(), &schema, None, &mut additions).unwrap();
         assert_eq!(merge_additions(additions).unwrap_err().path, "z");
+    }
+
+    #[test]
+    fn decimals_take_numbers_and_numeric_strings_that_fit() {
+        let decimal = Type::Primitive(PrimitiveType::Decimal { precision: 5, scale: 2 });
+        let schema = table(vec![NestedField::optional(1, "amount", decimal).into()]);
+        assert!(check(&schema, json!({"amount": 12.5})).is_ok());
+        assert!(check(&schema, json!({"amount": "123.45"})).is_ok());
+        assert_eq!(check(&schema, json!({"amount": "1234.5"})).unwrap_err().path, "amount", "too many digits");
+        assert_eq!(check(&schema, json!({"amount": "ten"})).unwrap_err().path, "amount");
     }
 
     #[test]
