@@ -317,11 +317,12 @@ impl Poller<'_> {
     fn record(&mut self, message: &rdkafka::message::BorrowedMessage<'_>) -> Result<()> {
         use rdkafka::message::Headers;
         // Collected only when the table stores headers: no per-record allocation otherwise.
-        let headers: Option<Vec<(&str, Option<&[u8]>)>> = match (self.config.kafka.include_headers, message.headers()) {
-            (true, Some(h)) => Some(h.iter().map(|header| (header.key, header.value)).collect()),
-            (true, None) => Some(Vec::new()),
-            (false, _) => None,
-        };
+        let headers: Option<Vec<crate::buffer::Header<'_>>> =
+            match (self.config.kafka.include_headers, message.headers()) {
+                (true, Some(h)) => Some(h.iter().map(|header| (header.key, header.value)).collect()),
+                (true, None) => Some(Vec::new()),
+                (false, _) => None,
+            };
         let meta = RecordMeta {
             topic: message.topic(),
             partition: message.partition(),

@@ -51,6 +51,9 @@ pub struct OffsetRange {
     pub end: i64,
 }
 
+/// One record header: name and value (a header may have no value).
+pub type Header<'a> = (&'a str, Option<&'a [u8]>);
+
 /// The Kafka metadata of one record.
 #[derive(Debug, Clone, Copy)]
 pub struct RecordMeta<'a> {
@@ -65,7 +68,7 @@ pub struct RecordMeta<'a> {
     /// The key.
     pub key: Option<&'a [u8]>,
     /// The headers, when the table stores them (`kafka.include_headers`).
-    pub headers: Option<&'a [(&'a str, Option<&'a [u8]>)]>,
+    pub headers: Option<&'a [Header<'a>]>,
 }
 
 /// Rows decoded with one table schema.
@@ -362,10 +365,7 @@ fn headers_builder(arrow: &ArrowSchema) -> Option<MapBuilder<StringBuilder, Larg
 }
 
 /// Appends one record's headers as a map; a name repeated in the record keeps its last value.
-fn append_headers(
-    builder: &mut MapBuilder<StringBuilder, LargeBinaryBuilder>,
-    headers: &[(&str, Option<&[u8]>)],
-) -> Result<()> {
+fn append_headers(builder: &mut MapBuilder<StringBuilder, LargeBinaryBuilder>, headers: &[Header<'_>]) -> Result<()> {
     for (i, (name, value)) in headers.iter().enumerate() {
         if headers[i + 1..].iter().any(|(later, _)| later == name) {
             continue;
