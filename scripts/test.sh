@@ -28,4 +28,4 @@ eval "$(scripts/stack.sh env)"
 echo "== cargo clippy -D warnings"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 echo "== cargo test"
-cargo test --workspace --locked "$@"
+cargo test --workspace --locked --no-fail-fast "$@"

@@ -49,9 +49,13 @@ pub fn ingest(args: &IngestArgs) -> Result<(), Failure> {
     let options = k2i_core::engine::IngestOptions { until_caught_up: args.until_caught_up, handle_signals: true };
     let shutdown = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let summary = k2i_core::engine::run(config, options, shutdown).map_err(Failure::engine)?;
+    let plural = |n: u64, word: &str| if n == 1 { format!("1 {word}") } else { format!("{n} {word}s") };
     println!(
-        "ingested {} rows ({} records skipped) into {table} in {} commits and {} data files",
-        summary.rows, summary.skipped, summary.commits, summary.files
+        "ingested {} ({} skipped) into {table} in {} and {}",
+        plural(summary.rows, "row"),
+        plural(summary.skipped, "record"),
+        plural(summary.commits, "commit"),
+        plural(summary.files, "data file"),
     );
     Ok(())
 }

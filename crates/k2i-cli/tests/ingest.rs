@@ -243,7 +243,7 @@ async fn json_topic_lands_exactly_once_in_the_sql_catalog_and_restarts_resume_fr
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     assert_eq!(
         text(&out.stdout),
-        format!("ingested 60 rows (0 records skipped) into {table} in 1 commits and 1 data files\n")
+        format!("ingested 60 rows (0 records skipped) into {table} in 1 commit and 1 data file\n")
     );
     let seen = setup.inspect_sql(stack, "");
     assert_eq!((seen["rows"].as_i64(), seen["distinct"].as_i64()), (Some(300), Some(300)));
@@ -299,7 +299,7 @@ table_name = "raw_events"
     assert_eq!(
         text(&out.stdout),
         format!(
-            "ingested 50 rows (0 records skipped) into {}.raw_events in 1 commits and 1 data files\n",
+            "ingested 50 rows (0 records skipped) into {}.raw_events in 1 commit and 1 data file\n",
             setup.namespace
         )
     );
