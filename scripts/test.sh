@@ -29,3 +29,9 @@ echo "== cargo clippy -D warnings"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 echo "== cargo test"
 cargo test --workspace --locked --no-fail-fast "$@"
+
+# The README's first command must keep working: run it with the binary the tests just built.
+echo "== quickstart (dev build)"
+K2I_QUICKSTART_SKIP_BUILD=1 K2I_QUICKSTART_PROFILE=dev scripts/quickstart.sh > "$CARGO_TARGET_DIR/quickstart.log" 2>&1 \
+  || { tail -40 "$CARGO_TARGET_DIR/quickstart.log"; echo "quickstart failed" >&2; exit 1; }
+tail -3 "$CARGO_TARGET_DIR/quickstart.log"

@@ -13,7 +13,8 @@ pub const LONG_VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (git ", env!
 #[derive(Debug, Parser)]
 #[command(name = "k2i", version = LONG_VERSION, propagate_version = true)]
 #[command(
-    after_help = "Exit codes: 0 success, 1 runtime error, 2 usage or configuration error.\nDocs: docs/commands.md"
+    after_help = "Exit codes: 0 success, 1 runtime error, 2 usage or configuration error, 3 a record could not be stored \
+                  (errors.policy = \"fail\").\nDocs: docs/commands.md"
 )]
 pub struct Cli {
     #[command(flatten)]

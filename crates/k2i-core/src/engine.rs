@@ -489,7 +489,7 @@ async fn commit_loop(
                 shared.in_flight.fetch_sub(1, Ordering::SeqCst);
             }
             Err(error) => {
-                tracing::error!(error = %error, "flush failed; stopping");
+                // Reported once, by `run`'s caller; logging it here too would print it twice.
                 *lock(&shared.failed) = Some(error);
                 shared.in_flight.fetch_sub(1, Ordering::SeqCst);
                 return;
