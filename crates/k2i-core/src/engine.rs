@@ -29,12 +29,15 @@ use tokio::sync::mpsc;
 use crate::buffer::{FlushBatch, RecordMeta, TableBuffer, TopicPartition};
 use crate::catalog::{self, TableRef};
 use crate::commit::{self, CommitRequest};
-use crate::config::{Config, ErrorPolicy, EvolutionMode, OffsetReset};
+use crate::config::{Config, ErrorPolicy, EvolutionMode, OffsetReset, TxlogDurability};
 use crate::decode::Outcome;
 use crate::error::{Error, ErrorKind, Result};
+use crate::fault::{self, Point};
+use crate::recovery;
 use crate::schema;
 use crate::sink::{self, WriteOptions};
 use crate::source::{self, AssignmentChange, KafkaConsumer};
+use crate::txlog::{Durability, RangeRecord, Record, TxLog};
 
 /// Rows per Arrow chunk in the buffer.
 const CHUNK_ROWS: usize = 8192;
@@ -42,6 +45,8 @@ const CHUNK_ROWS: usize = 8192;
 const POLL_TIMEOUT: Duration = Duration::from_millis(100);
 /// Timeout of metadata and watermark requests.
 const METADATA_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a revocation waits for the flush in flight to land.
+const REVOKE_WAIT: Duration = Duration::from_secs(60);
 
 /// How to run.
 #[derive(Debug, Clone, Default)]
@@ -70,6 +75,9 @@ struct Shared {
     /// The table's next offset per partition, as far as this process knows (start lookup + own commits).
     committed: Mutex<HashMap<TopicPartition, i64>>,
     in_flight: AtomicUsize,
+    /// Set by the commit task when a flush was fenced: the polling thread drops what it buffered and seeks
+    /// its partitions back to the table's progress.
+    resync: AtomicBool,
     failed: Mutex<Option<Error>>,
     summary: Mutex<IngestSummary>,
 }
@@ -96,6 +104,18 @@ pub fn run(config: Config, options: IngestOptions, shutdown: Arc<AtomicBool>) ->
         table = runtime.block_on(catalog::add_columns(&table_ref, &missing))?;
     }
 
+    let durability = match config.transaction_log.durability {
+        TxlogDurability::Always => Durability::Always,
+        TxlogDurability::Interval => Durability::Interval(config.transaction_log.fsync_interval.get()),
+    };
+    let (mut txlog, pending) = TxLog::open(&config.transaction_log.log_dir, durability)?;
+    if !pending.is_empty() {
+        tracing::info!(pending = pending.len(), "recovering flushes the transaction log left unresolved");
+    }
+    let report = runtime.block_on(recovery::recover(&mut txlog, &table))?;
+    tracing::info!(landed = report.landed.len(), rolled_back = report.rolled_back.len(), "recovery done");
+    let txlog = Arc::new(Mutex::new(txlog));
+
     let evolve = config.schema_evolution.mode == EvolutionMode::AutoAdditive;
     let mut buffer = TableBuffer::new(format, table.metadata().current_schema().clone(), evolve, CHUNK_ROWS)?;
 
@@ -107,9 +127,18 @@ pub fn run(config: Config, options: IngestOptions, shutdown: Arc<AtomicBool>) ->
             commit::table_offsets(&table, partitions)
         })
     });
-    let consumer = Arc::new(source::subscribe(&config.kafka, lookup)?);
-    let topics = config.kafka.topic_list();
     let shared = Arc::new(Shared::default());
+    let revoke_shared = shared.clone();
+    let before_revoke: source::RevokeHook = Box::new(move |_partitions: &[TopicPartition]| {
+        // Bounded: a commit stuck on an unreachable catalog must not hold the group's rebalance forever; if
+        // it lands later, the new owner's fencing check rejects whatever would overlap.
+        let deadline = Instant::now() + REVOKE_WAIT;
+        while revoke_shared.in_flight.load(Ordering::SeqCst) > 0 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    });
+    let consumer = Arc::new(source::subscribe(&config.kafka, lookup, before_revoke)?);
+    let topics = config.kafka.topic_list();
 
     let targets = if options.until_caught_up {
         let marks = source::watermarks(&consumer, &topics, METADATA_TIMEOUT)?;
@@ -136,6 +165,7 @@ pub fn run(config: Config, options: IngestOptions, shutdown: Arc<AtomicBool>) ->
         config.kafka.consumer_group.clone(),
         write,
         shared.clone(),
+        txlog.clone(),
     ));
 
     let mut poller = Poller {
@@ -151,6 +181,7 @@ pub fn run(config: Config, options: IngestOptions, shutdown: Arc<AtomicBool>) ->
         pending: None,
         paused: false,
         last_schema_update: None,
+        txlog: &txlog,
     };
     let outcome = poller.run(&shutdown);
     drop(tx);
@@ -222,6 +253,7 @@ struct Poller<'a> {
     pending: Option<FlushBatch>,
     paused: bool,
     last_schema_update: Option<Instant>,
+    txlog: &'a Mutex<TxLog>,
 }
 
 impl Poller<'_> {
@@ -241,6 +273,9 @@ impl Poller<'_> {
             }
             for change in self.consumer.context().take_changes() {
                 self.apply(change)?;
+            }
+            if self.shared.resync.swap(false, Ordering::SeqCst) {
+                self.resync()?;
             }
             self.hand_over()?;
             let idle = match self.consumer.poll(POLL_TIMEOUT) {
@@ -302,6 +337,9 @@ impl Poller<'_> {
                 }
             }
             AssignmentChange::Revoked(partitions) => {
+                if let Some(pending) = self.pending.take() {
+                    self.pending = pending.without(&partitions)?;
+                }
                 let dropped = self.buffer.drop_partitions(&partitions)?;
                 if dropped > 0 {
                     tracing::info!(rows = dropped, "dropped buffered rows of revoked partitions");
@@ -379,7 +417,41 @@ impl Poller<'_> {
         }
         let table = self.runtime.block_on(catalog::add_columns(self.table_ref, additions))?;
         self.last_schema_update = Some(Instant::now());
+        lock(self.txlog).append(Record::SchemaChange {
+            schema_id: table.metadata().current_schema_id(),
+            columns: additions.iter().map(schema::Addition::full_name).collect(),
+        })?;
         self.buffer.set_schema(table.metadata().current_schema().clone())
+    }
+
+    /// After a fenced flush: drop everything not yet committed and restart every owned partition from the
+    /// table's progress (which another writer may have advanced).
+    fn resync(&mut self) -> Result<()> {
+        let owned: Vec<TopicPartition> = self.assigned.iter().cloned().collect();
+        self.pending = None;
+        let dropped = self.buffer.drop_partitions(&owned)?;
+        let table = self.runtime.block_on(self.table_ref.load())?;
+        let recorded = commit::table_offsets(&table, &owned)?;
+        for tp in &owned {
+            let offset = match (recorded.get(tp), self.config.kafka.auto_offset_reset) {
+                (Some(&next), _) => {
+                    self.buffer.set_position(tp.clone(), next);
+                    Offset::Offset(next)
+                }
+                (None, OffsetReset::Earliest) => Offset::Beginning,
+                (None, OffsetReset::Latest) => Offset::End,
+            };
+            self.consumer.seek(&tp.topic, tp.partition, offset, METADATA_TIMEOUT).map_err(|e| {
+                Error::new(ErrorKind::Kafka, "cannot seek back to the table's progress").with("partition", tp).source(e)
+            })?;
+        }
+        lock(&self.shared.committed).extend(recorded);
+        tracing::warn!(
+            partitions = owned.len(),
+            dropped_rows = dropped,
+            "a flush was fenced; restarted owned partitions from the table's progress"
+        );
+        Ok(())
     }
 
     fn hand_over(&mut self) -> Result<()> {
@@ -481,11 +553,19 @@ async fn commit_loop(
     group: String,
     write: WriteOptions,
     shared: Arc<Shared>,
+    txlog: Arc<Mutex<TxLog>>,
 ) {
     while let Some(batch) = rx.recv().await {
-        match commit_one(&table_ref, &table, &consumer, &group, write, &shared, &batch).await {
+        match commit_one(&table_ref, &table, &consumer, &group, write, &shared, &txlog, &batch).await {
             Ok(updated) => {
                 table = updated;
+                shared.in_flight.fetch_sub(1, Ordering::SeqCst);
+            }
+            Err(error) if error.kind() == ErrorKind::Fenced => {
+                // Never retried: another writer owns this progress now. The files are gone (commit_one),
+                // the polling thread restarts from the table.
+                tracing::warn!(error = %error, "flush fenced: another writer committed these offsets; discarded it");
+                shared.resync.store(true, Ordering::SeqCst);
                 shared.in_flight.fetch_sub(1, Ordering::SeqCst);
             }
             Err(error) => {
@@ -498,6 +578,7 @@ async fn commit_loop(
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn commit_one(
     table_ref: &TableRef,
     table: &iceberg::table::Table,
@@ -505,15 +586,47 @@ async fn commit_one(
     group: &str,
     write: WriteOptions,
     shared: &Shared,
+    txlog: &Mutex<TxLog>,
     batch: &FlushBatch,
 ) -> Result<iceberg::table::Table> {
     let started = Instant::now();
     let commit_id = uuid::Uuid::now_v7().to_string();
+    let intent = Record::Intent {
+        commit_id: commit_id.clone(),
+        table: table_ref.table_name(),
+        data_dir: format!("{}/data", table.metadata().location().trim_end_matches('/')),
+        ranges: batch
+            .ranges
+            .iter()
+            .map(|(tp, r)| RangeRecord { topic: tp.topic.clone(), partition: tp.partition, start: r.start, end: r.end })
+            .collect(),
+        schema_id: batch.chunks.last().map_or(table.metadata().current_schema_id(), |c| c.schema.schema_id()),
+    };
+    lock(txlog).append(intent.clone())?;
+    fault::hit(Point::AfterIntent);
     let files = sink::write(table, &batch.chunks, &commit_id, write).await?;
+    let paths: Vec<String> = files.iter().map(|f| f.file_path().to_owned()).collect();
+    let files_record = Record::Files { commit_id: commit_id.clone(), files: paths };
+    lock(txlog).append(files_record.clone())?;
+    fault::hit(Point::AfterDataFiles);
     let file_count = files.len();
     let file_bytes: u64 = files.iter().map(iceberg::spec::DataFile::file_size_in_bytes).sum();
-    let committed =
-        commit::commit(table_ref, CommitRequest { commit_id: &commit_id, files, ranges: &batch.ranges, group }).await?;
+    let request = CommitRequest { commit_id: &commit_id, files, ranges: &batch.ranges, group };
+    let committed = match commit::commit(table_ref, request).await {
+        Ok(committed) => committed,
+        Err(error) if error.kind() == ErrorKind::Fenced => {
+            let pending = crate::txlog::Pending { intent, files: Some(files_record) };
+            let deleted = recovery::delete_flush_files(table, &pending).await?;
+            lock(txlog).append(Record::Aborted { commit_id: commit_id.clone(), reason: error.to_string() })?;
+            tracing::info!(commit_id, deleted_files = deleted, "deleted the data files of the fenced flush");
+            return Err(error);
+        }
+        // Unresolved (the catalog kept failing): the intent stays pending and the next start resolves it.
+        Err(error) => return Err(error),
+    };
+    fault::hit(Point::AfterCommit);
+    lock(txlog).append(Record::Committed { commit_id: commit_id.clone(), snapshot_id: committed.snapshot_id })?;
+    fault::hit(Point::AfterCommittedRecord);
 
     // Kafka's group offsets are for lag tools only; the table is the truth. Synchronous, off the async workers.
     let mut tpl = TopicPartitionList::new();

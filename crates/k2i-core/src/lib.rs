@@ -3,7 +3,9 @@
 //! The data path, one module per stage: [`source`] (Kafka) → [`decode`] (payload → Arrow) → [`buffer`]
 //! (hot rows with their offset ranges) → [`sink`] (Parquet data files) → [`commit`] (Iceberg snapshot with
 //! the offsets in its summary). [`catalog`] opens the catalog and table, [`schema`] owns the table schema
-//! and its evolution, [`engine`] wires the stages together, [`config`] is the configuration.
+//! and its evolution, [`txlog`] records every flush's intent and outcome, [`recovery`] reconciles it with the
+//! table at start, [`engine`] wires the stages together, [`config`] is the configuration, [`fault`] holds
+//! the test-only fault points.
 
 pub mod buffer;
 pub mod catalog;
@@ -12,8 +14,11 @@ pub mod config;
 pub mod decode;
 pub mod engine;
 mod error;
+pub mod fault;
+pub mod recovery;
 pub mod schema;
 pub mod sink;
 pub mod source;
+pub mod txlog;
 
 pub use error::{Error, ErrorKind, Result};

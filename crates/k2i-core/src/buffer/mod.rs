@@ -95,6 +95,23 @@ pub struct FlushBatch {
     pub bytes: usize,
 }
 
+impl FlushBatch {
+    /// The batch without the rows and ranges of `revoked` partitions; `None` if nothing is left.
+    pub fn without(mut self, revoked: &[TopicPartition]) -> Result<Option<FlushBatch>> {
+        if !self.ranges.keys().any(|tp| revoked.contains(tp)) {
+            return Ok(Some(self));
+        }
+        for chunk in &mut self.chunks {
+            let (keep, removed) = filter_out(&chunk.batch, revoked)?;
+            self.rows -= removed;
+            chunk.batch = keep;
+        }
+        self.chunks.retain(|c| c.batch.num_rows() > 0);
+        self.ranges.retain(|tp, _| !revoked.contains(tp));
+        Ok((!self.ranges.is_empty()).then_some(self))
+    }
+}
+
 /// Per-row overhead added to payload and key length when estimating memory.
 const ROW_OVERHEAD_BYTES: usize = 48;
 

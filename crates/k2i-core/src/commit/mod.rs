@@ -12,6 +12,10 @@
 //! snapshot. A commit for `[a, b)` of partition p lands only if that newest `end` is `a` (invariant 2).
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Mutex;
+
+use async_trait::async_trait;
+use iceberg::{Catalog, Namespace, NamespaceIdent, TableCommit, TableCreation, TableIdent};
 
 use iceberg::spec::{DataFile, Snapshot};
 use iceberg::table::Table;
@@ -122,9 +126,19 @@ pub struct Committed {
     pub table: Table,
 }
 
-/// Commits a flush as one snapshot, after checking on a fresh copy of the table that every partition's
-/// recorded progress is where the flush starts. If the commit id is already in the table (an earlier attempt
-/// landed and only its answer was lost) that snapshot is returned instead of committing twice.
+/// Commits a flush as one snapshot, fenced by invariant 2 on the very base the catalog's compare-and-swap
+/// checks.
+///
+/// iceberg-rust's `Transaction::commit` reloads the table and silently re-applies the append on whatever it
+/// finds (also on retries after a conflict), so a check made on a table loaded beforehand would be stale.
+/// The commit therefore goes through a [`FencingCatalog`]: its `load_table` is the load that commit uses as
+/// its base, and the append's requirement pins that base's snapshot id. On that base it decides:
+/// 1. the commit id is already in the snapshot chain → an earlier attempt landed (its answer was lost);
+///    report that snapshot, commit nothing;
+/// 2. a partition's newest recorded `end` differs from this flush's `start` → fenced: another writer owns
+///    the progress; fail without retrying;
+/// 3. otherwise the append goes ahead; if another commit lands between this load and the catalog's
+///    compare-and-swap, the swap fails as a conflict and the retry validates again on the new base.
 pub async fn commit(table: &TableRef, request: CommitRequest<'_>) -> Result<Committed> {
     let props = HashMap::from([
         (PROP_OFFSETS.to_owned(), encode_offsets(request.ranges)),
@@ -133,31 +147,20 @@ pub async fn commit(table: &TableRef, request: CommitRequest<'_>) -> Result<Comm
         (PROP_VERSION.to_owned(), env!("CARGO_PKG_VERSION").to_owned()),
     ]);
     retry("commit", || async {
-        let current = table.load().await?;
-        if let Some(snapshot) = find_commit(&current, request.commit_id) {
-            return Ok(Committed { snapshot_id: snapshot.snapshot_id(), table: current.clone() });
-        }
-        let wanted: Vec<TopicPartition> = request.ranges.keys().cloned().collect();
-        let recorded = table_offsets(&current, &wanted)?;
-        for (tp, range) in request.ranges {
-            if let Some(&next) = recorded.get(tp)
-                && next != range.start
-            {
-                return Err(Error::new(
-                    ErrorKind::Fenced,
-                    "the table's progress for a partition is not where this commit starts",
-                )
-                .with("table", table.table_name())
-                .with("partition", tp)
-                .with("table_next_offset", next)
-                .with("commit_start", range.start)
-                .with("commit_id", request.commit_id));
-            }
-        }
-        let tx = Transaction::new(&current);
+        let fencing = FencingCatalog {
+            inner: table.catalog.clone(),
+            commit_id: request.commit_id.to_owned(),
+            ranges: request.ranges.clone(),
+            verdict: Mutex::new(None),
+        };
+        let base = match fencing.load_table(&table.ident).await {
+            Ok(base) => base,
+            Err(e) => return fencing.conclude(table, e),
+        };
+        let tx = Transaction::new(&base);
         let append = tx.fast_append().add_data_files(request.files.clone()).set_snapshot_properties(props.clone());
         let tx = append.apply(tx).map_err(|e| table.error("cannot prepare the commit", e))?;
-        match tx.commit(table.catalog.as_ref()).await {
+        match tx.commit(&fencing).await {
             Ok(updated) => {
                 let snapshot = find_commit(&updated, request.commit_id).ok_or_else(|| {
                     Error::new(ErrorKind::Internal, "the committed snapshot is not in the table")
@@ -165,11 +168,155 @@ pub async fn commit(table: &TableRef, request: CommitRequest<'_>) -> Result<Comm
                 })?;
                 Ok(Committed { snapshot_id: snapshot.snapshot_id(), table: updated.clone() })
             }
-            // The next attempt reloads the table first, so an ambiguous failure that did land is found by its id.
-            Err(e) => Err(table.error("cannot commit the snapshot", e)),
+            Err(e) => fencing.conclude(table, e),
         }
     })
     .await
+}
+
+/// What the fencing check decided on the base of a commit.
+#[derive(Debug)]
+enum Verdict {
+    /// The commit id is already in the table.
+    Landed(Committed),
+    /// Invariant 2 does not hold on this base.
+    Fenced(Error),
+}
+
+/// A catalog wrapper made for one commit: `load_table` validates invariant 2 (see [`commit`]); everything
+/// else is passed through.
+#[derive(Debug)]
+pub struct FencingCatalog {
+    inner: std::sync::Arc<dyn Catalog>,
+    commit_id: String,
+    ranges: BTreeMap<TopicPartition, OffsetRange>,
+    verdict: Mutex<Option<Verdict>>,
+}
+
+/// The message of the error the wrapper returns to stop iceberg-rust's commit.
+const STOP: &str = "k2i fencing check stopped the commit";
+
+impl FencingCatalog {
+    fn decide(&self, table: &Table) -> Option<Verdict> {
+        if let Some(snapshot) = find_commit(table, &self.commit_id) {
+            return Some(Verdict::Landed(Committed { snapshot_id: snapshot.snapshot_id(), table: table.clone() }));
+        }
+        let wanted: Vec<TopicPartition> = self.ranges.keys().cloned().collect();
+        let recorded = match table_offsets(table, &wanted) {
+            Ok(r) => r,
+            Err(e) => return Some(Verdict::Fenced(e)),
+        };
+        for (tp, range) in &self.ranges {
+            if let Some(&next) = recorded.get(tp)
+                && next != range.start
+            {
+                return Some(Verdict::Fenced(
+                    Error::new(
+                        ErrorKind::Fenced,
+                        "the table's progress for a partition is not where this commit starts",
+                    )
+                    .with("table", table.identifier())
+                    .with("partition", tp)
+                    .with("table_next_offset", next)
+                    .with("commit_start", range.start)
+                    .with("commit_id", &self.commit_id),
+                ));
+            }
+        }
+        None
+    }
+
+    /// Turns a failed load or commit into the outcome: the verdict if the check stopped it, else the error.
+    fn conclude(&self, table: &TableRef, error: iceberg::Error) -> Result<Committed> {
+        let verdict = self.verdict.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take();
+        match verdict {
+            Some(Verdict::Landed(committed)) => {
+                tracing::info!(commit_id = %self.commit_id, snapshot_id = committed.snapshot_id, "the commit had already landed");
+                Ok(committed)
+            }
+            Some(Verdict::Fenced(e)) => Err(e),
+            None => Err(table.error("cannot commit the snapshot", error)),
+        }
+    }
+}
+
+#[async_trait]
+impl Catalog for FencingCatalog {
+    async fn load_table(&self, ident: &TableIdent) -> iceberg::Result<Table> {
+        let table = self.inner.load_table(ident).await?;
+        match self.decide(&table) {
+            None => Ok(table),
+            Some(verdict) => {
+                *self.verdict.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(verdict);
+                // Not retryable: iceberg-rust's commit loop gives up and `conclude` reads the verdict.
+                Err(iceberg::Error::new(iceberg::ErrorKind::PreconditionFailed, STOP).with_retryable(false))
+            }
+        }
+    }
+
+    async fn update_table(&self, commit: TableCommit) -> iceberg::Result<Table> {
+        self.inner.update_table(commit).await
+    }
+
+    async fn list_namespaces(&self, parent: Option<&NamespaceIdent>) -> iceberg::Result<Vec<NamespaceIdent>> {
+        self.inner.list_namespaces(parent).await
+    }
+
+    async fn create_namespace(
+        &self,
+        namespace: &NamespaceIdent,
+        properties: HashMap<String, String>,
+    ) -> iceberg::Result<Namespace> {
+        self.inner.create_namespace(namespace, properties).await
+    }
+
+    async fn get_namespace(&self, namespace: &NamespaceIdent) -> iceberg::Result<Namespace> {
+        self.inner.get_namespace(namespace).await
+    }
+
+    async fn namespace_exists(&self, namespace: &NamespaceIdent) -> iceberg::Result<bool> {
+        self.inner.namespace_exists(namespace).await
+    }
+
+    async fn update_namespace(
+        &self,
+        namespace: &NamespaceIdent,
+        properties: HashMap<String, String>,
+    ) -> iceberg::Result<()> {
+        self.inner.update_namespace(namespace, properties).await
+    }
+
+    async fn drop_namespace(&self, namespace: &NamespaceIdent) -> iceberg::Result<()> {
+        self.inner.drop_namespace(namespace).await
+    }
+
+    async fn list_tables(&self, namespace: &NamespaceIdent) -> iceberg::Result<Vec<TableIdent>> {
+        self.inner.list_tables(namespace).await
+    }
+
+    async fn create_table(&self, namespace: &NamespaceIdent, creation: TableCreation) -> iceberg::Result<Table> {
+        self.inner.create_table(namespace, creation).await
+    }
+
+    async fn drop_table(&self, table: &TableIdent) -> iceberg::Result<()> {
+        self.inner.drop_table(table).await
+    }
+
+    async fn purge_table(&self, table: &TableIdent) -> iceberg::Result<()> {
+        self.inner.purge_table(table).await
+    }
+
+    async fn table_exists(&self, table: &TableIdent) -> iceberg::Result<bool> {
+        self.inner.table_exists(table).await
+    }
+
+    async fn rename_table(&self, src: &TableIdent, dest: &TableIdent) -> iceberg::Result<()> {
+        self.inner.rename_table(src, dest).await
+    }
+
+    async fn register_table(&self, table: &TableIdent, metadata_location: String) -> iceberg::Result<Table> {
+        self.inner.register_table(table, metadata_location).await
+    }
 }
 
 #[cfg(test)]

@@ -441,14 +441,33 @@ pub enum ErrorPolicy {
 #[serde(deny_unknown_fields, default)]
 pub struct TransactionLogConfig {
     /// Directory of the log files. Losing it never breaks exactly-once (the table is the truth); it can only
-    /// leave orphan data files for maintenance to remove.
+    /// leave orphan data files for maintenance to remove. One directory per running instance.
     pub log_dir: PathBuf,
+    /// `always` fsyncs every record before going on (safe, the default); `interval` fsyncs at most every
+    /// `fsync_interval` (a record lost to a power cut can only leave orphan files).
+    pub durability: TxlogDurability,
+    /// With `durability = "interval"`: the longest time between two fsyncs.
+    pub fsync_interval: HumanDuration,
 }
 
 impl Default for TransactionLogConfig {
     fn default() -> Self {
-        Self { log_dir: PathBuf::from("./transaction_logs") }
+        Self {
+            log_dir: PathBuf::from("./transaction_logs"),
+            durability: TxlogDurability::Always,
+            fsync_interval: HumanDuration::from_secs(1),
+        }
     }
+}
+
+/// When transaction-log records reach the disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum TxlogDurability {
+    /// fsync every record.
+    Always,
+    /// fsync at most every `fsync_interval`.
+    Interval,
 }
 
 /// `[monitoring]`: HTTP endpoints.

@@ -26,6 +26,9 @@ use crate::error::{Error, ErrorKind, Result};
 /// Looks up the table's next offset for partitions (absent: never seen). Runs on the polling thread.
 pub type OffsetLookup = Box<dyn Fn(&[TopicPartition]) -> Result<HashMap<TopicPartition, i64>> + Send + Sync>;
 
+/// Runs before partitions are given up, while this instance still owns them: finishes the flush in flight.
+pub type RevokeHook = Box<dyn Fn(&[TopicPartition]) + Send + Sync>;
+
 /// A change of assignment, for the engine to act on between polls.
 #[derive(Debug, Clone, PartialEq)]
 pub enum AssignmentChange {
@@ -39,6 +42,7 @@ pub enum AssignmentChange {
 /// The consumer's context: rebalance handling.
 pub struct SourceContext {
     lookup: OffsetLookup,
+    before_revoke: RevokeHook,
     reset: OffsetReset,
     changes: Mutex<Vec<AssignmentChange>>,
     fatal: Mutex<Option<Error>>,
@@ -121,6 +125,9 @@ impl SourceContext {
         for tp in &partitions {
             tracing::info!(partition = %tp, "partition revoked");
         }
+        // The revoke completes when this callback returns; the next owner then reads the table's progress.
+        // Letting the flush in flight land first means the next owner starts after it, not under it.
+        (self.before_revoke)(&partitions);
         self.record(AssignmentChange::Revoked(partitions));
         let result = match consumer.rebalance_protocol() {
             RebalanceProtocol::Cooperative => consumer.incremental_unassign(tpl),
@@ -199,9 +206,10 @@ fn base_config(kafka: &KafkaConfig) -> ClientConfig {
 }
 
 /// Creates the consumer and subscribes it to the topics.
-pub fn subscribe(kafka: &KafkaConfig, lookup: OffsetLookup) -> Result<KafkaConsumer> {
+pub fn subscribe(kafka: &KafkaConfig, lookup: OffsetLookup, before_revoke: RevokeHook) -> Result<KafkaConsumer> {
     let context = SourceContext {
         lookup,
+        before_revoke,
         reset: kafka.auto_offset_reset,
         changes: Mutex::new(Vec::new()),
         fatal: Mutex::new(None),
