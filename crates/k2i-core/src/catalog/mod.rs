@@ -182,9 +182,13 @@ pub async fn ensure_table(table: &TableRef, schema: &Schema) -> Result<Table> {
     if !exists {
         match table.catalog.create_namespace(namespace, HashMap::new()).await {
             Ok(_) => tracing::info!(namespace = %namespace.to_url_string(), "created namespace"),
-            // Another instance may have created it meanwhile.
-            Err(e) if e.kind() == iceberg::ErrorKind::NamespaceAlreadyExists => {}
-            Err(e) => return Err(table.error("cannot create the namespace", e)),
+            // Another instance may have created it meanwhile; catalogs report that race differently (the SQL
+            // catalog as a unique-constraint error), so look again rather than match the error.
+            Err(e) => {
+                if !table.catalog.namespace_exists(namespace).await.unwrap_or(false) {
+                    return Err(table.error("cannot create the namespace", e));
+                }
+            }
         }
     }
     if retry("check table", || async {
@@ -207,8 +211,11 @@ pub async fn ensure_table(table: &TableRef, schema: &Schema) -> Result<Table> {
             tracing::info!(table = %table.table_name(), catalog = %table.location, "created table");
             Ok(t)
         }
-        Err(e) if e.kind() == iceberg::ErrorKind::TableAlreadyExists => table.load().await,
-        Err(e) => Err(table.error("cannot create the table", e)),
+        // As above: another instance may have won the race.
+        Err(e) => match table.catalog.table_exists(&table.ident).await {
+            Ok(true) => table.load().await,
+            _ => Err(table.error("cannot create the table", e)),
+        },
     }
 }
 
