@@ -159,13 +159,15 @@ pub fn run(config: Config, options: IngestOptions, shutdown: Arc<AtomicBool>) ->
     };
     let committer = runtime.spawn(commit_loop(
         rx,
-        table_ref.clone(),
         table,
-        consumer.clone(),
-        config.kafka.consumer_group.clone(),
-        write,
-        shared.clone(),
-        txlog.clone(),
+        Committer {
+            table_ref: table_ref.clone(),
+            consumer: consumer.clone(),
+            group: config.kafka.consumer_group.clone(),
+            write,
+            shared: shared.clone(),
+            txlog: txlog.clone(),
+        },
     ));
 
     let mut poller = Poller {
@@ -545,18 +547,20 @@ impl Poller<'_> {
     }
 }
 
-async fn commit_loop(
-    mut rx: mpsc::Receiver<FlushBatch>,
+/// What the commit task works with.
+struct Committer {
     table_ref: TableRef,
-    mut table: iceberg::table::Table,
     consumer: Arc<KafkaConsumer>,
     group: String,
     write: WriteOptions,
     shared: Arc<Shared>,
     txlog: Arc<Mutex<TxLog>>,
-) {
+}
+
+async fn commit_loop(mut rx: mpsc::Receiver<FlushBatch>, mut table: iceberg::table::Table, committer: Committer) {
+    let shared = committer.shared.clone();
     while let Some(batch) = rx.recv().await {
-        match commit_one(&table_ref, &table, &consumer, &group, write, &shared, &txlog, &batch).await {
+        match committer.commit_one(&table, &batch).await {
             Ok(updated) => {
                 table = updated;
                 shared.in_flight.fetch_sub(1, Ordering::SeqCst);
@@ -578,97 +582,96 @@ async fn commit_loop(
     }
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn commit_one(
-    table_ref: &TableRef,
-    table: &iceberg::table::Table,
-    consumer: &Arc<KafkaConsumer>,
-    group: &str,
-    write: WriteOptions,
-    shared: &Shared,
-    txlog: &Mutex<TxLog>,
-    batch: &FlushBatch,
-) -> Result<iceberg::table::Table> {
-    let started = Instant::now();
-    let commit_id = uuid::Uuid::now_v7().to_string();
-    let intent = Record::Intent {
-        commit_id: commit_id.clone(),
-        table: table_ref.table_name(),
-        data_dir: format!("{}/data", table.metadata().location().trim_end_matches('/')),
-        ranges: batch
-            .ranges
-            .iter()
-            .map(|(tp, r)| RangeRecord { topic: tp.topic.clone(), partition: tp.partition, start: r.start, end: r.end })
-            .collect(),
-        schema_id: batch.chunks.last().map_or(table.metadata().current_schema_id(), |c| c.schema.schema_id()),
-    };
-    lock(txlog).append(intent.clone())?;
-    fault::hit(Point::AfterIntent);
-    let files = sink::write(table, &batch.chunks, &commit_id, write).await?;
-    let paths: Vec<String> = files.iter().map(|f| f.file_path().to_owned()).collect();
-    let files_record = Record::Files { commit_id: commit_id.clone(), files: paths };
-    lock(txlog).append(files_record.clone())?;
-    fault::hit(Point::AfterDataFiles);
-    let file_count = files.len();
-    let file_bytes: u64 = files.iter().map(iceberg::spec::DataFile::file_size_in_bytes).sum();
-    let request = CommitRequest { commit_id: &commit_id, files, ranges: &batch.ranges, group };
-    let committed = match commit::commit(table_ref, request).await {
-        Ok(committed) => committed,
-        Err(error) if error.kind() == ErrorKind::Fenced => {
-            let pending = crate::txlog::Pending { intent, files: Some(files_record) };
-            let deleted = recovery::delete_flush_files(table, &pending).await?;
-            lock(txlog).append(Record::Aborted { commit_id: commit_id.clone(), reason: error.to_string() })?;
-            tracing::info!(commit_id, deleted_files = deleted, "deleted the data files of the fenced flush");
-            return Err(error);
-        }
-        // Unresolved (the catalog kept failing): the intent stays pending and the next start resolves it.
-        Err(error) => return Err(error),
-    };
-    fault::hit(Point::AfterCommit);
-    lock(txlog).append(Record::Committed { commit_id: commit_id.clone(), snapshot_id: committed.snapshot_id })?;
-    fault::hit(Point::AfterCommittedRecord);
+impl Committer {
+    async fn commit_one(&self, table: &iceberg::table::Table, batch: &FlushBatch) -> Result<iceberg::table::Table> {
+        let Self { table_ref, consumer, group, write, shared, txlog } = self;
+        let (write, group) = (*write, group.as_str());
+        let started = Instant::now();
+        let commit_id = uuid::Uuid::now_v7().to_string();
+        let intent = Record::Intent {
+            commit_id: commit_id.clone(),
+            table: table_ref.table_name(),
+            data_dir: format!("{}/data", table.metadata().location().trim_end_matches('/')),
+            ranges: batch
+                .ranges
+                .iter()
+                .map(|(tp, r)| RangeRecord {
+                    topic: tp.topic.clone(),
+                    partition: tp.partition,
+                    start: r.start,
+                    end: r.end,
+                })
+                .collect(),
+            schema_id: batch.chunks.last().map_or(table.metadata().current_schema_id(), |c| c.schema.schema_id()),
+        };
+        lock(txlog).append(intent.clone())?;
+        fault::hit(Point::AfterIntent);
+        let files = sink::write(table, &batch.chunks, &commit_id, write).await?;
+        let paths: Vec<String> = files.iter().map(|f| f.file_path().to_owned()).collect();
+        let files_record = Record::Files { commit_id: commit_id.clone(), files: paths };
+        lock(txlog).append(files_record.clone())?;
+        fault::hit(Point::AfterDataFiles);
+        let file_count = files.len();
+        let file_bytes: u64 = files.iter().map(iceberg::spec::DataFile::file_size_in_bytes).sum();
+        let request = CommitRequest { commit_id: &commit_id, files, ranges: &batch.ranges, group };
+        let committed = match commit::commit(table_ref, request).await {
+            Ok(committed) => committed,
+            Err(error) if error.kind() == ErrorKind::Fenced => {
+                let pending = crate::txlog::Pending { intent, files: Some(files_record) };
+                let deleted = recovery::delete_flush_files(table, &pending).await?;
+                lock(txlog).append(Record::Aborted { commit_id: commit_id.clone(), reason: error.to_string() })?;
+                tracing::info!(commit_id, deleted_files = deleted, "deleted the data files of the fenced flush");
+                return Err(error);
+            }
+            // Unresolved (the catalog kept failing): the intent stays pending and the next start resolves it.
+            Err(error) => return Err(error),
+        };
+        fault::hit(Point::AfterCommit);
+        lock(txlog).append(Record::Committed { commit_id: commit_id.clone(), snapshot_id: committed.snapshot_id })?;
+        fault::hit(Point::AfterCommittedRecord);
 
-    // Kafka's group offsets are for lag tools only; the table is the truth. Synchronous, off the async workers.
-    let mut tpl = TopicPartitionList::new();
-    for (tp, range) in &batch.ranges {
-        if let Err(e) = tpl.add_partition_offset(&tp.topic, tp.partition, Offset::Offset(range.end)) {
-            tracing::warn!(partition = %tp, error = %e, "cannot prepare the Kafka offset commit");
-        }
-    }
-    let kafka = consumer.clone();
-    match tokio::task::spawn_blocking(move || kafka.commit(&tpl, CommitMode::Sync)).await {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => {
-            tracing::warn!(error = %e, "cannot commit offsets to Kafka (lag monitoring only; the table has them)")
-        }
-        Err(e) => tracing::warn!(error = %e, "the Kafka offset commit task failed"),
-    }
-
-    {
-        let mut committed_offsets = lock(&shared.committed);
+        // Kafka's group offsets are for lag tools only; the table is the truth. Synchronous, off the async workers.
+        let mut tpl = TopicPartitionList::new();
         for (tp, range) in &batch.ranges {
-            committed_offsets.insert(tp.clone(), range.end);
+            if let Err(e) = tpl.add_partition_offset(&tp.topic, tp.partition, Offset::Offset(range.end)) {
+                tracing::warn!(partition = %tp, error = %e, "cannot prepare the Kafka offset commit");
+            }
         }
+        let kafka = consumer.clone();
+        match tokio::task::spawn_blocking(move || kafka.commit(&tpl, CommitMode::Sync)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "cannot commit offsets to Kafka (lag monitoring only; the table has them)")
+            }
+            Err(e) => tracing::warn!(error = %e, "the Kafka offset commit task failed"),
+        }
+
+        {
+            let mut committed_offsets = lock(&shared.committed);
+            for (tp, range) in &batch.ranges {
+                committed_offsets.insert(tp.clone(), range.end);
+            }
+        }
+        {
+            let mut summary = lock(&shared.summary);
+            summary.rows += batch.rows as u64;
+            summary.skipped += batch.skipped as u64;
+            summary.commits += 1;
+            summary.files += file_count as u64;
+        }
+        let offsets: Vec<String> = batch.ranges.iter().map(|(tp, r)| format!("{tp}:[{},{})", r.start, r.end)).collect();
+        tracing::info!(
+            table = %table_ref.table_name(),
+            snapshot_id = committed.snapshot_id,
+            commit_id,
+            rows = batch.rows,
+            skipped = batch.skipped,
+            files = file_count,
+            bytes = file_bytes,
+            duration_ms = started.elapsed().as_millis() as u64,
+            offsets = %offsets.join(" "),
+            "committed flush"
+        );
+        Ok(committed.table)
     }
-    {
-        let mut summary = lock(&shared.summary);
-        summary.rows += batch.rows as u64;
-        summary.skipped += batch.skipped as u64;
-        summary.commits += 1;
-        summary.files += file_count as u64;
-    }
-    let offsets: Vec<String> = batch.ranges.iter().map(|(tp, r)| format!("{tp}:[{},{})", r.start, r.end)).collect();
-    tracing::info!(
-        table = %table_ref.table_name(),
-        snapshot_id = committed.snapshot_id,
-        commit_id,
-        rows = batch.rows,
-        skipped = batch.skipped,
-        files = file_count,
-        bytes = file_bytes,
-        duration_ms = started.elapsed().as_millis() as u64,
-        offsets = %offsets.join(" "),
-        "committed flush"
-    );
-    Ok(committed.table)
 }
