@@ -113,14 +113,17 @@ async fn random_kill_9_during_ingest_never_loses_or_duplicates() {
     let mut rng = Lcg(seed);
 
     let setup = Setup::new(stack, "crash-kill", 8).await;
-    stack.produce(&setup.topic, raw_records(8, records / 8)).await;
     let config = setup.sql_config(
         stack,
         "raw",
-        &format!("[buffer]\nflush_batch_size = 4000\nflush_interval = \"200ms\"\n{}", fast_group(true)),
+        &format!("[buffer]\nflush_batch_size = 2000\nflush_interval = \"200ms\"\n{}", fast_group(true)),
     );
-
+    // Records arrive while the instances are killed, so every kill lands in a live ingest: each round
+    // produces its share, starts an instance and kills it at a random moment.
+    let per_round = records / 8 / kills;
+    let mut commits_before_kill = 0;
     for round in 0..kills {
+        stack.produce(&setup.topic, raw_records(8, per_round)).await;
         let child = k2i()
             .args(["ingest", "--config"])
             .arg(&config)
@@ -128,13 +131,18 @@ async fn random_kill_9_during_ingest_never_loses_or_duplicates() {
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
-        std::thread::sleep(rng.between(150, 1200));
+        std::thread::sleep(rng.between(150, 900));
         kill(&child, "KILL");
         let out = wait(child, Duration::from_secs(30));
         assert_eq!(out.status.code(), None, "round {round}: killed by SIGKILL");
+        commits_before_kill += text(&out.stderr).matches("committed flush").count();
     }
+    let rest = records / 8 - per_round * kills;
+    stack.produce(&setup.topic, raw_records(8, rest)).await;
+    eprintln!("random kill test: {commits_before_kill} flushes committed by the killed instances");
     until_caught_up(&setup, &config);
     let seen = assert_exactly_once(stack, &setup, (records / 8 * 8) as i64);
+    assert!(commits_before_kill > 0, "the kills never landed during a live ingest");
     eprintln!("random kill test: {} snapshots", seen["summaries"].as_array().unwrap().len());
 }
 
@@ -238,4 +246,26 @@ async fn a_thawed_zombie_is_fenced_and_its_files_are_removed() {
     let stderr = stop(zombie);
     assert!(stderr.contains("flush fenced"), "{stderr}");
     assert_exactly_once(stack, &setup, 100);
+}
+
+/// The table, not the log, is the truth: without the transaction log a restart still loses and duplicates
+/// nothing; the interrupted flush's files can only remain as orphans.
+#[tokio::test]
+async fn losing_the_transaction_log_leaves_only_orphan_files() {
+    let stack = stack();
+    let setup = Setup::new(stack, "crash-nolog", 2).await;
+    stack.produce(&setup.topic, raw_records(2, 150)).await;
+    let config = setup.sql_config(stack, "raw", &format!("[buffer]\nflush_batch_size = 100\n{}", fast_group(true)));
+    let mut cmd = k2i();
+    cmd.args(["ingest", "--until-caught-up", "--config"]).arg(&config).env("K2I_FAULT", "after-data-files@2:abort");
+    let out = run(cmd);
+    assert_eq!(out.status.code(), None, "{}", text(&out.stderr));
+    std::fs::remove_dir_all(setup.dir.path().join("txlog")).unwrap();
+
+    until_caught_up(&setup, &config);
+    let seen = setup.inspect_sql(stack, "");
+    assert_eq!((seen["rows"].as_i64(), seen["distinct"].as_i64()), (Some(300), Some(300)));
+    let orphans = setup.unreferenced_files(&seen);
+    assert!(!orphans.is_empty(), "the aborted flush's files remain, unreferenced");
+    assert!(orphans.iter().all(|f| f.contains("/k2i-")), "{orphans:?}");
 }
