@@ -17,10 +17,12 @@
 //! each partition's ranges stay contiguous.
 
 use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use prometheus::IntCounter;
 use rdkafka::consumer::{CommitMode, Consumer};
 use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
@@ -33,6 +35,7 @@ use crate::config::{Config, ErrorPolicy, EvolutionMode, OffsetReset, TxlogDurabi
 use crate::decode::Outcome;
 use crate::error::{Error, ErrorKind, Result};
 use crate::fault::{self, Point};
+use crate::ops::{LastCommit, Ops, Phase, RecoveryStatus};
 use crate::recovery;
 use crate::schema;
 use crate::sink::{self, WriteOptions};
@@ -94,8 +97,16 @@ pub fn run(config: Config, options: IngestOptions, shutdown: Arc<AtomicBool>) ->
     if options.handle_signals {
         runtime.spawn(watch_signals(shutdown.clone()));
     }
+    let ops = Arc::new(Ops::new());
+    // Listening before anything else: /readyz answers "starting" / "recovering" while those take time.
+    let monitoring = &config.monitoring;
+    runtime.block_on(crate::ops::server::start(
+        ops.clone(),
+        SocketAddr::new(monitoring.listen_address, monitoring.health_port),
+        SocketAddr::new(monitoring.listen_address, monitoring.metrics_port),
+    ))?;
     let format = config.kafka.format.kind;
-    let table_ref = runtime.block_on(catalog::open(&config))?;
+    let table_ref = runtime.block_on(catalog::open(&config, ops.clone()))?;
     let mut table = runtime.block_on(catalog::ensure_table(&table_ref, &schema::initial_schema(&config)?))?;
     schema::check_metadata_columns(table.metadata().current_schema())?;
     // An existing table gains the columns the configuration asks for (headers, declared JSON columns).
@@ -108,12 +119,19 @@ pub fn run(config: Config, options: IngestOptions, shutdown: Arc<AtomicBool>) ->
         TxlogDurability::Always => Durability::Always,
         TxlogDurability::Interval => Durability::Interval(config.transaction_log.fsync_interval.get()),
     };
+    ops.set_phase(Phase::Recovering);
     let (mut txlog, pending) = TxLog::open(&config.transaction_log.log_dir, durability)?;
+    ops.txlog(true, format!("open in {}", config.transaction_log.log_dir.display()));
     if !pending.is_empty() {
         tracing::info!(pending = pending.len(), "recovering flushes the transaction log left unresolved");
     }
     let report = runtime.block_on(recovery::recover(&mut txlog, &table))?;
     tracing::info!(landed = report.landed.len(), rolled_back = report.rolled_back.len(), "recovery done");
+    ops.recovered(RecoveryStatus {
+        landed: report.landed.len(),
+        rolled_back: report.rolled_back.len(),
+        files_deleted: report.rolled_back.iter().map(|(_, n)| n).sum(),
+    });
     let txlog = Arc::new(Mutex::new(txlog));
 
     let evolve = config.schema_evolution.mode == EvolutionMode::AutoAdditive;
@@ -137,7 +155,7 @@ pub fn run(config: Config, options: IngestOptions, shutdown: Arc<AtomicBool>) ->
             std::thread::sleep(Duration::from_millis(10));
         }
     });
-    let consumer = Arc::new(source::subscribe(&config.kafka, lookup, before_revoke)?);
+    let consumer = Arc::new(source::subscribe(&config.kafka, ops.clone(), lookup, before_revoke)?);
     let topics = config.kafka.topic_list();
 
     let targets = if options.until_caught_up {
@@ -167,6 +185,7 @@ pub fn run(config: Config, options: IngestOptions, shutdown: Arc<AtomicBool>) ->
             write,
             shared: shared.clone(),
             txlog: txlog.clone(),
+            ops: ops.clone(),
         },
     ));
 
@@ -184,8 +203,13 @@ pub fn run(config: Config, options: IngestOptions, shutdown: Arc<AtomicBool>) ->
         paused: false,
         last_schema_update: None,
         txlog: &txlog,
+        ops: &ops,
+        counters: HashMap::new(),
+        since_report: 0,
     };
+    ops.set_phase(Phase::Running);
     let outcome = poller.run(&shutdown);
+    ops.set_phase(Phase::Stopping);
     drop(tx);
     let committed = runtime.block_on(committer);
     consumer.unsubscribe();
@@ -256,6 +280,11 @@ struct Poller<'a> {
     paused: bool,
     last_schema_update: Option<Instant>,
     txlog: &'a Mutex<TxLog>,
+    ops: &'a Arc<Ops>,
+    /// Per-partition record and byte counters, looked up once per partition, not per record.
+    counters: HashMap<TopicPartition, (IntCounter, IntCounter)>,
+    /// Records since the buffer gauges were last updated.
+    since_report: usize,
 }
 
 impl Poller<'_> {
@@ -291,6 +320,11 @@ impl Poller<'_> {
                 }
                 None => true,
             };
+            self.since_report += 1;
+            if idle || self.since_report >= 256 {
+                self.ops.buffer(self.buffer.rows(), self.buffer.bytes(), self.paused);
+                self.since_report = 0;
+            }
             if idle && self.targets.is_some() {
                 self.cover_gaps();
             }
@@ -332,6 +366,7 @@ impl Poller<'_> {
                     if let Some(next) = start {
                         self.buffer.set_position(tp.clone(), next);
                     }
+                    self.ops.assigned(&tp, start);
                     self.assigned.insert(tp);
                 }
                 if self.paused {
@@ -348,6 +383,8 @@ impl Poller<'_> {
                 }
                 for tp in &partitions {
                     self.assigned.remove(tp);
+                    self.ops.revoked(tp);
+                    self.counters.remove(tp);
                 }
             }
         }
@@ -371,13 +408,23 @@ impl Poller<'_> {
             key: message.key(),
             headers: headers.as_deref(),
         };
+        let tp = TopicPartition { topic: meta.topic.to_owned(), partition: meta.partition };
+        let metrics = &self.ops.metrics;
+        let (records, bytes) = self.counters.entry(tp).or_insert_with(|| {
+            let labels = [meta.topic, &meta.partition.to_string()];
+            (metrics.records_consumed.with_label_values(&labels), metrics.bytes_consumed.with_label_values(&labels))
+        });
+        records.inc();
+        bytes.inc_by((message.payload_len() + meta.key.map_or(0, <[u8]>::len)) as u64);
         for _ in 0..3 {
             match self.buffer.push(&meta, message.payload())? {
                 Outcome::Appended => return Ok(()),
                 Outcome::NeedsColumns(additions) => self.evolve(&additions)?,
-                Outcome::Invalid(reason) => {
+                Outcome::Invalid { kind, reason } => {
+                    self.ops.metrics.decode_errors.with_label_values(&[kind]).inc();
                     return match self.config.errors.policy {
                         ErrorPolicy::Skip => {
+                            self.ops.metrics.records_skipped.inc();
                             tracing::debug!(
                                 topic = meta.topic,
                                 partition = meta.partition,
@@ -419,6 +466,7 @@ impl Poller<'_> {
         }
         let table = self.runtime.block_on(catalog::add_columns(self.table_ref, additions))?;
         self.last_schema_update = Some(Instant::now());
+        self.ops.metrics.schema_columns_added.inc_by(additions.len() as u64);
         lock(self.txlog).append(Record::SchemaChange {
             schema_id: table.metadata().current_schema_id(),
             columns: additions.iter().map(schema::Addition::full_name).collect(),
@@ -496,6 +544,10 @@ impl Poller<'_> {
         let result = if pause { self.consumer.pause(&tpl) } else { self.consumer.resume(&tpl) };
         match result {
             Ok(()) => {
+                if pause != self.paused {
+                    let metrics = &self.ops.metrics;
+                    if pause { metrics.consumer_pauses.inc() } else { metrics.consumer_resumes.inc() }
+                }
                 self.paused = pause;
                 tracing::debug!(
                     partitions = self.assigned.len(),
@@ -555,6 +607,7 @@ struct Committer {
     write: WriteOptions,
     shared: Arc<Shared>,
     txlog: Arc<Mutex<TxLog>>,
+    ops: Arc<Ops>,
 }
 
 async fn commit_loop(mut rx: mpsc::Receiver<FlushBatch>, mut table: iceberg::table::Table, committer: Committer) {
@@ -569,6 +622,7 @@ async fn commit_loop(mut rx: mpsc::Receiver<FlushBatch>, mut table: iceberg::tab
                 // Never retried: another writer owns this progress now. The files are gone (commit_one),
                 // the polling thread restarts from the table.
                 tracing::warn!(error = %error, "flush fenced: another writer committed these offsets; discarded it");
+                committer.ops.metrics.commits_fenced.inc();
                 shared.resync.store(true, Ordering::SeqCst);
                 shared.in_flight.fetch_sub(1, Ordering::SeqCst);
             }
@@ -584,7 +638,7 @@ async fn commit_loop(mut rx: mpsc::Receiver<FlushBatch>, mut table: iceberg::tab
 
 impl Committer {
     async fn commit_one(&self, table: &iceberg::table::Table, batch: &FlushBatch) -> Result<iceberg::table::Table> {
-        let Self { table_ref, consumer, group, write, shared, txlog } = self;
+        let Self { table_ref, consumer, group, write, shared, txlog, ops } = self;
         let (write, group) = (*write, group.as_str());
         let started = Instant::now();
         let commit_id = uuid::Uuid::now_v7().to_string();
@@ -613,8 +667,14 @@ impl Committer {
         fault::hit(Point::AfterDataFiles);
         let file_count = files.len();
         let file_bytes: u64 = files.iter().map(iceberg::spec::DataFile::file_size_in_bytes).sum();
+        for file in &files {
+            ops.metrics.data_file_size.observe(file.file_size_in_bytes() as f64);
+        }
         let request = CommitRequest { commit_id: &commit_id, files, ranges: &batch.ranges, group };
-        let committed = match commit::commit(table_ref, request).await {
+        let commit_started = Instant::now();
+        let outcome = commit::commit(table_ref, request).await;
+        ops.metrics.commit_duration.observe(commit_started.elapsed().as_secs_f64());
+        let committed = match outcome {
             Ok(committed) => committed,
             Err(error) if error.kind() == ErrorKind::Fenced => {
                 let pending = crate::txlog::Pending { intent, files: Some(files_record) };
@@ -659,6 +719,23 @@ impl Committer {
             summary.commits += 1;
             summary.files += file_count as u64;
         }
+        let metrics = &ops.metrics;
+        metrics.flushes.inc();
+        metrics.flush_duration.observe(started.elapsed().as_secs_f64());
+        metrics.data_files.inc_by(file_count as u64);
+        metrics.data_file_bytes.inc_by(file_bytes);
+        if let Some(ts) = batch.max_timestamp_ms {
+            metrics.newest_committed_timestamp_ms.set(metrics.newest_committed_timestamp_ms.get().max(ts));
+        }
+        ops.committed(
+            LastCommit {
+                snapshot_id: committed.snapshot_id,
+                at: humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string(),
+                files: file_count,
+                rows: batch.rows,
+            },
+            batch.ranges.iter().map(|(tp, r)| (tp.clone(), r.end)),
+        );
         let offsets: Vec<String> = batch.ranges.iter().map(|(tp, r)| format!("{tp}:[{},{})", r.start, r.end)).collect();
         tracing::info!(
             table = %table_ref.table_name(),

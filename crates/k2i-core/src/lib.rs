@@ -15,6 +15,7 @@ pub mod decode;
 pub mod engine;
 mod error;
 pub mod fault;
+pub mod ops;
 pub mod recovery;
 pub mod schema;
 pub mod sink;

@@ -12,8 +12,18 @@ pub const TIMEOUT: Duration = Duration::from_secs(120);
 
 pub fn k2i() -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_k2i"));
-    cmd.env_remove("K2I_CONFIG").env("K2I_LOG", "info,k2i_core=debug");
+    // Every instance gets its own HTTP port: tests run in parallel and several instances share a config.
+    let port = free_port().to_string();
+    cmd.env_remove("K2I_CONFIG")
+        .env("K2I_LOG", "info,k2i_core=debug")
+        .env("K2I_MONITORING__HEALTH_PORT", &port)
+        .env("K2I_MONITORING__METRICS_PORT", &port);
     cmd
+}
+
+/// A TCP port that was free a moment ago.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 /// Runs a command to completion, failing the test if it takes longer than `TIMEOUT`.

@@ -93,6 +93,8 @@ pub struct FlushBatch {
     pub skipped: usize,
     /// Estimated bytes of the rows.
     pub bytes: usize,
+    /// The newest Kafka timestamp among the rows (ms since the epoch).
+    pub max_timestamp_ms: Option<i64>,
 }
 
 impl FlushBatch {
@@ -141,6 +143,7 @@ pub struct TableBuffer {
     skipped: usize,
     bytes: usize,
     first_record_at: Option<Instant>,
+    max_timestamp_ms: Option<i64>,
 }
 
 impl TableBuffer {
@@ -170,6 +173,7 @@ impl TableBuffer {
             skipped: 0,
             bytes: 0,
             first_record_at: None,
+            max_timestamp_ms: None,
         })
     }
 
@@ -217,6 +221,9 @@ impl TableBuffer {
         self.partitions.append_value(meta.partition);
         self.offsets.append_value(meta.offset);
         self.timestamps.append_option(meta.timestamp_ms.map(|ms| ms.saturating_mul(1000)));
+        if let Some(ts) = meta.timestamp_ms {
+            self.max_timestamp_ms = Some(self.max_timestamp_ms.map_or(ts, |m| m.max(ts)));
+        }
         self.keys.append_option(meta.key);
         if let Some(builder) = &mut self.headers {
             append_headers(builder, meta.headers.unwrap_or_default())?;
@@ -281,6 +288,11 @@ impl TableBuffer {
         self.bytes
     }
 
+    /// Rows buffered (records stored, skipped ones not counted).
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+
     /// When the oldest record not yet flushed was consumed.
     pub fn first_record_at(&self) -> Option<Instant> {
         self.first_record_at
@@ -333,6 +345,7 @@ impl TableBuffer {
             rows: self.rows,
             skipped: self.skipped,
             bytes: self.bytes,
+            max_timestamp_ms: self.max_timestamp_ms.take(),
         };
         self.rows = 0;
         self.skipped = 0;
@@ -466,9 +479,10 @@ mod tests {
         };
         assert_eq!(adds[0].name, "id");
         assert_eq!(buffer.records(), 0, "nothing was stored");
-        let Outcome::Invalid(reason) = buffer.push(&meta(0, 0), Some(b"[1]")).unwrap() else { panic!() };
+        let Outcome::Invalid { reason, .. } = buffer.push(&meta(0, 0), Some(b"[1]")).unwrap() else { panic!() };
         assert_eq!(reason, "the value is JSON but not an object (found an array)");
-        let Outcome::Invalid(reason) = buffer.push(&meta(0, 0), None).unwrap() else { panic!() };
+        let Outcome::Invalid { kind, reason } = buffer.push(&meta(0, 0), None).unwrap() else { panic!() };
+        assert_eq!(kind, "tombstone");
         assert_eq!(reason, "the value is null (a tombstone), not a JSON object");
     }
 

@@ -21,6 +21,7 @@ use iceberg_catalog_sql::{SqlBindStyle, SqlCatalogBuilder};
 
 use crate::config::{CatalogType, Config};
 use crate::error::{Error, ErrorKind, Result};
+use crate::ops::Ops;
 use crate::schema::Addition;
 
 /// The catalog name used by the SQL catalog when `iceberg.sql.catalog_name` is not set.
@@ -35,6 +36,8 @@ pub struct TableRef {
     pub ident: TableIdent,
     /// Where the catalog is, for error messages (URIs without credentials).
     pub location: String,
+    /// Health and metrics: catalog reachability and retries are reported here.
+    pub ops: Arc<Ops>,
 }
 
 impl TableRef {
@@ -53,7 +56,7 @@ impl TableRef {
 
     /// Loads the table.
     pub async fn load(&self) -> Result<Table> {
-        retry("load table", || async {
+        retry("load table", &self.ops, || async {
             self.catalog.load_table(&self.ident).await.map_err(|e| self.error("cannot load table", e))
         })
         .await
@@ -76,7 +79,7 @@ pub fn warehouse_url(path: &str) -> Result<String> {
 }
 
 /// Opens the configured catalog.
-pub async fn open(config: &Config) -> Result<TableRef> {
+pub async fn open(config: &Config, ops: Arc<Ops>) -> Result<TableRef> {
     let ice = &config.iceberg;
     let warehouse = warehouse_url(&ice.warehouse_path)?;
     let mut props: HashMap<String, String> =
@@ -157,7 +160,7 @@ pub async fn open(config: &Config) -> Result<TableRef> {
     let namespace = NamespaceIdent::from_strs(ice.database_name.split('.')).map_err(|e| {
         Error::new(ErrorKind::Config, "invalid namespace").with("database_name", &ice.database_name).source(e)
     })?;
-    Ok(TableRef { catalog, ident: TableIdent::new(namespace, ice.table_name.clone()), location })
+    Ok(TableRef { catalog, ident: TableIdent::new(namespace, ice.table_name.clone()), location, ops })
 }
 
 /// Removes the password from a database URL.
@@ -175,7 +178,7 @@ fn redact_url(url: &str) -> String {
 /// Loads the table, creating its namespace and itself (with `schema`) if missing.
 pub async fn ensure_table(table: &TableRef, schema: &Schema) -> Result<Table> {
     let namespace = table.ident.namespace();
-    let exists = retry("check namespace", || async {
+    let exists = retry("check namespace", &table.ops, || async {
         table.catalog.namespace_exists(namespace).await.map_err(|e| table.error("cannot check the namespace", e))
     })
     .await?;
@@ -191,7 +194,7 @@ pub async fn ensure_table(table: &TableRef, schema: &Schema) -> Result<Table> {
             }
         }
     }
-    if retry("check table", || async {
+    if retry("check table", &table.ops, || async {
         table.catalog.table_exists(&table.ident).await.map_err(|e| table.error("cannot check the table", e))
     })
     .await?
@@ -222,7 +225,7 @@ pub async fn ensure_table(table: &TableRef, schema: &Schema) -> Result<Table> {
 /// Adds optional columns to the table and returns the reloaded table. Columns that meanwhile exist (added
 /// by another instance) are left alone.
 pub async fn add_columns(table: &TableRef, additions: &[Addition]) -> Result<Table> {
-    retry("add columns", || async {
+    retry("add columns", &table.ops, || async {
         let current = table.load().await?;
         let schema = current.metadata().current_schema();
         let missing: Vec<&Addition> = additions.iter().filter(|a| schema.field_by_name(&a.full_name()).is_none()).collect();
@@ -251,9 +254,10 @@ pub async fn add_columns(table: &TableRef, additions: &[Addition]) -> Result<Tab
     .await
 }
 
-/// Retries a catalog operation with exponential backoff (0.2 s doubling to 10 s, 8 attempts) while the
-/// error is retryable.
-pub async fn retry<T, F, Fut>(what: &str, mut op: F) -> Result<T>
+/// Retries a catalog operation with exponential backoff (0.2 s doubling to 10 s, 8 attempts, about 23 s in
+/// all) while the error is retryable, and reports the catalog's health: unavailable (not ready) from the first
+/// failure until an operation succeeds again.
+pub async fn retry<T, F, Fut>(what: &str, ops: &Ops, mut op: F) -> Result<T>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<T>>,
@@ -263,14 +267,27 @@ where
     let mut attempt = 1;
     loop {
         match op().await {
-            Ok(v) => return Ok(v),
+            Ok(v) => {
+                if attempt > 1 {
+                    tracing::info!(operation = what, attempt, "catalog operation succeeded after retrying");
+                }
+                ops.catalog(true, "reachable");
+                return Ok(v);
+            }
             Err(e) if e.is_retryable() && attempt < ATTEMPTS => {
+                ops.catalog(false, e.to_string());
+                ops.metrics.catalog_retries.with_label_values(&[what]).inc();
                 tracing::warn!(operation = what, attempt, error = %e, "catalog operation failed; retrying");
                 tokio::time::sleep(delay).await;
                 delay = (delay * 2).min(Duration::from_secs(10));
                 attempt += 1;
             }
-            Err(e) => return Err(e),
+            Err(e) => {
+                if e.is_retryable() {
+                    ops.catalog(false, e.to_string());
+                }
+                return Err(e);
+            }
         }
     }
 }

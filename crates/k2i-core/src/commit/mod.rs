@@ -146,12 +146,13 @@ pub async fn commit(table: &TableRef, request: CommitRequest<'_>) -> Result<Comm
         (PROP_GROUP.to_owned(), request.group.to_owned()),
         (PROP_VERSION.to_owned(), env!("CARGO_PKG_VERSION").to_owned()),
     ]);
-    retry("commit", || async {
+    retry("commit", &table.ops, || async {
         let fencing = FencingCatalog {
             inner: table.catalog.clone(),
             commit_id: request.commit_id.to_owned(),
             ranges: request.ranges.clone(),
             verdict: Mutex::new(None),
+            ops: table.ops.clone(),
         };
         let base = match fencing.load_table(&table.ident).await {
             Ok(base) => base,
@@ -191,6 +192,7 @@ pub struct FencingCatalog {
     commit_id: String,
     ranges: BTreeMap<TopicPartition, OffsetRange>,
     verdict: Mutex<Option<Verdict>>,
+    ops: std::sync::Arc<crate::ops::Ops>,
 }
 
 /// The message of the error the wrapper returns to stop iceberg-rust's commit.
@@ -255,7 +257,14 @@ impl Catalog for FencingCatalog {
     }
 
     async fn update_table(&self, commit: TableCommit) -> iceberg::Result<Table> {
-        self.inner.update_table(commit).await
+        let result = self.inner.update_table(commit).await;
+        if let Err(e) = &result
+            && e.kind() == iceberg::ErrorKind::CatalogCommitConflicts
+        {
+            // Another writer's commit landed first; iceberg-rust retries and `load_table` checks again.
+            self.ops.metrics.commit_conflicts.inc();
+        }
+        result
     }
 
     async fn list_namespaces(&self, parent: Option<&NamespaceIdent>) -> iceberg::Result<Vec<NamespaceIdent>> {

@@ -24,8 +24,13 @@ pub enum Outcome {
     Appended,
     /// Not appended: the record needs these new columns first.
     NeedsColumns(Vec<Addition>),
-    /// Not appended: the record cannot be stored; the error policy decides.
-    Invalid(String),
+    /// Not appended: the record cannot be stored; the error policy decides. `kind` labels the metric.
+    Invalid {
+        /// `tombstone`, `not_json`, `not_object`, `schema_conflict` or `evolution_off`.
+        kind: &'static str,
+        /// What is wrong, for the error or log line.
+        reason: String,
+    },
 }
 
 /// Decodes payloads of one format for one table schema.
@@ -109,30 +114,36 @@ impl Decoder {
 impl JsonDecoder {
     fn append(&mut self, value: Option<&[u8]>) -> Result<Outcome> {
         let Some(bytes) = value else {
-            return Ok(Outcome::Invalid("the value is null (a tombstone), not a JSON object".to_owned()));
+            return Ok(invalid("tombstone", "the value is null (a tombstone), not a JSON object".to_owned()));
         };
         let parsed: serde_json::Value = match serde_json::from_slice(bytes) {
             Ok(v) => v,
-            Err(e) => return Ok(Outcome::Invalid(format!("the value is not JSON: {e}"))),
+            Err(e) => return Ok(invalid("not_json", format!("the value is not JSON: {e}"))),
         };
         let Some(object) = parsed.as_object() else {
-            return Ok(Outcome::Invalid(format!("the value is JSON but not an object (found {})", kind_of(&parsed))));
+            return Ok(invalid(
+                "not_object",
+                format!("the value is JSON but not an object (found {})", kind_of(&parsed)),
+            ));
         };
         let mut additions = Vec::new();
         if let Err(conflict) = schema::check_object(object, &self.payload, None, &mut additions) {
-            return Ok(Outcome::Invalid(conflict_message(&conflict)));
+            return Ok(invalid("schema_conflict", conflict_message(&conflict)));
         }
         if !additions.is_empty() {
             if !self.evolve {
                 let names: Vec<String> = additions.iter().map(Addition::full_name).collect();
-                return Ok(Outcome::Invalid(format!(
-                    "the record has fields the table lacks ({}) and schema_evolution.mode = \"none\"",
-                    names.join(", ")
-                )));
+                return Ok(invalid(
+                    "evolution_off",
+                    format!(
+                        "the record has fields the table lacks ({}) and schema_evolution.mode = \"none\"",
+                        names.join(", ")
+                    ),
+                ));
             }
             return match schema::merge_additions(additions) {
                 Ok(additions) => Ok(Outcome::NeedsColumns(additions)),
-                Err(conflict) => Ok(Outcome::Invalid(conflict_message(&conflict))),
+                Err(conflict) => Ok(invalid("schema_conflict", conflict_message(&conflict))),
             };
         }
         let consumed = self
@@ -146,6 +157,10 @@ impl JsonDecoder {
         }
         Ok(Outcome::Appended)
     }
+}
+
+fn invalid(kind: &'static str, reason: String) -> Outcome {
+    Outcome::Invalid { kind, reason }
 }
 
 fn conflict_message(conflict: &Conflict) -> String {

@@ -41,6 +41,7 @@ pub enum AssignmentChange {
 
 /// The consumer's context: rebalance handling.
 pub struct SourceContext {
+    ops: std::sync::Arc<crate::ops::Ops>,
     lookup: OffsetLookup,
     before_revoke: RevokeHook,
     reset: OffsetReset,
@@ -155,6 +156,25 @@ impl ClientContext for SourceContext {
 
     fn error(&self, error: KafkaError, reason: &str) {
         tracing::warn!(error = %error, "kafka client error: {reason}");
+        self.ops.kafka(false, format!("{error}: {reason}"));
+    }
+
+    /// librdkafka's statistics (every `statistics.interval.ms`): per-partition position, high watermark and
+    /// lag against the committed offset, for `/status` and `k2i_consumer_lag_records`.
+    fn stats(&self, statistics: rdkafka::Statistics) {
+        let brokers_up = statistics.brokers.values().any(|b| b.state == "UP");
+        self.ops.kafka(brokers_up, if brokers_up { "connected" } else { "no broker connection is up" });
+        for (topic, t) in &statistics.topics {
+            for (id, p) in &t.partitions {
+                // librdkafka reports -1 for the internal "UA" partition and for unknown values.
+                if *id < 0 || !p.fetch_state.eq_ignore_ascii_case("active") {
+                    continue;
+                }
+                let known = |v: i64| (v >= 0).then_some(v);
+                let tp = TopicPartition { topic: topic.clone(), partition: *id };
+                self.ops.partition_stats(&tp, known(p.next_offset), known(p.hi_offset), known(p.consumer_lag));
+            }
+        }
     }
 }
 
@@ -198,7 +218,9 @@ fn base_config(kafka: &KafkaConfig) -> ClientConfig {
         // librdkafka prefetches up to 64 MiB per consumer by default; 16 MiB keeps memory near the buffer
         // cap and still saturates a partition. Overridable through kafka.properties.
         .set("queued.max.messages.kbytes", "16384")
-        .set("client.id", format!("k2i-{}", env!("CARGO_PKG_VERSION")));
+        .set("client.id", format!("k2i-{}", env!("CARGO_PKG_VERSION")))
+        // Per-partition lag and high watermarks for /status and /metrics come from these statistics.
+        .set("statistics.interval.ms", "1000");
     for (key, value) in &kafka.properties {
         config.set(key, value.expose());
     }
@@ -206,8 +228,14 @@ fn base_config(kafka: &KafkaConfig) -> ClientConfig {
 }
 
 /// Creates the consumer and subscribes it to the topics.
-pub fn subscribe(kafka: &KafkaConfig, lookup: OffsetLookup, before_revoke: RevokeHook) -> Result<KafkaConsumer> {
+pub fn subscribe(
+    kafka: &KafkaConfig,
+    ops: std::sync::Arc<crate::ops::Ops>,
+    lookup: OffsetLookup,
+    before_revoke: RevokeHook,
+) -> Result<KafkaConsumer> {
     let context = SourceContext {
+        ops,
         lookup,
         before_revoke,
         reset: kafka.auto_offset_reset,

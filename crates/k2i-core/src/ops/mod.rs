@@ -1,0 +1,286 @@
+//! Operations: health, readiness, status and metrics, fed by every stage and served over HTTP
+//! ([`server`]).
+//!
+//! [`Ops`] is shared by the polling thread, the commit task, the Kafka client's statistics callback and the
+//! HTTP handlers. It holds the [`metrics::Metrics`] and a small state: the phase of the process, the
+//! health of each component, per-partition positions, the last commit and what recovery did.
+
+pub mod metrics;
+pub mod server;
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+use std::time::SystemTime;
+
+use serde::Serialize;
+
+use crate::buffer::TopicPartition;
+
+/// Where the process is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Phase {
+    /// Opening the catalog and the table.
+    Starting,
+    /// Reconciling the transaction log with the table.
+    Recovering,
+    /// Consuming and committing.
+    Running,
+    /// Flushing before exit.
+    Stopping,
+}
+
+/// The health of one component.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Component {
+    /// Whether it works.
+    pub ok: bool,
+    /// What is wrong, or what it is doing.
+    pub detail: String,
+}
+
+impl Component {
+    fn up(detail: &str) -> Self {
+        Self { ok: true, detail: detail.to_owned() }
+    }
+}
+
+/// One partition in `/status`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct PartitionStatus {
+    /// Topic.
+    pub topic: String,
+    /// Partition.
+    pub partition: i32,
+    /// The next offset the consumer will read (from librdkafka's statistics).
+    pub position: Option<i64>,
+    /// The partition's high watermark.
+    pub high_watermark: Option<i64>,
+    /// High watermark minus the committed offset.
+    pub lag: Option<i64>,
+    /// The next offset recorded in the table (the last commit's end).
+    pub committed: Option<i64>,
+}
+
+/// The last commit in `/status`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct LastCommit {
+    /// Snapshot id.
+    pub snapshot_id: i64,
+    /// When, as RFC 3339.
+    pub at: String,
+    /// Data files in it.
+    pub files: usize,
+    /// Rows in it.
+    pub rows: usize,
+}
+
+/// What recovery did at start, in `/status`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct RecoveryStatus {
+    /// Flushes found committed.
+    pub landed: usize,
+    /// Flushes rolled back.
+    pub rolled_back: usize,
+    /// Data files deleted by the rollbacks.
+    pub files_deleted: usize,
+}
+
+#[derive(Debug, Clone, Serialize)]
+struct State {
+    phase: Phase,
+    kafka: Component,
+    catalog: Component,
+    txlog: Component,
+    buffer: Component,
+    partitions: BTreeMap<String, PartitionStatus>,
+    buffer_rows: i64,
+    buffer_bytes: i64,
+    paused: bool,
+    last_commit: Option<LastCommit>,
+    recovery: Option<RecoveryStatus>,
+}
+
+/// Health, status and metrics of one ingest.
+pub struct Ops {
+    /// The metrics.
+    pub metrics: metrics::Metrics,
+    state: Mutex<State>,
+}
+
+fn key(tp: &TopicPartition) -> String {
+    tp.to_string()
+}
+
+impl Ops {
+    /// A fresh state in phase `starting`.
+    pub fn new() -> Self {
+        Self {
+            metrics: metrics::Metrics::new(),
+            state: Mutex::new(State {
+                phase: Phase::Starting,
+                kafka: Component::up("not connected yet"),
+                catalog: Component::up("not opened yet"),
+                txlog: Component::up("not opened yet"),
+                buffer: Component::up("empty"),
+                partitions: BTreeMap::new(),
+                buffer_rows: 0,
+                buffer_bytes: 0,
+                paused: false,
+                last_commit: None,
+                recovery: None,
+            }),
+        }
+    }
+
+    fn with<R>(&self, f: impl FnOnce(&mut State) -> R) -> R {
+        f(&mut self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner))
+    }
+
+    /// Enters a phase.
+    pub fn set_phase(&self, phase: Phase) {
+        self.with(|s| s.phase = phase);
+    }
+
+    /// Records the catalog's health (after every catalog operation's outcome).
+    pub fn catalog(&self, ok: bool, detail: impl Into<String>) {
+        let detail = detail.into();
+        self.with(|s| s.catalog = Component { ok, detail });
+    }
+
+    /// Records Kafka's health.
+    pub fn kafka(&self, ok: bool, detail: impl Into<String>) {
+        let detail = detail.into();
+        self.with(|s| s.kafka = Component { ok, detail });
+    }
+
+    /// Records the transaction log's health.
+    pub fn txlog(&self, ok: bool, detail: impl Into<String>) {
+        let detail = detail.into();
+        self.with(|s| s.txlog = Component { ok, detail });
+    }
+
+    /// Records what recovery did.
+    pub fn recovered(&self, recovery: RecoveryStatus) {
+        self.metrics.recovered_landed.inc_by(recovery.landed as u64);
+        self.metrics.recovered_rolled_back.inc_by(recovery.rolled_back as u64);
+        self.with(|s| s.recovery = Some(recovery));
+    }
+
+    /// Records the buffer's size and whether consumption is paused.
+    pub fn buffer(&self, rows: usize, bytes: usize, paused: bool) {
+        self.metrics.buffer_rows.set(rows as i64);
+        self.metrics.buffer_bytes.set(bytes as i64);
+        self.with(|s| {
+            s.buffer_rows = rows as i64;
+            s.buffer_bytes = bytes as i64;
+            s.paused = paused;
+            s.buffer = Component::up(if paused {
+                "full: consumption paused until the flush in flight lands"
+            } else {
+                "accepting"
+            });
+        });
+    }
+
+    /// Records a partition's position, high watermark and lag (from librdkafka's statistics).
+    pub fn partition_stats(&self, tp: &TopicPartition, position: Option<i64>, high: Option<i64>, lag: Option<i64>) {
+        if let Some(lag) = lag {
+            self.metrics.consumer_lag.with_label_values(&[&tp.topic, &tp.partition.to_string()]).set(lag);
+        }
+        self.with(|s| {
+            let entry = s.partitions.entry(key(tp)).or_insert_with(|| PartitionStatus {
+                topic: tp.topic.clone(),
+                partition: tp.partition,
+                ..PartitionStatus::default()
+            });
+            entry.position = position.or(entry.position);
+            entry.high_watermark = high.or(entry.high_watermark);
+            entry.lag = lag.or(entry.lag);
+        });
+    }
+
+    /// Records a partition as assigned (with the table's progress) or revoked.
+    pub fn assigned(&self, tp: &TopicPartition, committed: Option<i64>) {
+        self.with(|s| {
+            let entry = s.partitions.entry(key(tp)).or_insert_with(|| PartitionStatus {
+                topic: tp.topic.clone(),
+                partition: tp.partition,
+                ..PartitionStatus::default()
+            });
+            entry.committed = committed.or(entry.committed);
+        });
+    }
+
+    /// Forgets a revoked partition.
+    pub fn revoked(&self, tp: &TopicPartition) {
+        let _ = self.metrics.consumer_lag.remove_label_values(&[&tp.topic, &tp.partition.to_string()]);
+        self.with(|s| s.partitions.remove(&key(tp)));
+    }
+
+    /// Records a commit.
+    pub fn committed(&self, commit: LastCommit, ends: impl IntoIterator<Item = (TopicPartition, i64)>) {
+        self.with(|s| {
+            for (tp, end) in ends {
+                if let Some(p) = s.partitions.get_mut(&key(&tp)) {
+                    p.committed = Some(end);
+                }
+            }
+            s.last_commit = Some(commit);
+        });
+    }
+
+    /// Whether the process is ready, and if not why.
+    pub fn readiness(&self) -> Result<(), String> {
+        self.with(|s| match s.phase {
+            Phase::Starting => Err("starting".to_owned()),
+            Phase::Recovering => Err("recovering: reconciling the transaction log with the table".to_owned()),
+            Phase::Stopping => Err("stopping".to_owned()),
+            Phase::Running if !s.catalog.ok => Err(format!("catalog unavailable: {}", s.catalog.detail)),
+            Phase::Running if !s.txlog.ok => Err(format!("transaction log unavailable: {}", s.txlog.detail)),
+            Phase::Running => Ok(()),
+        })
+    }
+
+    /// The `/health` document: overall status and each component.
+    pub fn health_json(&self) -> serde_json::Value {
+        let ready = self.readiness();
+        self.with(|s| {
+            serde_json::json!({
+                "status": if ready.is_ok() { "healthy" } else { "unhealthy" },
+                "phase": s.phase,
+                "reason": ready.err(),
+                "components": { "kafka": s.kafka, "catalog": s.catalog, "txlog": s.txlog, "buffer": s.buffer },
+            })
+        })
+    }
+
+    /// The `/status` document.
+    pub fn status_json(&self) -> serde_json::Value {
+        let ready = self.readiness();
+        self.with(|s| {
+            serde_json::json!({
+                "ready": ready.is_ok(),
+                "reason": ready.err(),
+                "phase": s.phase,
+                "partitions": s.partitions.values().collect::<Vec<_>>(),
+                "buffer": { "rows": s.buffer_rows, "bytes": s.buffer_bytes, "paused": s.paused },
+                "last_commit": s.last_commit,
+                "recovery": s.recovery,
+                "time": humantime::format_rfc3339_millis(SystemTime::now()).to_string(),
+            })
+        })
+    }
+}
+
+impl std::fmt::Debug for Ops {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ops").finish_non_exhaustive()
+    }
+}
+
+impl Default for Ops {
+    fn default() -> Self {
+        Self::new()
+    }
+}
