@@ -14,7 +14,7 @@ pub const LONG_VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (git ", env!
 #[command(name = "k2i", version = LONG_VERSION, propagate_version = true)]
 #[command(
     after_help = "Exit codes: 0 success, 1 runtime error, 2 usage or configuration error, 3 a record could not be stored \
-                  (errors.policy = \"fail\").\nDocs: docs/commands.md"
+                  (errors.policy = \"fail\"), 6 k2i status: not healthy, 7 k2i status: unreachable.\nDocs: docs/commands.md"
 )]
 pub struct Cli {
     #[command(flatten)]
@@ -53,6 +53,8 @@ pub enum Command {
     Validate(ValidateArgs),
     /// Stream the topics into the Iceberg table, exactly once, until SIGINT/SIGTERM (or until caught up).
     Ingest(IngestArgs),
+    /// Show the health, partitions, lag, buffer and last commit of a running `k2i ingest`.
+    Status(StatusArgs),
     /// Print a shell completion script to standard output.
     Completions(CompletionsArgs),
     /// Write one man page per command into a directory.
@@ -89,6 +91,20 @@ pub struct IngestArgs {
     /// Override kafka.consumer_group.
     #[arg(long, value_name = "GROUP")]
     pub consumer_group: Option<String>,
+}
+
+/// `k2i status`.
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// Base URL of the instance's health port (default: from --config, else http://127.0.0.1:8080).
+    #[arg(long, value_name = "URL", conflicts_with = "config")]
+    pub url: Option<String>,
+    /// Derive the URL from this configuration's [monitoring] listen_address and health_port.
+    #[arg(short, long, env = "K2I_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Print the status document as JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// `k2i completions`.

@@ -92,3 +92,119 @@ pub fn man(args: &ManArgs) -> Result<(), Failure> {
     }
     Ok(())
 }
+
+/// Queries a running instance's `/status` and `/health` and prints them.
+pub fn status(args: &crate::cli::StatusArgs) -> Result<(), Failure> {
+    let base = match (&args.url, &args.config) {
+        (Some(url), _) => url.trim_end_matches('/').to_owned(),
+        (None, Some(path)) => {
+            let config = k2i_core::config::load(path).map_err(Failure::config)?;
+            let m = &config.monitoring;
+            let host =
+                if m.listen_address.is_unspecified() { "127.0.0.1".to_owned() } else { m.listen_address.to_string() };
+            let host = if host.contains(':') { format!("[{host}]") } else { host };
+            format!("http://{host}:{}", m.health_port)
+        }
+        (None, None) => "http://127.0.0.1:8080".to_owned(),
+    };
+    let client = reqwest::blocking::Client::builder()
+        .timeout(std::time::Duration::from_secs(5))
+        .build()
+        .context("cannot create an HTTP client")
+        .map_err(Failure::runtime)?;
+    let get = |path: &str| -> Result<serde_json::Value, Failure> {
+        let url = format!("{base}{path}");
+        let response = client
+            .get(&url)
+            .send()
+            .with_context(|| format!("k2i is unreachable at {base}"))
+            .map_err(|e| Failure::with_code(e, crate::exit::UNREACHABLE))?;
+        response
+            .json()
+            .with_context(|| format!("{url} did not answer JSON"))
+            .map_err(|e| Failure::with_code(e, crate::exit::UNREACHABLE))
+    };
+    let status = get("/status")?;
+    let health = get("/health")?;
+    let healthy = health["status"] == "healthy";
+    if args.json {
+        let doc = serde_json::json!({ "url": base, "health": health, "status": status });
+        println!("{}", serde_json::to_string_pretty(&doc).unwrap_or_default());
+    } else {
+        print!("{}", render_status(&base, &health, &status));
+    }
+    if healthy {
+        Ok(())
+    } else {
+        let reason = health["reason"].as_str().unwrap_or("unknown").to_owned();
+        Err(Failure::with_code(anyhow::anyhow!("k2i at {base} is not healthy: {reason}"), crate::exit::UNHEALTHY))
+    }
+}
+
+fn render_status(base: &str, health: &serde_json::Value, status: &serde_json::Value) -> String {
+    use std::fmt::Write;
+    let text = |v: &serde_json::Value| match v {
+        serde_json::Value::Null => "-".to_owned(),
+        serde_json::Value::String(s) => s.clone(),
+        other => other.to_string(),
+    };
+    let mut out = String::new();
+    let _ = writeln!(out, "k2i at {base}: {} ({})", text(&health["status"]), text(&health["phase"]));
+    if let Some(reason) = health["reason"].as_str() {
+        let _ = writeln!(out, "  not ready: {reason}");
+    }
+    if let Some(components) = health["components"].as_object() {
+        for (name, c) in components {
+            let state = if c["ok"].as_bool() == Some(true) { "ok" } else { "FAILING" };
+            let _ = writeln!(out, "  {name:<8} {state:<8} {}", text(&c["detail"]));
+        }
+    }
+    let buffer = &status["buffer"];
+    let _ = writeln!(
+        out,
+        "buffer: {} rows, {} bytes{}",
+        text(&buffer["rows"]),
+        text(&buffer["bytes"]),
+        if buffer["paused"].as_bool() == Some(true) { ", consumption paused" } else { "" }
+    );
+    match status["last_commit"].as_object() {
+        Some(c) => {
+            let _ = writeln!(
+                out,
+                "last commit: snapshot {} at {}, {} rows in {} files",
+                text(&c["snapshot_id"]),
+                text(&c["at"]),
+                text(&c["rows"]),
+                text(&c["files"])
+            );
+        }
+        None => out.push_str("last commit: none yet\n"),
+    }
+    if let Some(r) = status["recovery"].as_object() {
+        let _ = writeln!(
+            out,
+            "recovery at start: {} flushes found committed, {} rolled back ({} files deleted)",
+            text(&r["landed"]),
+            text(&r["rolled_back"]),
+            text(&r["files_deleted"])
+        );
+    }
+    let _ = writeln!(
+        out,
+        "{:<32} {:>9} {:>12} {:>14} {:>10} {:>12}",
+        "TOPIC", "PARTITION", "POSITION", "HIGH WATERMARK", "LAG", "COMMITTED"
+    );
+    for p in status["partitions"].as_array().into_iter().flatten() {
+        let _ = writeln!(
+            out,
+            "{:<32} {:>9} {:>12} {:>14} {:>10} {:>12}",
+            text(&p["topic"]),
+            text(&p["partition"]),
+            text(&p["position"]),
+            text(&p["high_watermark"]),
+            text(&p["lag"]),
+            text(&p["committed"])
+        );
+    }
+    out
+}

@@ -21,6 +21,10 @@ pub mod exit {
     pub const CONFIG: u8 = 2;
     /// A record could not be stored and `errors.policy = "fail"`.
     pub const INVALID_RECORD: u8 = 3;
+    /// `k2i status`: the instance answers but is not healthy (not ready). K2I used 6 too.
+    pub const UNHEALTHY: u8 = 6;
+    /// `k2i status`: nothing answers at the URL.
+    pub const UNREACHABLE: u8 = 7;
 }
 
 fn main() -> ExitCode {
@@ -29,6 +33,7 @@ fn main() -> ExitCode {
     let outcome = match cli.command {
         Command::Validate(args) => commands::validate(&args),
         Command::Ingest(args) => commands::ingest(&args),
+        Command::Status(args) => commands::status(&args),
         Command::Completions(args) => commands::completions(&args),
         Command::Man(args) => commands::man(&args),
     };
@@ -57,6 +62,10 @@ impl Failure {
 
     fn runtime(error: impl Into<anyhow::Error>) -> Self {
         Self { error: error.into(), code: exit::RUNTIME }
+    }
+
+    fn with_code(error: impl Into<anyhow::Error>, code: u8) -> Self {
+        Self { error: error.into(), code }
     }
 
     fn engine(error: k2i_core::Error) -> Self {

@@ -57,13 +57,19 @@ impl Error {
         self.kind
     }
 
-    /// Whether retrying the same operation may succeed.
+    /// Whether retrying the same operation may succeed: catalog errors are, unless iceberg says they are
+    /// permanent (a missing or existing table, invalid data, an unsupported feature, a failed precondition).
+    /// Network failures surface as `Unexpected` without iceberg's retryable flag, and an outage of the catalog
+    /// is exactly what retries are for.
     pub fn is_retryable(&self) -> bool {
         if self.kind != ErrorKind::Catalog {
             return false;
         }
         match self.source.as_deref().and_then(|s| s.downcast_ref::<iceberg::Error>()) {
-            Some(e) => e.retryable() || matches!(e.kind(), iceberg::ErrorKind::CatalogCommitConflicts),
+            Some(e) => {
+                e.retryable()
+                    || matches!(e.kind(), iceberg::ErrorKind::CatalogCommitConflicts | iceberg::ErrorKind::Unexpected)
+            }
             None => true,
         }
     }

@@ -5,7 +5,9 @@
 //! - `after-intent` — the flush intent is in the transaction log, no data file written yet;
 //! - `after-data-files` — data files written, files recorded in the log, catalog not yet called;
 //! - `after-commit` — the snapshot is committed in the catalog, the log does not know yet;
-//! - `after-committed-record` — the log says committed, Kafka offsets not yet committed.
+//! - `after-committed-record` — the log says committed, Kafka offsets not yet committed;
+//! - `recovery` — at the start of start-up recovery (for readiness tests: `pause` holds the process in the
+//!   `recovering` phase).
 //!
 //! Actions: `abort` ends the process at once like SIGKILL (no flush, no destructors, no log line after
 //! the one naming the point); `pause` blocks the flush until the file named by `K2I_FAULT_RELEASE` exists
@@ -33,6 +35,8 @@ pub enum Point {
     AfterCommit,
     /// After the committed record, before the Kafka offset commit.
     AfterCommittedRecord,
+    /// At the start of recovery.
+    Recovery,
 }
 
 impl Point {
@@ -42,10 +46,12 @@ impl Point {
             Self::AfterDataFiles => "after-data-files",
             Self::AfterCommit => "after-commit",
             Self::AfterCommittedRecord => "after-committed-record",
+            Self::Recovery => "recovery",
         }
     }
 
-    const ALL: [Point; 4] = [Self::AfterIntent, Self::AfterDataFiles, Self::AfterCommit, Self::AfterCommittedRecord];
+    const ALL: [Point; 5] =
+        [Self::AfterIntent, Self::AfterDataFiles, Self::AfterCommit, Self::AfterCommittedRecord, Self::Recovery];
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -28,6 +28,7 @@ pub struct RecoveryReport {
 
 /// Resolves every pending flush of the log against the table.
 pub async fn recover(log: &mut TxLog, table: &Table) -> Result<RecoveryReport> {
+    crate::fault::hit(crate::fault::Point::Recovery);
     let pending: Vec<Pending> = log.pending().cloned().collect();
     let mut report = RecoveryReport::default();
     for flush in pending {
