@@ -125,7 +125,7 @@ pub fn run(config: Config, options: IngestOptions, shutdown: Arc<AtomicBool>) ->
     if !pending.is_empty() {
         tracing::info!(pending = pending.len(), "recovering flushes the transaction log left unresolved");
     }
-    let report = runtime.block_on(recovery::recover(&mut txlog, &table))?;
+    let report = runtime.block_on(recovery::recover(&mut txlog, &table, &table_ref.table_name()))?;
     tracing::info!(landed = report.landed.len(), rolled_back = report.rolled_back.len(), "recovery done");
     ops.recovered(RecoveryStatus {
         landed: report.landed.len(),
@@ -206,6 +206,7 @@ pub fn run(config: Config, options: IngestOptions, shutdown: Arc<AtomicBool>) ->
         ops: &ops,
         counters: HashMap::new(),
         since_report: 0,
+        last_refresh: Instant::now(),
     };
     ops.set_phase(Phase::Running);
     let outcome = poller.run(&shutdown);
@@ -285,6 +286,8 @@ struct Poller<'a> {
     counters: HashMap<TopicPartition, (IntCounter, IntCounter)>,
     /// Records since the buffer gauges were last updated.
     since_report: usize,
+    /// When `--until-caught-up` last read the table's progress (other instances commit partitions too).
+    last_refresh: Instant,
 }
 
 impl Poller<'_> {
@@ -327,6 +330,7 @@ impl Poller<'_> {
             }
             if idle && self.targets.is_some() {
                 self.cover_gaps();
+                self.refresh_committed()?;
             }
             let due = self.buffer.records() >= buffer_cfg.flush_batch_size.get()
                 || self.buffer.bytes() >= half_cap
@@ -338,6 +342,11 @@ impl Poller<'_> {
             }
             if self.pending.is_some() && !self.paused {
                 self.pause(true);
+            }
+            // A pending flush can vanish without being handed over (a resync, or all its partitions
+            // revoked): consumption must not stay paused for a flush that no longer exists.
+            if self.pending.is_none() && self.paused {
+                self.pause(false);
             }
             if self.targets.is_some()
                 && self.pending.is_none()
@@ -396,7 +405,22 @@ impl Poller<'_> {
         // Collected only when the table stores headers: no per-record allocation otherwise.
         let headers: Option<Vec<crate::buffer::Header<'_>>> =
             match (self.config.kafka.include_headers, message.headers()) {
-                (true, Some(h)) => Some(h.iter().map(|header| (header.key, header.value)).collect()),
+                // rdkafka panics on a header name that is not UTF-8; such a record goes to the error policy.
+                (true, Some(h)) => match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    h.iter().map(|header| (header.key, header.value)).collect::<Vec<_>>()
+                })) {
+                    Ok(headers) => Some(headers),
+                    Err(_) => {
+                        let reason = "a header name is not valid UTF-8".to_owned();
+                        return self.invalid(
+                            message.topic(),
+                            message.partition(),
+                            message.offset(),
+                            "header_not_utf8",
+                            reason,
+                        );
+                    }
+                },
                 (true, None) => Some(Vec::new()),
                 (false, _) => None,
             };
@@ -421,27 +445,7 @@ impl Poller<'_> {
                 Outcome::Appended => return Ok(()),
                 Outcome::NeedsColumns(additions) => self.evolve(&additions)?,
                 Outcome::Invalid { kind, reason } => {
-                    self.ops.metrics.decode_errors.with_label_values(&[kind]).inc();
-                    return match self.config.errors.policy {
-                        ErrorPolicy::Skip => {
-                            self.ops.metrics.records_skipped.inc();
-                            tracing::debug!(
-                                topic = meta.topic,
-                                partition = meta.partition,
-                                offset = meta.offset,
-                                reason,
-                                "skipped a record"
-                            );
-                            self.buffer.skip(meta.topic, meta.partition, meta.offset);
-                            Ok(())
-                        }
-                        ErrorPolicy::Fail | ErrorPolicy::DeadLetter => {
-                            Err(Error::new(ErrorKind::InvalidRecord, format!("cannot store a record: {reason}"))
-                                .with("topic", meta.topic)
-                                .with("partition", meta.partition)
-                                .with("offset", meta.offset))
-                        }
-                    };
+                    return self.invalid(meta.topic, meta.partition, meta.offset, kind, reason);
                 }
             }
         }
@@ -449,6 +453,25 @@ impl Poller<'_> {
             .with("topic", meta.topic)
             .with("partition", meta.partition)
             .with("offset", meta.offset))
+    }
+
+    /// Routes a record that cannot be stored per `errors.policy`.
+    fn invalid(&mut self, topic: &str, partition: i32, offset: i64, kind: &'static str, reason: String) -> Result<()> {
+        self.ops.metrics.decode_errors.with_label_values(&[kind]).inc();
+        match self.config.errors.policy {
+            ErrorPolicy::Skip => {
+                self.ops.metrics.records_skipped.inc();
+                tracing::debug!(topic, partition, offset, reason, "skipped a record");
+                self.buffer.skip(topic, partition, offset);
+                Ok(())
+            }
+            ErrorPolicy::Fail | ErrorPolicy::DeadLetter => {
+                Err(Error::new(ErrorKind::InvalidRecord, format!("cannot store a record: {reason}"))
+                    .with("topic", topic)
+                    .with("partition", partition)
+                    .with("offset", offset))
+            }
+        }
     }
 
     /// Adds columns to the table, at most once per `schema_update_min_interval`; the polling thread waits
@@ -582,6 +605,25 @@ impl Poller<'_> {
     fn nothing_to_read(&self, _tp: &TopicPartition, low: i64, high: i64, recorded: Option<i64>) -> bool {
         high <= low && recorded.is_none()
             || (recorded.is_none() && self.config.kafka.auto_offset_reset == OffsetReset::Latest)
+    }
+
+    /// With `--until-caught-up` and several instances, partitions other instances own reach the high
+    /// watermark only in the table: read the table's progress when idle, at most once a second.
+    fn refresh_committed(&mut self) -> Result<()> {
+        let Some(targets) = &self.targets else { return Ok(()) };
+        if self.last_refresh.elapsed() < Duration::from_secs(1) || self.all_committed() {
+            return Ok(());
+        }
+        self.last_refresh = Instant::now();
+        let partitions: Vec<TopicPartition> = targets.keys().cloned().collect();
+        let table = self.runtime.block_on(self.table_ref.load())?;
+        let recorded = commit::table_offsets(&table, &partitions)?;
+        let mut committed = lock(&self.shared.committed);
+        for (tp, next) in recorded {
+            let entry = committed.entry(tp).or_insert(next);
+            *entry = (*entry).max(next);
+        }
+        Ok(())
     }
 
     /// When the consumer's position is past the last delivered record (transaction markers, compaction),

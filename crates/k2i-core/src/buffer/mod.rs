@@ -339,6 +339,12 @@ impl TableBuffer {
             return Ok(None);
         }
         self.seal()?;
+        // Every owned partition's progress goes into every snapshot, as an empty range when it had no
+        // records, so the newest snapshot always knows it: progress survives snapshot expiry of the older
+        // snapshots that last mentioned an idle partition.
+        for (tp, &position) in &self.positions {
+            self.ranges.entry(tp.clone()).or_insert(OffsetRange { start: position, end: position });
+        }
         let flush = FlushBatch {
             chunks: std::mem::take(&mut self.chunks),
             ranges: std::mem::take(&mut self.ranges),
@@ -356,6 +362,7 @@ impl TableBuffer {
 
     /// Drops the buffered rows and ranges of partitions this instance no longer owns.
     pub fn drop_partitions(&mut self, revoked: &[TopicPartition]) -> Result<usize> {
+        self.positions.retain(|tp, _| !revoked.contains(tp));
         if !self.ranges.keys().any(|tp| revoked.contains(tp)) {
             return Ok(0);
         }
@@ -520,6 +527,19 @@ mod tests {
     }
 
     #[test]
+    fn idle_owned_partitions_are_recorded_with_an_empty_range() {
+        let mut buffer = TableBuffer::new(FormatType::Raw, schema_for("raw", ""), true, 10).unwrap();
+        buffer.set_position(TopicPartition { topic: "t".into(), partition: 1 }, 42);
+        buffer.push(&meta(0, 5), Some(b"a")).unwrap();
+        let flush = buffer.take().unwrap().unwrap();
+        assert_eq!(
+            flush.ranges[&TopicPartition { topic: "t".into(), partition: 1 }],
+            OffsetRange { start: 42, end: 42 }
+        );
+        assert!(buffer.take().unwrap().is_none(), "no records, no flush");
+    }
+
+    #[test]
     fn revoked_partitions_are_dropped() {
         let mut buffer = TableBuffer::new(FormatType::Raw, schema_for("raw", ""), true, 3).unwrap();
         for offset in 0..4 {
@@ -530,7 +550,7 @@ mod tests {
         assert_eq!(dropped, 4);
         let flush = buffer.take().unwrap().unwrap();
         assert_eq!(flush.rows, 4);
-        assert_eq!(flush.ranges.len(), 1);
+        assert_eq!(flush.ranges.len(), 1, "the revoked partition is gone, its position too");
         assert_eq!(flush.chunks.iter().map(|c| c.batch.num_rows()).sum::<usize>(), 4);
     }
 }

@@ -159,7 +159,13 @@ pub async fn commit(table: &TableRef, request: CommitRequest<'_>) -> Result<Comm
             Err(e) => return fencing.conclude(table, e),
         };
         let tx = Transaction::new(&base);
-        let append = tx.fast_append().add_data_files(request.files.clone()).set_snapshot_properties(props.clone());
+        // File names are unique per commit id, so the duplicate check (which reads every manifest on every
+        // attempt) buys nothing.
+        let append = tx
+            .fast_append()
+            .with_check_duplicate(false)
+            .add_data_files(request.files.clone())
+            .set_snapshot_properties(props.clone());
         let tx = append.apply(tx).map_err(|e| table.error("cannot prepare the commit", e))?;
         match tx.commit(&fencing).await {
             Ok(updated) => {

@@ -11,6 +11,9 @@
 //! resume from the offsets in the table's snapshot summaries. So losing the whole log directory cannot break
 //! exactly-once; it can only leave orphan data files, for maintenance to remove.
 
+use std::collections::HashSet;
+
+use iceberg::spec::ManifestList;
 use iceberg::table::Table;
 
 use crate::commit::find_commit;
@@ -27,15 +30,38 @@ pub struct RecoveryReport {
 }
 
 /// Resolves every pending flush of the log against the table.
-pub async fn recover(log: &mut TxLog, table: &Table) -> Result<RecoveryReport> {
+pub async fn recover(log: &mut TxLog, table: &Table, table_name: &str) -> Result<RecoveryReport> {
     crate::fault::hit(crate::fault::Point::Recovery);
     let pending: Vec<Pending> = log.pending().cloned().collect();
     let mut report = RecoveryReport::default();
+    let mut live: Option<HashSet<String>> = None;
     for flush in pending {
         let commit_id = flush.commit_id().to_owned();
+        if let Record::Intent { table: intent_table, .. } = &flush.intent
+            && intent_table != table_name
+        {
+            // Written while this log served another table: that table's flushes are not ours to judge.
+            tracing::warn!(commit_id, table = intent_table, "recovery: skipping a flush of another table");
+            continue;
+        }
         if let Some(snapshot) = find_commit(table, &commit_id) {
             tracing::info!(commit_id, snapshot_id = snapshot.snapshot_id(), "recovery: the flush had committed");
             log.append(Record::Committed { commit_id: commit_id.clone(), snapshot_id: snapshot.snapshot_id() })?;
+            report.landed.push(commit_id);
+            continue;
+        }
+        // The snapshot that committed the flush may have been expired (snapshot expiry by any engine), so its
+        // absence from the chain does not prove it never landed: never delete a file the table references.
+        if live.is_none() {
+            live = Some(live_data_files(table).await?);
+        }
+        let live = live.as_ref().expect("just loaded");
+        if flush_files(&flush).iter().any(|f| live.iter().any(|l| same_file(l, f))) {
+            tracing::warn!(
+                commit_id,
+                "recovery: the flush's files are in the table (its snapshot was expired); keeping them"
+            );
+            log.append(Record::Committed { commit_id: commit_id.clone(), snapshot_id: -1 })?;
             report.landed.push(commit_id);
             continue;
         }
@@ -49,6 +75,38 @@ pub async fn recover(log: &mut TxLog, table: &Table) -> Result<RecoveryReport> {
     }
     log.checkpoint()?;
     Ok(report)
+}
+
+fn flush_files(flush: &Pending) -> Vec<String> {
+    match &flush.files {
+        Some(Record::Files { files, .. }) => files.clone(),
+        _ => Vec::new(),
+    }
+}
+
+/// Every data file the table's current snapshot references.
+pub async fn live_data_files(table: &Table) -> Result<HashSet<String>> {
+    let mut live = HashSet::new();
+    let Some(snapshot) = table.metadata().current_snapshot() else { return Ok(live) };
+    let fail = |what: &str, e: iceberg::Error| {
+        Error::new(ErrorKind::Catalog, what.to_owned()).with("table", table.identifier()).source(e)
+    };
+    let io = table.file_io();
+    let bytes = io
+        .new_input(snapshot.manifest_list())
+        .map_err(|e| fail("cannot open the manifest list", e))?
+        .read()
+        .await
+        .map_err(|e| fail("cannot read the manifest list", e))?;
+    let list = ManifestList::parse_with_version(&bytes, table.metadata().format_version())
+        .map_err(|e| fail("cannot parse the manifest list", e))?;
+    for manifest_file in list.entries() {
+        let manifest = manifest_file.load_manifest(io).await.map_err(|e| fail("cannot read a manifest", e))?;
+        for entry in manifest.entries().iter().filter(|e| e.is_alive()) {
+            live.insert(entry.data_file().file_path().to_owned());
+        }
+    }
+    Ok(live)
 }
 
 /// Deletes the data files of a flush that will never be committed; returns how many existed.

@@ -214,6 +214,14 @@ pub fn check_object(
         match schema.field_by_name(name) {
             Some(field) => check_value(value, field, &path, additions)?,
             None => {
+                if name.contains('.') || name.is_empty() {
+                    // Iceberg names nested fields with dots, so such a column name would be ambiguous.
+                    return Err(Conflict {
+                        path,
+                        expected: "field names without `.` (nested fields are written as objects)".to_owned(),
+                        found: format!("the field name {name:?}"),
+                    });
+                }
                 if parent.is_none() && METADATA_COLUMNS.contains(&name.as_str()) {
                     return Err(Conflict {
                         path,
@@ -285,10 +293,19 @@ fn check_value(value: &Value, field: &NestedField, path: &str, additions: &mut V
             if *map.key_field.field_type != Type::Primitive(PrimitiveType::String) {
                 return Err(conflict());
             }
+            let mut inside = Vec::new();
             for item in object.values() {
-                check_value(item, &map.value_field, &format!("{path}.value"), &mut Vec::new())?;
+                check_value(item, &map.value_field, &format!("{path}.value"), &mut inside)?;
             }
-            Ok(())
+            // Columns cannot be added inside map values; their data would be dropped silently.
+            match inside.first() {
+                Some(addition) => Err(Conflict {
+                    path: addition.full_name(),
+                    expected: "only the fields the map's value type declares".to_owned(),
+                    found: format!("a new field `{}`", addition.name),
+                }),
+                None => Ok(()),
+            }
         }
         _ => Err(conflict()),
     }
@@ -308,7 +325,10 @@ fn fits_primitive(p: &PrimitiveType, value: &Value) -> bool {
                 other => other.to_string(),
             };
             let (Ok(p), Ok(s)) = (u8::try_from(*precision), i8::try_from(*scale)) else { return false };
-            arrow_cast::parse::parse_decimal::<arrow_array::types::Decimal128Type>(&text, p, s).is_ok()
+            // arrow truncates digits beyond the scale silently; a value that would lose digits does not fit.
+            let fraction = text.split_once('.').map_or("", |(_, f)| f.split(['e', 'E']).next().unwrap_or(""));
+            let lossless = fraction.len() <= *scale as usize || fraction[*scale as usize..].bytes().all(|b| b == b'0');
+            lossless && arrow_cast::parse::parse_decimal::<arrow_array::types::Decimal128Type>(&text, p, s).is_ok()
         }
         (PrimitiveType::Timestamptz | PrimitiveType::Timestamp, Value::String(s)) => {
             arrow_cast::parse::string_to_datetime(&chrono_utc(), s).is_ok()
@@ -490,6 +510,8 @@ mod tests {
         assert_eq!(conflict.to_string(), "field `must` expected a string (required), found nothing");
         let conflict = check(&schema, json!({"must": "x", "_kafka_offset": 3})).unwrap_err();
         assert_eq!(conflict.path, "_kafka_offset");
+        let conflict = check(&schema, json!({"must": "x", "user.id": 1})).unwrap_err();
+        assert_eq!(conflict.path, "user.id");
         let conflict = check(&schema, json!({"must": "x", "mixed": [1, "a"]})).unwrap_err();
         assert_eq!(conflict.to_string(), "field `mixed` expected array elements of one type, found mixed types");
     }
@@ -518,6 +540,8 @@ mod tests {
         assert!(check(&schema, json!({"amount": "123.45"})).is_ok());
         assert_eq!(check(&schema, json!({"amount": "1234.5"})).unwrap_err().path, "amount", "too many digits");
         assert_eq!(check(&schema, json!({"amount": "ten"})).unwrap_err().path, "amount");
+        assert_eq!(check(&schema, json!({"amount": "19.999"})).unwrap_err().path, "amount", "would lose a digit");
+        assert!(check(&schema, json!({"amount": "19.990"})).is_ok(), "trailing zeros lose nothing");
     }
 
     #[test]

@@ -147,6 +147,9 @@ impl Pending {
 
 /// The open log.
 pub struct TxLog {
+    /// Held open with an exclusive lock for the life of the log: two processes must never share a log
+    /// (one's recovery would delete the other's in-flight files).
+    _lock: File,
     dir: PathBuf,
     file: File,
     path: PathBuf,
@@ -170,6 +173,26 @@ impl TxLog {
     /// log ready to append with the flushes still pending.
     pub fn open(dir: &Path, durability: Durability) -> Result<(Self, Vec<Pending>)> {
         std::fs::create_dir_all(dir).map_err(|e| io_error("cannot create the transaction log directory", dir, e))?;
+        let lock_path = dir.join("LOCK");
+        let lock = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(|e| io_error("cannot open the transaction log lock", &lock_path, e))?;
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                return Err(Error::new(
+                    ErrorKind::Config,
+                    "another k2i process uses this transaction log directory; give each instance its own log_dir",
+                )
+                .with("log_dir", dir.display()));
+            }
+            Err(std::fs::TryLockError::Error(e)) => {
+                return Err(io_error("cannot lock the transaction log", &lock_path, e));
+            }
+        }
         let mut files: Vec<(u64, PathBuf)> = std::fs::read_dir(dir)
             .map_err(|e| io_error("cannot list the transaction log directory", dir, e))?
             .filter_map(|entry| {
@@ -204,6 +227,7 @@ impl TxLog {
             }
         };
         let log = Self {
+            _lock: lock,
             dir: dir.to_owned(),
             file,
             path,
@@ -244,6 +268,9 @@ impl TxLog {
 
     /// Starts a new file with a checkpoint of the pending flushes and deletes the older files.
     pub fn checkpoint(&mut self) -> Result<()> {
+        // With interval durability the current file may hold unsynced records; once it is no longer the newest
+        // file a torn record in it would be corruption, so make it whole first.
+        self.file.sync_data().map_err(|e| io_error("cannot fsync the transaction log", &self.path, e))?;
         let sequence = self.sequence + 1;
         let path = self.dir.join(file_name(sequence));
         let mut file = create_file(&self.dir, &path)?;
@@ -407,7 +434,8 @@ fn parse_frame(bytes: &[u8]) -> std::result::Result<(Record, usize), Damage> {
     let len = u32::from_le_bytes([frame[0], frame[1], frame[2], frame[3]]);
     let crc = u32::from_le_bytes([frame[4], frame[5], frame[6], frame[7]]);
     if len > MAX_RECORD {
-        return Err(Damage { reason: "a record length is implausible", reaches_end: true });
+        // A torn length field is only possible as the last bytes of the file.
+        return Err(Damage { reason: "a record length is implausible", reaches_end: bytes.len() <= FRAME_LEN + 16 });
     }
     let end = FRAME_LEN + len as usize;
     let Some(body) = bytes.get(FRAME_LEN..end) else {
@@ -447,7 +475,8 @@ mod tests {
     }
 
     fn the_file(dir: &Path) -> PathBuf {
-        let mut files: Vec<PathBuf> = std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().path()).collect();
+        let mut files: Vec<PathBuf> =
+            std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().path()).filter(|p| !p.ends_with("LOCK")).collect();
         files.sort();
         files.pop().unwrap()
     }
@@ -505,6 +534,14 @@ mod tests {
     }
 
     #[test]
+    fn two_processes_cannot_share_a_log() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_first, _) = TxLog::open(dir.path(), Durability::Always).unwrap();
+        let second = TxLog::open(dir.path(), Durability::Always).err().expect("the directory is locked");
+        assert!(second.to_string().starts_with("another k2i process uses this transaction log directory"), "{second}");
+    }
+
+    #[test]
     fn checkpoints_keep_pending_flushes_and_drop_old_files() {
         let dir = tempfile::tempdir().unwrap();
         let (mut log, _) = TxLog::open(dir.path(), Durability::Interval(Duration::from_secs(1))).unwrap();
@@ -514,7 +551,8 @@ mod tests {
         log.checkpoint().unwrap();
         log.append(intent("c")).unwrap();
         drop(log);
-        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1, "older files are deleted");
+        let logs = std::fs::read_dir(dir.path()).unwrap().filter(|e| e.as_ref().unwrap().file_name() != "LOCK").count();
+        assert_eq!(logs, 1, "older files are deleted");
         let (_, pending) = TxLog::open(dir.path(), Durability::Always).unwrap();
         assert_eq!(pending.iter().map(Pending::commit_id).collect::<Vec<_>>(), ["a", "c"]);
     }

@@ -1,0 +1,323 @@
+//! `k2i-bench`: measures `k2i ingest --until-caught-up` against the physical limit on the same machine and
+//! in the same run — a plain librdkafka consumer that only counts bytes of the same topic — and prints the
+//! ratio, CPU seconds and peak RSS against the buffer cap. Run through `scripts/bench.sh`.
+//!
+//! Steps: create a fresh topic (P partitions), preload N records of the chosen shape, (a) consume it all with
+//! a raw rdkafka consumer, (b) run `k2i ingest --until-caught-up` into a fresh SQLite-catalog table while
+//! sampling the process's CPU time and peak RSS from /proc, then write a table to stdout and JSON to
+//! `--out`.
+
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, ValueEnum};
+use rdkafka::ClientConfig;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::Message;
+use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+use rdkafka::{Offset, TopicPartitionList};
+
+/// Record shapes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Shape {
+    /// JSON objects with 10 fields of mixed types (nested object and array included).
+    Json,
+    /// Opaque 1 KiB values (`--record-bytes` to change).
+    Raw,
+}
+
+/// Benchmark k2i against the raw consume rate of the same topic.
+#[derive(Debug, Parser)]
+#[command(name = "k2i-bench")]
+struct Args {
+    /// Kafka bootstrap servers.
+    #[arg(long, env = "K2I_TEST_KAFKA", default_value = "127.0.0.1:19092")]
+    bootstrap_servers: String,
+    /// The k2i binary to measure.
+    #[arg(long)]
+    k2i: PathBuf,
+    /// Record shape.
+    #[arg(long, value_enum, default_value_t = Shape::Json)]
+    shape: Shape,
+    /// Partitions of the topic.
+    #[arg(long, default_value_t = 8)]
+    partitions: i32,
+    /// Records to preload.
+    #[arg(long, default_value_t = 1_000_000)]
+    records: usize,
+    /// Value size for the raw shape.
+    #[arg(long, default_value_t = 1024)]
+    record_bytes: usize,
+    /// k2i's buffer cap (`buffer.max_size_mb`).
+    #[arg(long, default_value_t = 256)]
+    buffer_mb: u64,
+    /// k2i's `buffer.flush_batch_size`.
+    #[arg(long, default_value_t = 100_000)]
+    flush_batch_size: usize,
+    /// Where the run's files go (warehouse, logs, the JSON report).
+    #[arg(long, default_value = "target/bench")]
+    out: PathBuf,
+}
+
+fn json_record(i: usize) -> String {
+    let countries = ["DE", "FR", "US", "BR", "JP", "IN", "NG", "AU"];
+    format!(
+        r#"{{"id":{i},"user":"user-{}","amount":{}.{:02},"ok":{},"ts":"2026-11-25T10:{:02}:{:02}.{:03}Z","country":"{}","tags":["t{}","t{}"],"device":{{"os":"linux","version":{}}},"score":{},"note":"event number {i} with some free text"}}"#,
+        i % 10_000,
+        i % 1000,
+        i % 100,
+        i % 2 == 0,
+        (i / 60) % 60,
+        i % 60,
+        i % 1000,
+        countries[i % countries.len()],
+        i % 7,
+        i % 11,
+        i % 5,
+        (i % 1000) as f64 / 1000.0
+    )
+}
+
+fn raw_record(i: usize, size: usize) -> Vec<u8> {
+    let mut value = Vec::with_capacity(size);
+    let mut x = i as u64 ^ 0x9E37_79B9_7F4A_7C15;
+    while value.len() < size {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        value.extend_from_slice(&x.to_le_bytes());
+    }
+    value.truncate(size);
+    value
+}
+
+fn preload(args: &Args, topic: &str) -> Result<u64> {
+    let producer: ThreadedProducer<DefaultProducerContext> = ClientConfig::new()
+        .set("bootstrap.servers", &args.bootstrap_servers)
+        .set("linger.ms", "20")
+        .set("batch.size", "1000000")
+        .set("queue.buffering.max.kbytes", "1048576")
+        .set("acks", "1")
+        .create()
+        .context("cannot create the producer")?;
+    let mut bytes = 0u64;
+    for i in 0..args.records {
+        let value = match args.shape {
+            Shape::Json => json_record(i).into_bytes(),
+            Shape::Raw => raw_record(i, args.record_bytes),
+        };
+        bytes += value.len() as u64;
+        let key = format!("k{}", i % 10_000);
+        let partition = (i % args.partitions as usize) as i32;
+        let mut record = BaseRecord::to(topic).key(&key).payload(&value).partition(partition);
+        loop {
+            match producer.send(record) {
+                Ok(()) => break,
+                Err((e, back)) => {
+                    if !matches!(
+                        e,
+                        rdkafka::error::KafkaError::MessageProduction(rdkafka::types::RDKafkaErrorCode::QueueFull)
+                    ) {
+                        bail!("cannot produce: {e}");
+                    }
+                    record = back;
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+            }
+        }
+    }
+    producer.flush(Duration::from_secs(120)).context("cannot flush the producer")?;
+    Ok(bytes)
+}
+
+/// (a) The physical limit: a consumer that reads every partition from the start and only counts bytes.
+fn raw_consume(args: &Args, topic: &str) -> Result<(f64, u64)> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &args.bootstrap_servers)
+        .set("group.id", format!("{topic}-raw"))
+        .set("enable.auto.commit", "false")
+        .create()
+        .context("cannot create the raw consumer")?;
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..args.partitions {
+        tpl.add_partition_offset(topic, p, Offset::Beginning)?;
+    }
+    consumer.assign(&tpl)?;
+    let started = Instant::now();
+    let (mut count, mut bytes) = (0usize, 0u64);
+    while count < args.records {
+        match consumer.poll(Duration::from_secs(5)) {
+            Some(Ok(m)) => {
+                count += 1;
+                bytes += (m.payload_len() + m.key().map_or(0, <[u8]>::len)) as u64;
+            }
+            Some(Err(e)) => bail!("raw consume failed: {e}"),
+            None if started.elapsed() > Duration::from_secs(600) => bail!("raw consume stalled at {count} records"),
+            None => {}
+        }
+    }
+    Ok((started.elapsed().as_secs_f64(), bytes))
+}
+
+struct Sampled {
+    secs: f64,
+    cpu_secs: f64,
+    peak_rss_mb: f64,
+    stdout: String,
+}
+
+fn clock_ticks() -> f64 {
+    Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok()?.trim().parse().ok())
+        .unwrap_or(100.0)
+}
+
+/// (b) `k2i ingest --until-caught-up`, sampling CPU time and peak RSS from /proc while it runs.
+fn run_k2i(args: &Args, config: &std::path::Path) -> Result<Sampled> {
+    let ticks = clock_ticks();
+    let started = Instant::now();
+    let mut child = Command::new(&args.k2i)
+        .args(["-q", "ingest", "--until-caught-up", "--config"])
+        .arg(config)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .with_context(|| format!("cannot run {}", args.k2i.display()))?;
+    let (mut cpu_secs, mut peak_kb) = (0.0f64, 0u64);
+    let pid = child.id();
+    loop {
+        if let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+            // Fields after the command name (which may contain spaces): utime and stime are the 12th and 13th.
+            let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+            let fields: Vec<&str> = after.split_whitespace().collect();
+            if let (Some(u), Some(s)) = (fields.get(11), fields.get(12)) {
+                let (u, s): (f64, f64) = (u.parse().unwrap_or(0.0), s.parse().unwrap_or(0.0));
+                cpu_secs = cpu_secs.max((u + s) / ticks);
+            }
+        }
+        if let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) {
+            if let Some(kb) = status
+                .lines()
+                .find_map(|l| l.strip_prefix("VmHWM:"))
+                .and_then(|v| v.split_whitespace().next()?.parse().ok())
+            {
+                peak_kb = peak_kb.max(kb);
+            }
+        }
+        if child.try_wait()?.is_some() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let out = child.wait_with_output()?;
+    if !out.status.success() {
+        bail!("k2i failed: {}", out.status);
+    }
+    Ok(Sampled {
+        secs: started.elapsed().as_secs_f64(),
+        cpu_secs,
+        peak_rss_mb: peak_kb as f64 / 1024.0,
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+    })
+}
+
+/// "… in C commits and F data files" → (C, F).
+fn commits_and_files(summary: &str) -> (u64, u64) {
+    let numbers: Vec<u64> =
+        summary.split(" in ").last().unwrap_or_default().split_whitespace().filter_map(|w| w.parse().ok()).collect();
+    (numbers.first().copied().unwrap_or(0), numbers.get(1).copied().unwrap_or(0))
+}
+
+fn main() -> Result<()> {
+    let args = Args::parse();
+    let stamp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_secs();
+    let shape = format!("{:?}", args.shape).to_lowercase();
+    let topic = format!("bench-{shape}-{}p-{}-{stamp}", args.partitions, args.records);
+    let run_dir = args.out.join(&topic);
+    std::fs::create_dir_all(&run_dir)?;
+
+    let admin: AdminClient<DefaultClientContext> =
+        ClientConfig::new().set("bootstrap.servers", &args.bootstrap_servers).create()?;
+    let created = futures_lite_block(admin.create_topics(
+        [&NewTopic::new(&topic, args.partitions, TopicReplication::Fixed(1))],
+        &AdminOptions::new().operation_timeout(Some(Duration::from_secs(30))),
+    ))?;
+    for result in created? {
+        result.map_err(|(t, e)| anyhow::anyhow!("cannot create topic {t}: {e}"))?;
+    }
+    eprintln!("k2i-bench: preloading {} {shape} records into {topic} ({} partitions)", args.records, args.partitions);
+    let payload_bytes = preload(&args, &topic)?;
+
+    eprintln!("k2i-bench: (a) raw consume");
+    let (raw_secs, raw_bytes) = raw_consume(&args, &topic)?;
+
+    let config = run_dir.join("k2i.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[kafka]\nbootstrap_servers = [\"{}\"]\ntopic = \"{topic}\"\nconsumer_group = \"{topic}-k2i\"\n\n[kafka.format]\ntype = \"{shape}\"\n\n\
+             [buffer]\nmax_size_mb = {}\nflush_batch_size = {}\n\n[schema_evolution]\nschema_update_min_interval = \"0s\"\n\n\
+             [iceberg]\nwarehouse_path = \"{}\"\ndatabase_name = \"bench\"\ntable_name = \"events\"\n\n\
+             [transaction_log]\nlog_dir = \"{}\"\n\n[monitoring]\nhealth_port = {port}\nmetrics_port = {port}\n",
+            args.bootstrap_servers,
+            args.buffer_mb,
+            args.flush_batch_size,
+            run_dir.join("warehouse").display(),
+            run_dir.join("txlog").display(),
+            port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port(),
+        ),
+    )?;
+    eprintln!("k2i-bench: (b) k2i ingest --until-caught-up");
+    let k2i = run_k2i(&args, &config)?;
+    let (commits, files) = commits_and_files(&k2i.stdout);
+
+    let mb = raw_bytes as f64 / 1e6;
+    let raw_rps = args.records as f64 / raw_secs;
+    let k2i_rps = args.records as f64 / k2i.secs;
+    let report = serde_json::json!({
+        "shape": shape, "partitions": args.partitions, "records": args.records, "payload_bytes": payload_bytes,
+        "buffer_mb": args.buffer_mb, "flush_batch_size": args.flush_batch_size,
+        "raw": { "seconds": raw_secs, "records_per_second": raw_rps, "mb_per_second": mb / raw_secs },
+        "k2i": {
+            "seconds": k2i.secs, "records_per_second": k2i_rps, "mb_per_second": mb / k2i.secs,
+            "cpu_seconds": k2i.cpu_secs, "peak_rss_mb": k2i.peak_rss_mb, "snapshots": commits, "files": files,
+        },
+        "ratio_k2i_to_raw": k2i_rps / raw_rps,
+        "peak_rss_minus_buffer_cap_mb": k2i.peak_rss_mb - args.buffer_mb as f64,
+        "k2i_summary": k2i.stdout.trim(),
+    });
+    println!("k2i-bench: {shape}, {} records, {} partitions, {mb:.1} MB", args.records, args.partitions);
+    println!("| run | seconds | records/s | MB/s | CPU s | peak RSS MiB | snapshots | files |");
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|");
+    println!("| raw librdkafka consume | {raw_secs:.2} | {raw_rps:.0} | {:.1} | | | | |", mb / raw_secs);
+    println!(
+        "| k2i ingest --until-caught-up | {:.2} | {k2i_rps:.0} | {:.1} | {:.2} | {:.0} | {commits} | {files} |",
+        k2i.secs,
+        mb / k2i.secs,
+        k2i.cpu_secs,
+        k2i.peak_rss_mb
+    );
+    println!(
+        "ratio k2i / raw: {:.2}; peak RSS {:.0} MiB vs buffer cap {} MiB (+{:.0} MiB)",
+        k2i_rps / raw_rps,
+        k2i.peak_rss_mb,
+        args.buffer_mb,
+        k2i.peak_rss_mb - args.buffer_mb as f64
+    );
+    let json_path = args.out.join(format!("{topic}.json"));
+    std::fs::write(&json_path, serde_json::to_string_pretty(&report)?)?;
+    println!("report: {}", json_path.display());
+    Ok(())
+}
+
+/// Runs a future to completion on a small runtime (only the topic creation is async).
+fn futures_lite_block<F: std::future::Future>(future: F) -> Result<F::Output> {
+    Ok(tokio::runtime::Builder::new_current_thread().enable_all().build()?.block_on(future))
+}
