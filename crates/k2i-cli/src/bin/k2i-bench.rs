@@ -70,7 +70,7 @@ fn json_record(i: usize) -> String {
         i % 10_000,
         i % 1000,
         i % 100,
-        i % 2 == 0,
+        i.is_multiple_of(2),
         (i / 60) % 60,
         i % 60,
         i % 1000,
@@ -202,14 +202,13 @@ fn run_k2i(args: &Args, config: &std::path::Path) -> Result<Sampled> {
                 cpu_secs = cpu_secs.max((u + s) / ticks);
             }
         }
-        if let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) {
-            if let Some(kb) = status
+        if let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status"))
+            && let Some(kb) = status
                 .lines()
                 .find_map(|l| l.strip_prefix("VmHWM:"))
-                .and_then(|v| v.split_whitespace().next()?.parse().ok())
-            {
-                peak_kb = peak_kb.max(kb);
-            }
+                .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
+        {
+            peak_kb = peak_kb.max(kb);
         }
         if child.try_wait()?.is_some() {
             break;
