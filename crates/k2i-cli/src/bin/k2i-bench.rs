@@ -66,7 +66,7 @@ struct Args {
 fn json_record(i: usize) -> String {
     let countries = ["DE", "FR", "US", "BR", "JP", "IN", "NG", "AU"];
     format!(
-        r#"{{"id":{i},"user":"user-{}","amount":{}.{:02},"ok":{},"ts":"2026-11-25T10:{:02}:{:02}.{:03}Z","country":"{}","tags":["t{}","t{}"],"device":{{"os":"linux","version":{}}},"score":{},"note":"event number {i} with some free text"}}"#,
+        r#"{{"id":{i},"user":"user-{}","amount":{}.{:02},"ok":{},"ts":"2026-11-25T10:{:02}:{:02}.{:03}Z","country":"{}","tags":["t{}","t{}"],"device":{{"os":"linux","version":{}}},"score":{:.3},"note":"event number {i} with some free text"}}"#,
         i % 10_000,
         i % 1000,
         i % 100,
