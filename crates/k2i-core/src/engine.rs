@@ -205,6 +205,7 @@ pub fn run(config: Config, options: IngestOptions, shutdown: Arc<AtomicBool>) ->
         txlog: &txlog,
         ops: &ops,
         counters: HashMap::new(),
+        last_counters: None,
         since_report: 0,
         last_refresh: Instant::now(),
     };
@@ -284,6 +285,8 @@ struct Poller<'a> {
     ops: &'a Arc<Ops>,
     /// Per-partition record and byte counters, looked up once per partition, not per record.
     counters: HashMap<TopicPartition, (IntCounter, IntCounter)>,
+    /// The counters of the last record's partition.
+    last_counters: Option<(TopicPartition, IntCounter, IntCounter)>,
     /// Records since the buffer gauges were last updated.
     since_report: usize,
     /// When `--until-caught-up` last read the table's progress (other instances commit partitions too).
@@ -335,7 +338,8 @@ impl Poller<'_> {
             let due = self.buffer.records() >= buffer_cfg.flush_batch_size.get()
                 || self.buffer.bytes() >= half_cap
                 || self.buffer.first_record_at().is_some_and(|t| t.elapsed() >= buffer_cfg.flush_interval.get())
-                || (self.targets.is_some() && self.all_consumed());
+                // Checked when idle or every 256 records, not per record: it walks every partition.
+                || (self.targets.is_some() && (idle || self.since_report == 0) && self.all_consumed());
             if due && self.pending.is_none() {
                 self.pending = self.buffer.take()?;
                 self.hand_over()?;
@@ -394,6 +398,7 @@ impl Poller<'_> {
                     self.assigned.remove(tp);
                     self.ops.revoked(tp);
                     self.counters.remove(tp);
+                    self.last_counters = None;
                 }
             }
         }
@@ -432,14 +437,24 @@ impl Poller<'_> {
             key: message.key(),
             headers: headers.as_deref(),
         };
-        let tp = TopicPartition { topic: meta.topic.to_owned(), partition: meta.partition };
-        let metrics = &self.ops.metrics;
-        let (records, bytes) = self.counters.entry(tp).or_insert_with(|| {
-            let labels = [meta.topic, &meta.partition.to_string()];
-            (metrics.records_consumed.with_label_values(&labels), metrics.bytes_consumed.with_label_values(&labels))
-        });
-        records.inc();
-        bytes.inc_by((message.payload_len() + meta.key.map_or(0, <[u8]>::len)) as u64);
+        // Records come in runs from one partition: reuse its counters without building a key per record.
+        let same = self
+            .last_counters
+            .as_ref()
+            .is_some_and(|(tp, _, _)| tp.partition == meta.partition && tp.topic == meta.topic);
+        if !same {
+            let tp = TopicPartition { topic: meta.topic.to_owned(), partition: meta.partition };
+            let metrics = &self.ops.metrics;
+            let (records, bytes) = self.counters.entry(tp.clone()).or_insert_with(|| {
+                let labels = [meta.topic, &meta.partition.to_string()];
+                (metrics.records_consumed.with_label_values(&labels), metrics.bytes_consumed.with_label_values(&labels))
+            });
+            self.last_counters = Some((tp, records.clone(), bytes.clone()));
+        }
+        if let Some((_, records, bytes)) = &self.last_counters {
+            records.inc();
+            bytes.inc_by((message.payload_len() + meta.key.map_or(0, <[u8]>::len)) as u64);
+        }
         for _ in 0..3 {
             match self.buffer.push(&meta, message.payload())? {
                 Outcome::Appended => return Ok(()),

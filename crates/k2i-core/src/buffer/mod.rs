@@ -144,6 +144,8 @@ pub struct TableBuffer {
     bytes: usize,
     first_record_at: Option<Instant>,
     max_timestamp_ms: Option<i64>,
+    /// The partition of the last record, for the allocation-free path of `advance`.
+    last_partition: Option<TopicPartition>,
 }
 
 impl TableBuffer {
@@ -174,6 +176,7 @@ impl TableBuffer {
             bytes: 0,
             first_record_at: None,
             max_timestamp_ms: None,
+            last_partition: None,
         })
     }
 
@@ -246,7 +249,19 @@ impl TableBuffer {
 
     fn advance(&mut self, topic: &str, partition: i32, offset: i64) {
         self.first_record_at.get_or_insert_with(Instant::now);
+        // Records come in runs from one partition: update the last partition's range without allocating.
+        if let Some(last) = &self.last_partition
+            && last.partition == partition
+            && last.topic == topic
+            && let (Some(range), Some(position)) = (self.ranges.get_mut(last), self.positions.get_mut(last))
+            && *position <= offset
+        {
+            range.end = range.end.max(offset + 1);
+            *position = offset + 1;
+            return;
+        }
         let tp = TopicPartition { topic: topic.to_owned(), partition };
+        self.last_partition = Some(tp.clone());
         let start = self.positions.get(&tp).copied().filter(|p| *p <= offset).unwrap_or(offset);
         self.positions.insert(tp.clone(), offset + 1);
         self.ranges

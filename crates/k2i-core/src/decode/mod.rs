@@ -15,7 +15,7 @@ use iceberg::spec::{Schema, StructType};
 
 use crate::config::FormatType;
 use crate::error::{Error, ErrorKind, Result};
-use crate::schema::{self, Addition, Conflict, METADATA_COLUMNS};
+use crate::schema::{self, Addition, Conflict, METADATA_COLUMNS, Problem};
 
 /// What happened to one record.
 #[derive(Debug)]
@@ -116,19 +116,14 @@ impl JsonDecoder {
         let Some(bytes) = value else {
             return Ok(invalid("tombstone", "the value is null (a tombstone), not a JSON object".to_owned()));
         };
-        let parsed: serde_json::Value = match serde_json::from_slice(bytes) {
-            Ok(v) => v,
-            Err(e) => return Ok(invalid("not_json", format!("the value is not JSON: {e}"))),
-        };
-        let Some(object) = parsed.as_object() else {
-            return Ok(invalid(
-                "not_object",
-                format!("the value is JSON but not an object (found {})", kind_of(&parsed)),
-            ));
-        };
         let mut additions = Vec::new();
-        if let Err(conflict) = schema::check_object(object, &self.payload, None, &mut additions) {
-            return Ok(invalid("schema_conflict", conflict_message(&conflict)));
+        match schema::check_json(bytes, &self.payload, &mut additions) {
+            Ok(()) => {}
+            Err(Problem::NotJson(e)) => return Ok(invalid("not_json", format!("the value is not JSON: {e}"))),
+            Err(Problem::NotObject(kind)) => {
+                return Ok(invalid("not_object", format!("the value is JSON but not an object (found {kind})")));
+            }
+            Err(Problem::Conflict(conflict)) => return Ok(invalid("schema_conflict", conflict_message(&conflict))),
         }
         if !additions.is_empty() {
             if !self.evolve {
@@ -165,15 +160,4 @@ fn invalid(kind: &'static str, reason: String) -> Outcome {
 
 fn conflict_message(conflict: &Conflict) -> String {
     format!("the value does not fit the table schema: {conflict}")
-}
-
-fn kind_of(v: &serde_json::Value) -> &'static str {
-    match v {
-        serde_json::Value::Null => "null",
-        serde_json::Value::Bool(_) => "a boolean",
-        serde_json::Value::Number(_) => "a number",
-        serde_json::Value::String(_) => "a string",
-        serde_json::Value::Array(_) => "an array",
-        serde_json::Value::Object(_) => "an object",
-    }
 }

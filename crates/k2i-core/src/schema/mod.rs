@@ -9,7 +9,10 @@ use iceberg::spec::{ListType, MapType, NestedField, NestedFieldRef, PrimitiveTyp
 use serde_json::Value;
 
 use crate::config::{Config, FormatType};
+
+mod stream;
 use crate::error::{Error, ErrorKind, Result};
+pub use stream::{Problem, check_json};
 
 /// Metadata column: the source topic.
 pub const COL_TOPIC: &str = "_kafka_topic";
@@ -213,26 +216,7 @@ pub fn check_object(
         };
         match schema.field_by_name(name) {
             Some(field) => check_value(value, field, &path, additions)?,
-            None => {
-                if name.contains('.') || name.is_empty() {
-                    // Iceberg names nested fields with dots, so such a column name would be ambiguous.
-                    return Err(Conflict {
-                        path,
-                        expected: "field names without `.` (nested fields are written as objects)".to_owned(),
-                        found: format!("the field name {name:?}"),
-                    });
-                }
-                if parent.is_none() && METADATA_COLUMNS.contains(&name.as_str()) {
-                    return Err(Conflict {
-                        path,
-                        expected: "no field with a k2i metadata column's name".to_owned(),
-                        found: "such a field".to_owned(),
-                    });
-                }
-                if let Some(field_type) = infer(value, &path)? {
-                    additions.push(Addition { parent: parent.map(str::to_owned), name: name.clone(), field_type });
-                }
-            }
+            None => check_new_field(name, value, parent, additions)?,
         }
     }
     for field in schema.fields().iter().filter(|f| f.required) {
@@ -251,11 +235,49 @@ pub fn check_object(
     Ok(())
 }
 
+/// A field the table does not have: a dotted or reserved name is a conflict; an inferable value is an
+/// addition; a null or empty value adds nothing yet.
+pub(crate) fn check_new_field(
+    name: &str,
+    value: &Value,
+    parent: Option<&str>,
+    additions: &mut Vec<Addition>,
+) -> Result<(), Conflict> {
+    let path = match parent {
+        Some(p) => format!("{p}.{name}"),
+        None => name.to_owned(),
+    };
+    if name.contains('.') || name.is_empty() {
+        // Iceberg names nested fields with dots, so such a column name would be ambiguous.
+        return Err(Conflict {
+            path,
+            expected: "field names without `.` (nested fields are written as objects)".to_owned(),
+            found: format!("the field name {name:?}"),
+        });
+    }
+    if parent.is_none() && METADATA_COLUMNS.contains(&name) {
+        return Err(Conflict {
+            path,
+            expected: "no field with a k2i metadata column's name".to_owned(),
+            found: "such a field".to_owned(),
+        });
+    }
+    if let Some(field_type) = infer(value, &path)? {
+        additions.push(Addition { parent: parent.map(str::to_owned), name: name.to_owned(), field_type });
+    }
+    Ok(())
+}
+
 fn is_metadata(name: &str) -> bool {
     METADATA_COLUMNS.contains(&name)
 }
 
-fn check_value(value: &Value, field: &NestedField, path: &str, additions: &mut Vec<Addition>) -> Result<(), Conflict> {
+pub(crate) fn check_value(
+    value: &Value,
+    field: &NestedField,
+    path: &str,
+    additions: &mut Vec<Addition>,
+) -> Result<(), Conflict> {
     if value.is_null() {
         return if field.required {
             Err(Conflict {
@@ -429,7 +451,7 @@ fn chrono_utc() -> arrow_array::timezone::Tz {
     "+00:00".parse().expect("UTC is a valid timezone")
 }
 
-fn describe_type(t: &Type) -> String {
+pub(crate) fn describe_type(t: &Type) -> String {
     match t {
         Type::Primitive(p) => format!("a {p}"),
         Type::Struct(_) => "an object".to_owned(),
@@ -438,7 +460,7 @@ fn describe_type(t: &Type) -> String {
     }
 }
 
-fn describe_value(v: &Value) -> String {
+pub(crate) fn describe_value(v: &Value) -> String {
     match v {
         Value::Null => "null".to_owned(),
         Value::Bool(b) => format!("boolean {b}"),
@@ -542,6 +564,78 @@ mod tests {
         assert_eq!(check(&schema, json!({"amount": "ten"})).unwrap_err().path, "amount");
         assert_eq!(check(&schema, json!({"amount": "19.999"})).unwrap_err().path, "amount", "would lose a digit");
         assert!(check(&schema, json!({"amount": "19.990"})).is_ok(), "trailing zeros lose nothing");
+    }
+
+    /// The streaming check and the Value-based check agree on every document.
+    #[test]
+    fn streaming_check_matches_the_value_check() {
+        let geo =
+            StructType::new(vec![NestedField::optional(10, "lat", Type::Primitive(PrimitiveType::Double)).into()]);
+        let item =
+            StructType::new(vec![NestedField::optional(12, "sku", Type::Primitive(PrimitiveType::String)).into()]);
+        let schema = table(vec![
+            NestedField::optional(1, "id", Type::Primitive(PrimitiveType::Long)).into(),
+            NestedField::optional(2, "n", Type::Primitive(PrimitiveType::Int)).into(),
+            NestedField::optional(3, "ok", Type::Primitive(PrimitiveType::Boolean)).into(),
+            NestedField::optional(4, "x", Type::Primitive(PrimitiveType::Double)).into(),
+            NestedField::optional(5, "s", Type::Primitive(PrimitiveType::String)).into(),
+            NestedField::optional(6, "geo", Type::Struct(geo)).into(),
+            NestedField::optional(
+                7,
+                "tags",
+                Type::List(ListType::new(
+                    NestedField::list_element(11, Type::Primitive(PrimitiveType::String), false).into(),
+                )),
+            )
+            .into(),
+            NestedField::optional(
+                8,
+                "items",
+                Type::List(ListType::new(NestedField::list_element(13, Type::Struct(item), false).into())),
+            )
+            .into(),
+            NestedField::optional(9, "at", Type::Primitive(PrimitiveType::Timestamptz)).into(),
+            NestedField::required(14, "must", Type::Primitive(PrimitiveType::String)).into(),
+        ]);
+        let docs = [
+            r#"{"must":"m","id":1,"n":2,"ok":true,"x":1,"s":"a","geo":{"lat":1.5},"tags":["a"],"items":[{"sku":"k"}],"at":"2024-01-01T00:00:00Z"}"#,
+            r#"{"must":"m","id":"seven"}"#,
+            r#"{"must":"m","id":1.5}"#,
+            r#"{"must":"m","n":4294967296}"#,
+            r#"{"must":"m","x":"no"}"#,
+            r#"{"must":"m","s":5}"#,
+            r#"{"must":"m","geo":{"lat":"north"}}"#,
+            r#"{"must":"m","geo":{"lat":1,"alt":30}}"#,
+            r#"{"must":"m","geo":[1]}"#,
+            r#"{"must":"m","tags":[1]}"#,
+            r#"{"must":"m","tags":"a"}"#,
+            r#"{"must":"m","items":[{"sku":"k","qty":2}]}"#,
+            r#"{"must":"m","items":[3]}"#,
+            r#"{"must":"m","at":"yesterday"}"#,
+            r#"{"must":"m","new":{"a":1,"b":[1,2.5]},"empty":[],"nothing":null}"#,
+            r#"{"must":"m","user.id":1}"#,
+            r#"{"must":"m","_kafka_offset":1}"#,
+            r#"{"id":1}"#,
+            r#"{"must":null}"#,
+            r#"{"must":"m","ok":null,"id":null,"geo":null}"#,
+            r#"{"must":"m","mixed":[1,"a"]}"#,
+            r#"{"must":"m","n":-3,"id":18446744073709551615}"#,
+        ];
+        for doc in docs {
+            let value: Value = serde_json::from_str(doc).unwrap();
+            let mut expected_additions = Vec::new();
+            let expected = check_object(value.as_object().unwrap(), &schema, None, &mut expected_additions);
+            let mut additions = Vec::new();
+            let streamed = check_json(doc.as_bytes(), &schema, &mut additions);
+            match (expected, streamed) {
+                (Ok(()), Ok(())) => assert_eq!(additions, expected_additions, "{doc}"),
+                (Err(c), Err(Problem::Conflict(s))) => assert_eq!(s, c, "{doc}"),
+                (e, s) => panic!("{doc}: value check {e:?}, streaming check {s:?}"),
+            }
+        }
+        assert!(matches!(check_json(b"[1]", &schema, &mut Vec::new()), Err(Problem::NotObject("an array"))));
+        assert!(matches!(check_json(b"{\"must\": ", &schema, &mut Vec::new()), Err(Problem::NotJson(_))));
+        assert!(matches!(check_json(br#"{"must":"m"} x"#, &schema, &mut Vec::new()), Err(Problem::NotJson(_))));
     }
 
     #[test]

@@ -218,6 +218,10 @@ fn base_config(kafka: &KafkaConfig) -> ClientConfig {
         // librdkafka prefetches up to 64 MiB per consumer by default; 16 MiB keeps memory near the buffer
         // cap and still saturates a partition. Overridable through kafka.properties.
         .set("queued.max.messages.kbytes", "16384")
+        // When that prefetch queue is full librdkafka backs a partition's fetching off for
+        // fetch.queue.backoff.ms, 1 s by default: the consumer then idles most of the time (measured: 3x
+        // slower). 10 ms keeps the queue topped up.
+        .set("fetch.queue.backoff.ms", "10")
         .set("client.id", format!("k2i-{}", env!("CARGO_PKG_VERSION")))
         // Per-partition lag and high watermarks for /status and /metrics come from these statistics.
         .set("statistics.interval.ms", "1000");
