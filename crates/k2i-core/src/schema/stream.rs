@@ -149,10 +149,27 @@ impl<'de> Visitor<'de> for ObjectVisitor<'_> {
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
-        let required = self.schema.fields().iter().filter(|f| f.required).count();
+        let fields = self.schema.fields();
+        let required = fields.iter().filter(|f| f.required).count();
         let mut required_seen = 0;
+        // Producers usually write fields in the table's order: try the field after the previous one before
+        // the hash lookup.
+        let mut next = 0;
         while let Some(key) = map.next_key_seed(Key)? {
-            match self.schema.field_by_name(&key) {
+            let field = match fields.get(next) {
+                Some(f) if f.name == *key => {
+                    next += 1;
+                    Some(f)
+                }
+                _ => {
+                    let found = self.schema.field_by_name(&key);
+                    if let Some(f) = found {
+                        next = fields.iter().position(|g| std::sync::Arc::ptr_eq(g, f)).map_or(0, |i| i + 1);
+                    }
+                    found
+                }
+            };
+            match field {
                 Some(field) => {
                     let present = if streamable(&field.field_type) {
                         map.next_value_seed(FieldSeed { field, name: &key, parent: self.path, state: self.state })?
