@@ -672,7 +672,7 @@ struct Committer {
 async fn commit_loop(mut rx: mpsc::Receiver<FlushBatch>, mut table: iceberg::table::Table, committer: Committer) {
     let shared = committer.shared.clone();
     while let Some(batch) = rx.recv().await {
-        match committer.commit_one(&table, &batch).await {
+        match committer.commit_one(&table, batch).await {
             Ok(updated) => {
                 table = updated;
                 shared.in_flight.fetch_sub(1, Ordering::SeqCst);
@@ -696,7 +696,7 @@ async fn commit_loop(mut rx: mpsc::Receiver<FlushBatch>, mut table: iceberg::tab
 }
 
 impl Committer {
-    async fn commit_one(&self, table: &iceberg::table::Table, batch: &FlushBatch) -> Result<iceberg::table::Table> {
+    async fn commit_one(&self, table: &iceberg::table::Table, mut batch: FlushBatch) -> Result<iceberg::table::Table> {
         let Self { table_ref, consumer, group, write, shared, txlog, ops } = self;
         let (write, group) = (*write, group.as_str());
         let started = Instant::now();
@@ -719,7 +719,9 @@ impl Committer {
         };
         lock(txlog).append(intent.clone())?;
         fault::hit(Point::AfterIntent);
-        let files = sink::write(table, &batch.chunks, &commit_id, write).await?;
+        // The chunks are handed over by value so each is freed once written: the flush in flight holds its
+        // rows or their encoded form, not both.
+        let files = sink::write(table, std::mem::take(&mut batch.chunks), &commit_id, write).await?;
         let paths: Vec<String> = files.iter().map(|f| f.file_path().to_owned()).collect();
         let files_record = Record::Files { commit_id: commit_id.clone(), files: paths };
         lock(txlog).append(files_record.clone())?;

@@ -7,7 +7,7 @@
 
 use std::sync::Arc;
 
-use iceberg::spec::{DataFile, DataFileFormat, Schema};
+use iceberg::spec::{DataFile, DataFileFormat};
 use iceberg::table::Table;
 use iceberg::writer::base_writer::data_file_writer::DataFileWriterBuilder;
 use iceberg::writer::file_writer::ParquetWriterBuilder;
@@ -42,28 +42,27 @@ fn writer_properties(compression: Compression) -> WriterProperties {
 }
 
 /// Writes the chunks as data files of `table` and returns them, in chunk order.
-pub async fn write(table: &Table, chunks: &[Chunk], commit_id: &str, options: WriteOptions) -> Result<Vec<DataFile>> {
+pub async fn write(table: &Table, chunks: Vec<Chunk>, commit_id: &str, options: WriteOptions) -> Result<Vec<DataFile>> {
     let mut files = Vec::new();
-    let mut start = 0;
-    let mut group = 0;
-    while start < chunks.len() {
+    let mut groups: Vec<Vec<Chunk>> = Vec::new();
+    for chunk in chunks {
         // Consecutive chunks with the same schema share one writer.
-        let schema = &chunks[start].schema;
-        let end =
-            chunks[start..].iter().position(|c| !Arc::ptr_eq(&c.schema, schema)).map_or(chunks.len(), |i| start + i);
+        match groups.last_mut() {
+            Some(group) if group.last().is_some_and(|c| Arc::ptr_eq(&c.schema, &chunk.schema)) => group.push(chunk),
+            _ => groups.push(vec![chunk]),
+        }
+    }
+    for (index, group) in groups.into_iter().enumerate() {
         // Each group's writer numbers its files from 0, so the group index keeps file names unique.
-        let prefix = format!("k2i-{commit_id}-{group}");
-        files.extend(write_group(table, schema.clone(), &chunks[start..end], commit_id, &prefix, options).await?);
-        start = end;
-        group += 1;
+        let prefix = format!("k2i-{commit_id}-{index}");
+        files.extend(write_group(table, group, commit_id, &prefix, options).await?);
     }
     Ok(files)
 }
 
 async fn write_group(
     table: &Table,
-    schema: Arc<Schema>,
-    chunks: &[Chunk],
+    chunks: Vec<Chunk>,
     commit_id: &str,
     prefix: &str,
     options: WriteOptions,
@@ -76,6 +75,7 @@ async fn write_group(
     };
     let locations = DefaultLocationGenerator::new(table.metadata()).map_err(|e| fail("cannot place data files", e))?;
     let names = DefaultFileNameGenerator::new(prefix.to_owned(), None, DataFileFormat::Parquet);
+    let Some(schema) = chunks.first().map(|c| c.schema.clone()) else { return Ok(Vec::new()) };
     let parquet = ParquetWriterBuilder::new(writer_properties(options.compression), schema);
     let rolling = RollingFileWriterBuilder::new(
         parquet,
@@ -87,7 +87,8 @@ async fn write_group(
     let mut writer =
         DataFileWriterBuilder::new(rolling).build(None).await.map_err(|e| fail("cannot open a data file writer", e))?;
     for chunk in chunks {
-        writer.write(chunk.batch.clone()).await.map_err(|e| fail("cannot write a data file", e))?;
+        // Moved, not cloned: the rows are freed as soon as the writer has encoded them.
+        writer.write(chunk.batch).await.map_err(|e| fail("cannot write a data file", e))?;
     }
     writer.close().await.map_err(|e| fail("cannot close a data file", e))
 }
