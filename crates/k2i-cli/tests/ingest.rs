@@ -137,12 +137,16 @@ catalog_type = "rest"
 rest_uri = "{rest}"
 database_name = "{ns}"
 table_name = "raw_events"
+
+[transaction_log]
+log_dir = "{txlog}"
 "#,
         kafka = stack.kafka,
         topic = setup.topic,
         group = setup.group,
         rest = stack.rest,
-        ns = setup.namespace
+        ns = setup.namespace,
+        txlog = setup.dir.path().join("txlog").display()
     );
     let config = setup.dir.path().join("rest.toml");
     std::fs::write(&config, config_text).unwrap();
