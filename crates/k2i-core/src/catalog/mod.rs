@@ -81,11 +81,13 @@ pub fn warehouse_url(path: &str) -> Result<String> {
 /// Opens the configured catalog.
 pub async fn open(config: &Config, ops: Arc<Ops>) -> Result<TableRef> {
     let ice = &config.iceberg;
-    let warehouse = warehouse_url(&ice.warehouse_path)?;
     let mut props: HashMap<String, String> =
         ice.storage.iter().map(|(k, v)| (k.clone(), v.expose().to_owned())).collect();
     let (catalog, location): (Arc<dyn Catalog>, String) = match ice.catalog_type {
         CatalogType::Sql => {
+            // Only the SQL catalog uses warehouse_path itself (a REST catalog owns its warehouse), so only it
+            // creates a local directory.
+            let warehouse = warehouse_url(&ice.warehouse_path)?;
             static DRIVERS: Once = Once::new();
             DRIVERS.call_once(sqlx::any::install_default_drivers);
             let uri = match &ice.sql.uri {
