@@ -75,7 +75,9 @@ pub struct KafkaConfig {
     /// Extra librdkafka properties passed through unchanged (e.g. `"security.protocol" = "SASL_SSL"`).
     /// Values may be secrets (`{ env = "VAR" }` or `{ file = "path" }`). Properties k2i manages itself
     /// (`bootstrap.servers`, `group.id`, `enable.auto.commit`, `enable.auto.offset.store`,
-    /// `auto.offset.reset`) are rejected: use the k2i key instead.
+    /// `auto.offset.reset`) are rejected: use the k2i key instead. k2i's own defaults, which these override:
+    /// `partition.assignment.strategy = "cooperative-sticky"`, `queued.max.messages.kbytes = 16384`,
+    /// `fetch.queue.backoff.ms = 10`, `statistics.interval.ms = 1000` (lag metrics), `client.id = "k2i-<version>"`.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty", serialize_with = "serialize_settings")]
     pub properties: BTreeMap<String, Secret>,
 }
