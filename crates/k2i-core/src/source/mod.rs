@@ -77,11 +77,7 @@ impl SourceContext {
     }
 
     fn assign(&self, consumer: &KafkaConsumer, tpl: &TopicPartitionList) {
-        let partitions: Vec<TopicPartition> = tpl
-            .elements()
-            .iter()
-            .map(|e| TopicPartition { topic: e.topic().to_owned(), partition: e.partition() })
-            .collect();
+        let partitions = partitions_of(tpl);
         let recorded = match (self.lookup)(&partitions) {
             Ok(r) => r,
             Err(e) => {
@@ -118,11 +114,7 @@ impl SourceContext {
     }
 
     fn revoke(&self, consumer: &KafkaConsumer, tpl: &TopicPartitionList) {
-        let partitions: Vec<TopicPartition> = tpl
-            .elements()
-            .iter()
-            .map(|e| TopicPartition { topic: e.topic().to_owned(), partition: e.partition() })
-            .collect();
+        let partitions = partitions_of(tpl);
         for tp in &partitions {
             tracing::info!(partition = %tp, "partition revoked");
         }
@@ -185,11 +177,7 @@ impl ConsumerContext for SourceContext {
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => self.revoke(consumer, tpl),
             other => {
                 tracing::warn!(error = ?other, "rebalance error; dropping the assignment");
-                let all: Vec<TopicPartition> = tpl
-                    .elements()
-                    .iter()
-                    .map(|e| TopicPartition { topic: e.topic().to_owned(), partition: e.partition() })
-                    .collect();
+                let all = partitions_of(tpl);
                 self.record(AssignmentChange::Revoked(all));
                 if let Err(e) = consumer.unassign() {
                     self.fail(Error::new(ErrorKind::Kafka, "cannot unassign after a rebalance error").source(e));
@@ -197,6 +185,10 @@ impl ConsumerContext for SourceContext {
             }
         }
     }
+}
+
+fn partitions_of(tpl: &TopicPartitionList) -> Vec<TopicPartition> {
+    tpl.elements().iter().map(|e| TopicPartition { topic: e.topic().to_owned(), partition: e.partition() }).collect()
 }
 
 /// librdkafka properties set by k2i, before the user's `kafka.properties`.
