@@ -96,8 +96,9 @@ pub struct IngestArgs {
 /// `k2i status`.
 #[derive(Debug, Args)]
 pub struct StatusArgs {
-    /// Base URL of the instance's health port (default: from --config, else http://127.0.0.1:8080).
-    #[arg(long, value_name = "URL", conflicts_with = "config")]
+    /// Base URL of the instance's health port (default: from --config, else http://127.0.0.1:8080). Takes
+    /// precedence over --config and K2I_CONFIG.
+    #[arg(long, value_name = "URL")]
     pub url: Option<String>,
     /// Derive the URL from this configuration's [monitoring] listen_address and health_port.
     #[arg(short, long, env = "K2I_CONFIG", value_name = "FILE")]

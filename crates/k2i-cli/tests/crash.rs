@@ -131,6 +131,7 @@ async fn random_kill_9_during_ingest_never_loses_or_duplicates() {
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
+        let _child_guard = common::KillOnDrop(child.id());
         std::thread::sleep(rng.between(150, 900));
         kill(&child, "KILL");
         let out = wait(child, Duration::from_secs(30));
@@ -178,12 +179,15 @@ async fn three_instances_in_one_group_with_one_restarting_write_exactly_once() {
     );
     let dirs: Vec<_> = (0..3).map(|i| setup.dir.path().join(format!("txlog-{i}"))).collect();
     let a = instance(&config, &dirs[0]);
+    let _a_guard = common::KillOnDrop(a.id());
     let b = instance(&config, &dirs[1]);
+    let _b_guard = common::KillOnDrop(b.id());
     let mut produced = 0;
     for round in 0..4 {
         stack.produce(&setup.topic, raw_records(6, 1000)).await;
         produced += 6000;
         let c = instance(&config, &dirs[2]);
+        let _c_guard = common::KillOnDrop(c.id());
         std::thread::sleep(Duration::from_millis(1500 + 300 * round));
         stop(c);
     }
@@ -218,6 +222,7 @@ async fn a_thawed_zombie_is_fenced_and_its_files_are_removed() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
+    let _zombie_guard = common::KillOnDrop(zombie.id());
     // Wait until the zombie holds written files before its commit.
     let data = setup.warehouse().join(&setup.namespace).join("events").join("data");
     let deadline = Instant::now() + Duration::from_secs(60);

@@ -229,6 +229,7 @@ async fn continuous_ingest_flushes_on_the_interval_and_stops_cleanly_on_sigterm(
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
+    let _child_guard = common::KillOnDrop(child.id());
 
     stack.produce(&setup.topic, (0..30).map(|i| TestRecord::value(format!("v{i}")).partition(i % 2))).await;
     // The idle-flush clock: rows appear without more traffic and without a batch-size trigger.

@@ -76,6 +76,7 @@ async fn endpoints_and_k2i_status_follow_a_real_ingest() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
+    let _child_guard = common::KillOnDrop(child.id());
 
     // Alive but not ready while recovery runs.
     eventually("/healthz", Duration::from_secs(30), || get(&format!("{base}/healthz")).filter(|(c, _)| *c == 200));
@@ -228,6 +229,7 @@ async fn not_ready_while_the_catalog_is_down_and_ready_again_after() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
+    let _child_guard = common::KillOnDrop(child.id());
     eventually("/readyz 200", Duration::from_secs(30), || get(&format!("{base}/readyz")).filter(|(c, _)| *c == 200));
 
     catalog_up.store(false, Ordering::SeqCst);
@@ -256,4 +258,16 @@ async fn not_ready_while_the_catalog_is_down_and_ready_again_after() {
         setup.namespace
     ));
     assert_eq!((rows[0]["n"].as_i64(), rows[0]["d"].as_i64()), (Some(20), Some(20)));
+}
+
+#[test]
+fn status_url_wins_over_a_config_from_the_environment() {
+    let port = free_port();
+    let out = Command::new(env!("CARGO_BIN_EXE_k2i"))
+        .args(["status", "--url", &format!("http://127.0.0.1:{port}")])
+        .env("K2I_CONFIG", "/nonexistent/k2i.toml")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(7), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).starts_with(&format!("error: k2i is unreachable at http://127.0.0.1:{port}")));
 }

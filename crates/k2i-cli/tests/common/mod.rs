@@ -185,3 +185,13 @@ impl Setup {
         on_disk.into_iter().filter(|f| !referenced.iter().any(|r| r == f)).collect()
     }
 }
+
+/// Kills a spawned process when dropped, so a failing test leaves no instance running.
+pub struct KillOnDrop(pub u32);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        // Harmless when the process already exited (kill reports that and nothing happens).
+        let _ = Command::new("kill").args(["-KILL", &self.0.to_string()]).stderr(Stdio::null()).status();
+    }
+}
