@@ -112,7 +112,7 @@ async fn endpoints_and_k2i_status_follow_a_real_ingest() {
     assert_eq!(metric(&metrics, "k2i_bytes_consumed_total"), Some(payload_bytes as f64));
     assert!(metric(&metrics, "k2i_data_files_written_total").unwrap() >= 1.0);
     assert!(metric(&metrics, "k2i_commit_duration_seconds_count").unwrap() >= 1.0);
-    assert_eq!(metric(&metrics, "k2i_buffer_rows"), Some(0.0));
+    assert_eq!(metric(&metrics, "k2i_buffer_rows"), Some(0.0), "{metrics}");
     assert_eq!(metric(&metrics, "k2i_commits_fenced_total"), Some(0.0));
     assert!(metric(&metrics, "k2i_freshness_seconds").is_some());
 

@@ -206,6 +206,8 @@ pub fn run(config: Config, options: IngestOptions, shutdown: Arc<AtomicBool>) ->
         ops: &ops,
         counters: HashMap::new(),
         last_counters: None,
+        unrecorded: HashSet::new(),
+        first_read: HashMap::new(),
         since_report: 0,
         last_refresh: Instant::now(),
     };
@@ -241,6 +243,11 @@ fn refuse_unbuilt(config: &Config) -> Result<()> {
         return refuse("maintenance.enabled", "scheduled maintenance");
     }
     Ok(())
+}
+
+/// Appends to the transaction log, reporting a failing log as not ready before the error stops the ingest.
+fn append(txlog: &Mutex<TxLog>, ops: &Ops, record: Record) -> Result<()> {
+    lock(txlog).append(record).inspect_err(|e| ops.txlog(false, e.to_string()))
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -285,6 +292,10 @@ struct Poller<'a> {
     ops: &'a Arc<Ops>,
     /// Per-partition record and byte counters, looked up once per partition, not per record.
     counters: HashMap<TopicPartition, (IntCounter, IntCounter)>,
+    /// Assigned partitions the table has never recorded, until their first record is read.
+    unrecorded: HashSet<TopicPartition>,
+    /// The first offset read from each partition the table had never recorded (for a resync).
+    first_read: HashMap<TopicPartition, i64>,
     /// The counters of the last record's partition.
     last_counters: Option<(TopicPartition, IntCounter, IntCounter)>,
     /// Records since the buffer gauges were last updated.
@@ -344,6 +355,8 @@ impl Poller<'_> {
                 || (self.targets.is_some() && (idle || self.since_report == 0) && self.all_consumed());
             if due && self.pending.is_none() {
                 self.pending = self.buffer.take()?;
+                // The gauges follow the flush at once, not at the next idle poll.
+                self.ops.buffer(self.buffer.rows(), self.buffer.bytes(), self.paused);
                 self.hand_over()?;
             }
             if self.pending.is_some() && !self.paused {
@@ -382,6 +395,9 @@ impl Poller<'_> {
                         self.buffer.set_position(tp.clone(), next);
                     }
                     self.ops.assigned(&tp, start);
+                    if start.is_none() {
+                        self.unrecorded.insert(tp.clone());
+                    }
                     self.assigned.insert(tp);
                 }
                 if self.paused {
@@ -401,6 +417,8 @@ impl Poller<'_> {
                     self.ops.revoked(tp);
                     self.counters.remove(tp);
                     self.last_counters = None;
+                    self.unrecorded.remove(tp);
+                    self.first_read.remove(tp);
                 }
             }
         }
@@ -439,6 +457,13 @@ impl Poller<'_> {
             key: message.key(),
             headers: headers.as_deref(),
         };
+        // Rare: a partition the table has never recorded remembers where this instance started reading it.
+        if !self.unrecorded.is_empty() {
+            let tp = TopicPartition { topic: meta.topic.to_owned(), partition: meta.partition };
+            if self.unrecorded.remove(&tp) {
+                self.first_read.insert(tp, meta.offset);
+            }
+        }
         // Records come in runs from one partition: reuse its counters without building a key per record.
         let same = self
             .last_counters
@@ -507,10 +532,14 @@ impl Poller<'_> {
         let table = self.runtime.block_on(catalog::add_columns(self.table_ref, additions))?;
         self.last_schema_update = Some(Instant::now());
         self.ops.metrics.schema_columns_added.inc_by(additions.len() as u64);
-        lock(self.txlog).append(Record::SchemaChange {
-            schema_id: table.metadata().current_schema_id(),
-            columns: additions.iter().map(schema::Addition::full_name).collect(),
-        })?;
+        append(
+            self.txlog,
+            self.ops,
+            Record::SchemaChange {
+                schema_id: table.metadata().current_schema_id(),
+                columns: additions.iter().map(schema::Addition::full_name).collect(),
+            },
+        )?;
         self.buffer.set_schema(table.metadata().current_schema().clone())
     }
 
@@ -528,6 +557,9 @@ impl Poller<'_> {
                     self.buffer.set_position(tp.clone(), next);
                     Offset::Offset(next)
                 }
+                // Never committed yet: back to the first offset this instance read (with `latest`, `End` would
+                // skip what the fenced flush held), else per auto_offset_reset.
+                (None, _) if self.first_read.contains_key(tp) => Offset::Offset(self.first_read[tp]),
                 (None, OffsetReset::Earliest) => Offset::Beginning,
                 (None, OffsetReset::Latest) => Offset::End,
             };
@@ -717,14 +749,14 @@ impl Committer {
                 .collect(),
             schema_id: batch.chunks.last().map_or(table.metadata().current_schema_id(), |c| c.schema.schema_id()),
         };
-        lock(txlog).append(intent.clone())?;
+        append(txlog, ops, intent.clone())?;
         fault::hit(Point::AfterIntent);
         // The chunks are handed over by value so each is freed once written: the flush in flight holds its
         // rows or their encoded form, not both.
         let files = sink::write(table, std::mem::take(&mut batch.chunks), &commit_id, write).await?;
         let paths: Vec<String> = files.iter().map(|f| f.file_path().to_owned()).collect();
         let files_record = Record::Files { commit_id: commit_id.clone(), files: paths };
-        lock(txlog).append(files_record.clone())?;
+        append(txlog, ops, files_record.clone())?;
         fault::hit(Point::AfterDataFiles);
         let file_count = files.len();
         let file_bytes: u64 = files.iter().map(iceberg::spec::DataFile::file_size_in_bytes).sum();
@@ -740,7 +772,7 @@ impl Committer {
             Err(error) if error.kind() == ErrorKind::Fenced => {
                 let pending = crate::txlog::Pending { intent, files: Some(files_record) };
                 let deleted = recovery::delete_flush_files(table, &pending).await?;
-                lock(txlog).append(Record::Aborted { commit_id: commit_id.clone(), reason: error.to_string() })?;
+                append(txlog, ops, Record::Aborted { commit_id: commit_id.clone(), reason: error.to_string() })?;
                 tracing::info!(commit_id, deleted_files = deleted, "deleted the data files of the fenced flush");
                 return Err(error);
             }
@@ -748,7 +780,7 @@ impl Committer {
             Err(error) => return Err(error),
         };
         fault::hit(Point::AfterCommit);
-        lock(txlog).append(Record::Committed { commit_id: commit_id.clone(), snapshot_id: committed.snapshot_id })?;
+        append(txlog, ops, Record::Committed { commit_id: commit_id.clone(), snapshot_id: committed.snapshot_id })?;
         fault::hit(Point::AfterCommittedRecord);
 
         // Kafka's group offsets are for lag tools only; the table is the truth. Synchronous, off the async workers.
