@@ -279,6 +279,26 @@ fn unbuilt_features_are_refused_not_faked() {
     );
 }
 
+#[test]
+fn object_store_warehouses_are_refused_not_faked() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("k2i.toml");
+    let toml = "[kafka]\nbootstrap_servers = [\"127.0.0.1:1\"]\ntopic = \"t\"\nconsumer_group = \"g\"\n\
+                [iceberg]\ntable_name = \"t\"\nwarehouse_path = \"s3://bucket/warehouse\"\n";
+    std::fs::write(&config, toml).unwrap();
+    let mut cmd = k2i();
+    cmd.args(["ingest", "--config"]).arg(&config).current_dir(dir.path());
+    let out = run(cmd);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains(
+            "error: object-store warehouses are not built yet; use a local path (warehouse_path=s3://bucket/warehouse)"
+        ),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
 #[tokio::test]
 async fn declared_json_columns_are_typed_and_headers_are_kept() {
     let stack = stack();

@@ -109,6 +109,13 @@ pub fn run(config: Config, options: IngestOptions, shutdown: Arc<AtomicBool>) ->
     let table_ref = runtime.block_on(catalog::open(&config, ops.clone()))?;
     let mut table = runtime.block_on(catalog::ensure_table(&table_ref, &schema::initial_schema(&config)?))?;
     schema::check_metadata_columns(table.metadata().current_schema())?;
+    // Only the local-filesystem FileIO is wired; refuse clearly instead of failing at the first write.
+    let location = table.metadata().location();
+    if !location.starts_with("file:") {
+        return Err(Error::new(ErrorKind::Config, "writing to an object-store table location is not built yet")
+            .with("table", table_ref.table_name())
+            .with("location", location));
+    }
     // An existing table gains the columns the configuration asks for (headers, declared JSON columns).
     let missing = schema::reconcile(table.metadata().current_schema(), &config)?;
     if !missing.is_empty() {

@@ -88,6 +88,13 @@ pub async fn open(config: &Config, ops: Arc<Ops>) -> Result<TableRef> {
             // Only the SQL catalog uses warehouse_path itself (a REST catalog owns its warehouse), so only it
             // creates a local directory.
             let warehouse = warehouse_url(&ice.warehouse_path)?;
+            if !warehouse.starts_with("file://") {
+                return Err(Error::new(
+                    ErrorKind::Config,
+                    "object-store warehouses are not built yet; use a local path",
+                )
+                .with("warehouse_path", &ice.warehouse_path));
+            }
             static DRIVERS: Once = Once::new();
             DRIVERS.call_once(sqlx::any::install_default_drivers);
             let uri = match &ice.sql.uri {
