@@ -14,8 +14,7 @@ pub fn validate(args: &ValidateArgs) -> Result<(), Failure> {
         print!("{}", config.to_redacted_toml());
     } else {
         let ice = &config.iceberg;
-        let catalog = serde_json::to_value(ice.catalog_type).ok();
-        let catalog = catalog.as_ref().and_then(|v| v.as_str()).unwrap_or("?");
+        let catalog = k2i_core::config::name_of(ice.catalog_type);
         println!(
             "{}: valid (topics {} → table {}.{} in the {catalog} catalog)",
             args.config.display(),
@@ -31,8 +30,7 @@ pub fn validate(args: &ValidateArgs) -> Result<(), Failure> {
 /// Runs an ingest. CLI overrides go through the same environment overlay as `K2I_*` variables, so they are
 /// validated like the file.
 pub fn ingest(args: &IngestArgs) -> Result<(), Failure> {
-    let mut env: k2i_core::config::Env =
-        std::env::vars_os().filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?))).collect();
+    let mut env = k2i_core::config::process_env();
     if let Some(servers) = &args.bootstrap_servers {
         env.insert("K2I_KAFKA__BOOTSTRAP_SERVERS".into(), servers.clone());
     }

@@ -48,6 +48,18 @@ fn metric(text: &str, name: &str) -> Option<f64> {
     (!values.is_empty()).then(|| values.iter().sum())
 }
 
+/// `k2i ingest` serving every endpoint on `port`, output captured.
+fn ingest_on(config: &std::path::Path, port: u16) -> Command {
+    let mut cmd = k2i();
+    cmd.args(["ingest", "--config"])
+        .arg(config)
+        .env("K2I_MONITORING__HEALTH_PORT", port.to_string())
+        .env("K2I_MONITORING__METRICS_PORT", port.to_string())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    cmd
+}
+
 fn k2i_status(url: &str, json: bool) -> std::process::Output {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_k2i"));
     cmd.args(["status", "--url", url]).env_remove("K2I_CONFIG");
@@ -65,17 +77,8 @@ async fn endpoints_and_k2i_status_follow_a_real_ingest() {
     let port = free_port();
     let base = format!("http://127.0.0.1:{port}");
     let release = setup.dir.path().join("release");
-    let child = k2i()
-        .args(["ingest", "--config"])
-        .arg(&config)
-        .env("K2I_MONITORING__HEALTH_PORT", port.to_string())
-        .env("K2I_MONITORING__METRICS_PORT", port.to_string())
-        .env("K2I_FAULT", "recovery:pause")
-        .env("K2I_FAULT_RELEASE", &release)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let child =
+        ingest_on(&config, port).env("K2I_FAULT", "recovery:pause").env("K2I_FAULT_RELEASE", &release).spawn().unwrap();
     let _child_guard = common::KillOnDrop(child.id());
 
     // Alive but not ready while recovery runs.
@@ -220,15 +223,7 @@ async fn not_ready_while_the_catalog_is_down_and_ready_again_after() {
     std::fs::write(&config, config_text).unwrap();
     let port = free_port();
     let base = format!("http://127.0.0.1:{port}");
-    let child = k2i()
-        .args(["ingest", "--config"])
-        .arg(&config)
-        .env("K2I_MONITORING__HEALTH_PORT", port.to_string())
-        .env("K2I_MONITORING__METRICS_PORT", port.to_string())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let child = ingest_on(&config, port).spawn().unwrap();
     let _child_guard = common::KillOnDrop(child.id());
     eventually("/readyz 200", Duration::from_secs(30), || get(&format!("{base}/readyz")).filter(|(c, _)| *c == 200));
 

@@ -559,17 +559,13 @@ impl Poller<'_> {
         let table = self.runtime.block_on(self.table_ref.load())?;
         let recorded = commit::table_offsets(&table, &owned)?;
         for tp in &owned {
-            let offset = match (recorded.get(tp), self.config.kafka.auto_offset_reset) {
-                (Some(&next), _) => {
-                    self.buffer.set_position(tp.clone(), next);
-                    Offset::Offset(next)
-                }
-                // Never committed yet: back to the first offset this instance read (with `latest`, `End` would
-                // skip what the fenced flush held), else per auto_offset_reset.
-                (None, _) if self.first_read.contains_key(tp) => Offset::Offset(self.first_read[tp]),
-                (None, OffsetReset::Earliest) => Offset::Beginning,
-                (None, OffsetReset::Latest) => Offset::End,
-            };
+            if let Some(&next) = recorded.get(tp) {
+                self.buffer.set_position(tp.clone(), next);
+            }
+            // Never committed yet: back to the first offset this instance read (with `latest`, `End` would skip
+            // what the fenced flush held), else per auto_offset_reset.
+            let start = recorded.get(tp).or_else(|| self.first_read.get(tp)).copied();
+            let offset = source::start_offset(start, self.config.kafka.auto_offset_reset);
             self.consumer.seek(&tp.topic, tp.partition, offset, METADATA_TIMEOUT).map_err(|e| {
                 Error::new(ErrorKind::Kafka, "cannot seek back to the table's progress").with("partition", tp).source(e)
             })?;

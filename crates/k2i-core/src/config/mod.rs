@@ -31,9 +31,17 @@ pub type Env = BTreeMap<String, String>;
 
 /// Loads and validates the configuration at `path`, with overrides and secrets from the process environment.
 pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
-    let env: Env =
-        std::env::vars_os().filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?))).collect();
-    load_with_env(path, &env)
+    load_with_env(path, &process_env())
+}
+
+/// The process environment as an [`Env`] (variables that are not UTF-8 are left out).
+pub fn process_env() -> Env {
+    std::env::vars_os().filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?))).collect()
+}
+
+/// The configuration name of an enum value (`CatalogType::Rest` → `rest`), as written in the file.
+pub fn name_of<T: serde::Serialize>(value: T) -> String {
+    serde_json::to_value(value).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default()
 }
 
 /// Loads and validates the configuration at `path` with the given environment.

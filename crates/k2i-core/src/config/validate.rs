@@ -4,7 +4,7 @@
 use super::error::ConfigError;
 use super::model::{CatalogType, Config, ErrorPolicy, FormatType};
 use super::types::Secret;
-use super::{Env, check::join};
+use super::{Env, check::join, name_of};
 
 /// librdkafka properties k2i sets itself, and the k2i key that replaces each.
 const RESERVED_KAFKA_PROPERTIES: [(&str, &str); 6] = [
@@ -94,7 +94,7 @@ fn kafka(config: &Config, errors: &mut Vec<ConfigError>) {
     if format.kind.needs_registry() && format.registry.is_none() {
         errors.push(ConfigError::rule(
             "kafka.format.registry",
-            format!("is required for type = \"{}\" (add [kafka.format.registry] with `url`)", format_name(format.kind)),
+            format!("is required for type = \"{}\" (add [kafka.format.registry] with `url`)", name_of(format.kind)),
         ));
     }
     if !format.columns.is_empty() && format.kind != FormatType::Json {
@@ -125,10 +125,6 @@ fn kafka(config: &Config, errors: &mut Vec<ConfigError>) {
             ));
         }
     }
-}
-
-fn format_name(kind: FormatType) -> String {
-    serde_json::to_value(kind).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default()
 }
 
 fn iceberg(config: &Config, errors: &mut Vec<ConfigError>) {
@@ -174,7 +170,7 @@ fn iceberg(config: &Config, errors: &mut Vec<ConfigError>) {
     let selected = ice.catalog_type;
     let unused = |kind: CatalogType, set: bool, key: &str, errors: &mut Vec<ConfigError>| {
         if set && selected != kind {
-            let name = format_catalog(kind);
+            let name = name_of(kind);
             errors.push(ConfigError::rule(key, format!("applies only when iceberg.catalog_type = \"{name}\"")));
         }
     };
@@ -204,10 +200,6 @@ fn iceberg(config: &Config, errors: &mut Vec<ConfigError>) {
         },
         CatalogType::Sql | CatalogType::Glue => {}
     }
-}
-
-fn format_catalog(kind: CatalogType) -> String {
-    serde_json::to_value(kind).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default()
 }
 
 fn rest(config: &Config, errors: &mut Vec<ConfigError>) {

@@ -1,7 +1,7 @@
 //! Payload decoding: record value bytes → Arrow columns of the table's payload fields.
 //!
 //! A [`Decoder`] is built for one table schema. `raw` keeps the value bytes in a binary column; `json`
-//! checks each record against the schema ([`crate::schema::check_object`]) and then feeds the original bytes
+//! checks each record against the schema while parsing it ([`crate::schema::check_json`]) and then feeds the original bytes
 //! to arrow-json's tape decoder, so a record is parsed for the check and decoded straight into Arrow without
 //! an intermediate conversion. Records that need new columns are reported as [`Outcome::NeedsColumns`]
 //! and not consumed: the caller evolves the table and retries them with a decoder for the new schema.

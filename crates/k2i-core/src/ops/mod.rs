@@ -112,6 +112,14 @@ fn key(tp: &TopicPartition) -> String {
     tp.to_string()
 }
 
+fn partition_entry<'s>(state: &'s mut State, tp: &TopicPartition) -> &'s mut PartitionStatus {
+    state.partitions.entry(key(tp)).or_insert_with(|| PartitionStatus {
+        topic: tp.topic.clone(),
+        partition: tp.partition,
+        ..PartitionStatus::default()
+    })
+}
+
 impl Ops {
     /// A fresh state in phase `starting`.
     pub fn new() -> Self {
@@ -189,11 +197,7 @@ impl Ops {
             self.metrics.consumer_lag.with_label_values(&[&tp.topic, &tp.partition.to_string()]).set(lag);
         }
         self.with(|s| {
-            let entry = s.partitions.entry(key(tp)).or_insert_with(|| PartitionStatus {
-                topic: tp.topic.clone(),
-                partition: tp.partition,
-                ..PartitionStatus::default()
-            });
+            let entry = partition_entry(s, tp);
             entry.position = position.or(entry.position);
             entry.high_watermark = high.or(entry.high_watermark);
             entry.lag = lag.or(entry.lag);
@@ -203,11 +207,7 @@ impl Ops {
     /// Records a partition as assigned (with the table's progress) or revoked.
     pub fn assigned(&self, tp: &TopicPartition, committed: Option<i64>) {
         self.with(|s| {
-            let entry = s.partitions.entry(key(tp)).or_insert_with(|| PartitionStatus {
-                topic: tp.topic.clone(),
-                partition: tp.partition,
-                ..PartitionStatus::default()
-            });
+            let entry = partition_entry(s, tp);
             entry.committed = committed.or(entry.committed);
         });
     }

@@ -112,10 +112,7 @@ pub async fn live_data_files(table: &Table) -> Result<HashSet<String>> {
 /// Deletes the data files of a flush that will never be committed; returns how many existed.
 pub async fn delete_flush_files(table: &Table, flush: &Pending) -> Result<usize> {
     let Record::Intent { commit_id, data_dir, .. } = &flush.intent else { return Ok(0) };
-    let mut files: Vec<String> = match &flush.files {
-        Some(Record::Files { files, .. }) => files.clone(),
-        _ => Vec::new(),
-    };
+    let mut files = flush_files(flush);
     // Files written before the files record (a crash mid-write) are found by name in a local warehouse.
     if let Some(dir) = local_path(data_dir) {
         let prefix = format!("k2i-{commit_id}-");

@@ -91,11 +91,7 @@ impl SourceContext {
         let mut starts = Vec::with_capacity(partitions.len());
         for tp in partitions {
             let start = recorded.get(&tp).copied();
-            let offset = match (start, self.reset) {
-                (Some(next), _) => Offset::Offset(next),
-                (None, OffsetReset::Earliest) => Offset::Beginning,
-                (None, OffsetReset::Latest) => Offset::End,
-            };
+            let offset = start_offset(start, self.reset);
             if let Err(e) = assignment.add_partition_offset(&tp.topic, tp.partition, offset) {
                 self.fail(Error::new(ErrorKind::Kafka, "cannot build the assignment").with("partition", &tp).source(e));
                 return;
@@ -184,6 +180,15 @@ impl ConsumerContext for SourceContext {
                 }
             }
         }
+    }
+}
+
+/// Where a partition starts: the table's next offset, or per `auto_offset_reset` when the table has none.
+pub fn start_offset(recorded: Option<i64>, reset: OffsetReset) -> Offset {
+    match (recorded, reset) {
+        (Some(next), _) => Offset::Offset(next),
+        (None, OffsetReset::Earliest) => Offset::Beginning,
+        (None, OffsetReset::Latest) => Offset::End,
     }
 }
 
