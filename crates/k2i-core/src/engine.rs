@@ -28,18 +28,19 @@ use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
 use tokio::sync::mpsc;
 
-use crate::buffer::{FlushBatch, RecordMeta, TableBuffer, TopicPartition};
+use crate::buffer::{FlushBatch, RecordMeta, TableBuffer};
 use crate::catalog::{self, TableRef};
 use crate::commit::{self, CommitRequest};
-use crate::config::{Config, ErrorPolicy, EvolutionMode, OffsetReset, TxlogDurability};
+use crate::config::{CatalogType, Config, ErrorPolicy, EvolutionMode, OffsetReset, TxlogDurability};
 use crate::decode::Outcome;
 use crate::error::{Error, ErrorKind, Result};
 use crate::fault::{self, Point};
 use crate::ops::{LastCommit, Ops, Phase, RecoveryStatus};
+use crate::progress::{self, CommitId, OffsetRange, TopicPartition};
 use crate::recovery;
 use crate::schema;
 use crate::sink::{self, WriteOptions};
-use crate::source::{self, AssignmentChange, KafkaConsumer};
+use crate::source::{self, AssignmentChange, DataLossPolicy, KafkaConsumer, Resume};
 use crate::txlog::{Durability, RangeRecord, Record, TxLog};
 
 /// Rows per Arrow chunk in the buffer.
@@ -50,6 +51,8 @@ const POLL_TIMEOUT: Duration = Duration::from_millis(100);
 const METADATA_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long a revocation waits for the flush in flight to land.
 const REVOKE_WAIT: Duration = Duration::from_secs(60);
+/// Readiness turns false when buffered data has waited this many flush intervals without a commit.
+const STALL_FLUSH_INTERVALS: u32 = 10;
 
 /// How to run.
 #[derive(Debug, Clone, Default)]
@@ -83,6 +86,8 @@ struct Shared {
     resync: AtomicBool,
     failed: Mutex<Option<Error>>,
     summary: Mutex<IngestSummary>,
+    /// When the last commit (or the start) happened: readiness turns false when data waits too long.
+    last_commit_at: Mutex<Option<Instant>>,
 }
 
 /// Runs an ingest on the calling thread until shutdown, caught-up (with `until_caught_up`) or an error.
@@ -109,6 +114,10 @@ pub fn run(config: Config, options: IngestOptions, shutdown: Arc<AtomicBool>) ->
     let table_ref = runtime.block_on(catalog::open(&config, ops.clone()))?;
     let mut table = runtime.block_on(catalog::ensure_table(&table_ref, &schema::initial_schema(&config)?))?;
     schema::check_metadata_columns(table.metadata().current_schema())?;
+    // Refused at start rather than at the first commit (iceberg would reject every data file).
+    commit::check_spec(&table)?;
+    // Every commit checks it is still writing this table, not one dropped and recreated under the same name.
+    let table_uuid = table.metadata().uuid();
     // Only the local-filesystem FileIO is wired; refuse clearly instead of failing at the first write.
     let location = table.metadata().location();
     if !location.starts_with("file:") {
@@ -132,8 +141,15 @@ pub fn run(config: Config, options: IngestOptions, shutdown: Arc<AtomicBool>) ->
     if !pending.is_empty() {
         tracing::info!(pending = pending.len(), "recovering flushes the transaction log left unresolved");
     }
-    let report = runtime.block_on(recovery::recover(&mut txlog, &table, &table_ref.table_name()))?;
-    tracing::info!(landed = report.landed.len(), rolled_back = report.rolled_back.len(), "recovery done");
+    let remote = config.iceberg.catalog_type == CatalogType::Rest;
+    let report = runtime.block_on(recovery::recover(&mut txlog, &table, &table_ref.table_name(), remote))?;
+    tracing::info!(
+        landed = report.landed.len(),
+        rolled_back = report.rolled_back.len(),
+        kept = report.kept.len(),
+        "recovery done"
+    );
+    ops.metrics.recovered_kept.inc_by(report.kept.len() as u64);
     ops.recovered(RecoveryStatus {
         landed: report.landed.len(),
         rolled_back: report.rolled_back.len(),
@@ -146,13 +162,16 @@ pub fn run(config: Config, options: IngestOptions, shutdown: Arc<AtomicBool>) ->
 
     let handle = runtime.handle().clone();
     let lookup_table = table_ref.clone();
-    let lookup: source::OffsetLookup = Box::new(move |partitions: &[TopicPartition]| {
+    // The rebalance callback's progress lookup: the one catalog call the polling thread makes, because
+    // librdkafka requires the assignment (with its offsets) to be made inside the callback.
+    let lookup: source::OffsetLookup = Box::new(move || {
         handle.block_on(async {
             let table = lookup_table.load().await?;
-            commit::table_offsets(&table, partitions)
+            Ok(progress::recorded(table.metadata())?.progress)
         })
     });
     let shared = Arc::new(Shared::default());
+    *lock(&shared.last_commit_at) = Some(Instant::now());
     let revoke_shared = shared.clone();
     let before_revoke: source::RevokeHook = Box::new(move |_partitions: &[TopicPartition]| {
         // Bounded: a commit stuck on an unreachable catalog must not hold the group's rebalance forever; if
@@ -162,13 +181,13 @@ pub fn run(config: Config, options: IngestOptions, shutdown: Arc<AtomicBool>) ->
             std::thread::sleep(Duration::from_millis(10));
         }
     });
-    let consumer = Arc::new(source::subscribe(&config.kafka, ops.clone(), lookup, before_revoke)?);
+    let consumer = Arc::new(source::subscribe(&config.kafka, ops.clone(), lookup, before_revoke, data_loss_policy(&config))?);
     let topics = config.kafka.topic_list();
 
     let targets = if options.until_caught_up {
         let marks = source::watermarks(&consumer, &topics, METADATA_TIMEOUT)?;
         let partitions: Vec<TopicPartition> = marks.keys().cloned().collect();
-        let recorded = commit::table_offsets(&table, &partitions)?;
+        let recorded = progress::recorded_for(table.metadata(), &partitions)?;
         lock(&shared.committed).extend(recorded);
         tracing::info!(partitions = marks.len(), "read high watermarks; will stop once they are committed");
         Some(marks)
@@ -187,6 +206,7 @@ pub fn run(config: Config, options: IngestOptions, shutdown: Arc<AtomicBool>) ->
         table,
         Committer {
             table_ref: table_ref.clone(),
+            table_uuid,
             consumer: consumer.clone(),
             group: config.kafka.consumer_group.clone(),
             write,
@@ -215,6 +235,7 @@ pub fn run(config: Config, options: IngestOptions, shutdown: Arc<AtomicBool>) ->
         last_counters: None,
         unrecorded: HashSet::new(),
         first_read: HashMap::new(),
+        gaps: std::collections::BTreeMap::new(),
         since_report: 0,
         last_refresh: Instant::now(),
     };
@@ -225,8 +246,12 @@ pub fn run(config: Config, options: IngestOptions, shutdown: Arc<AtomicBool>) ->
     let committed = runtime.block_on(committer);
     consumer.unsubscribe();
     let summary = lock(&shared.summary).clone();
+    if let Err(error) = &outcome {
+        ops.table_failed(error.to_string());
+    }
     outcome?;
     if let Some(error) = lock(&shared.failed).take() {
+        ops.table_failed(error.to_string());
         return Err(error);
     }
     committed.map_err(|e| Error::new(ErrorKind::Internal, "the commit task panicked").source(e))?;
@@ -250,6 +275,11 @@ fn refuse_unbuilt(config: &Config) -> Result<()> {
         return refuse("maintenance.enabled", "scheduled maintenance");
     }
     Ok(())
+}
+
+/// `kafka.on_data_loss` as the source's policy.
+fn data_loss_policy(_config: &Config) -> DataLossPolicy {
+    DataLossPolicy::Fail
 }
 
 /// Appends to the transaction log, reporting a failing log as not ready before the error stops the ingest.
@@ -309,6 +339,8 @@ struct Poller<'a> {
     since_report: usize,
     /// When `--until-caught-up` last read the table's progress (other instances commit partitions too).
     last_refresh: Instant,
+    /// Offsets skipped because Kafka had deleted them, until the next flush records them.
+    gaps: std::collections::BTreeMap<TopicPartition, OffsetRange>,
 }
 
 impl Poller<'_> {
@@ -338,12 +370,30 @@ impl Poller<'_> {
                     self.record(&message)?;
                     false
                 }
+                Some(Err(rdkafka::error::KafkaError::MessageConsumption(code)))
+                    if matches!(
+                        code,
+                        rdkafka::types::RDKafkaErrorCode::AutoOffsetReset
+                            | rdkafka::types::RDKafkaErrorCode::OffsetOutOfRange
+                    ) =>
+                {
+                    // auto.offset.reset = error: a position Kafka does not have (the topic was recreated, or
+                    // retention passed it while running). Decide per partition, never let librdkafka move it.
+                    tracing::warn!(error = ?code, "a partition's position is out of range; checking owned partitions");
+                    self.check_positions()?;
+                    true
+                }
                 Some(Err(e)) => {
                     tracing::warn!(error = %e, "kafka fetch error");
                     true
                 }
                 None => true,
             };
+            // The rebalance callback runs inside poll: an error it raised must stop the loop before anything
+            // below (a caught-up check) reads the state it left.
+            if let Some(error) = self.consumer.context().take_fatal() {
+                return Err(error);
+            }
             self.since_report += 1;
             if idle || self.since_report >= 256 {
                 self.ops.buffer(self.buffer.rows(), self.buffer.bytes(), self.paused);
@@ -360,8 +410,12 @@ impl Poller<'_> {
                     && self.buffer.first_record_at().is_some_and(|t| t.elapsed() >= buffer_cfg.flush_interval.get()))
                 // Checked when idle or every 256 records, not per record: it walks every partition.
                 || (self.targets.is_some() && (idle || self.since_report == 0) && self.all_consumed());
+            if (idle || self.since_report == 0) && self.targets.is_none() {
+                self.watch_stall();
+            }
             if due && self.pending.is_none() {
                 self.pending = self.buffer.take()?;
+                self.attach_gaps();
                 // The gauges follow the flush at once, not at the next idle poll.
                 self.ops.buffer(self.buffer.rows(), self.buffer.bytes(), self.paused);
                 self.hand_over()?;
@@ -389,20 +443,79 @@ impl Poller<'_> {
             self.send_blocking(batch)?;
         }
         if let Some(batch) = self.buffer.take()? {
-            self.send_blocking(batch)?;
+            self.pending = Some(batch);
+            self.attach_gaps();
+            if let Some(batch) = self.pending.take() {
+                self.send_blocking(batch)?;
+            }
         }
         Ok(())
+    }
+
+    /// Moves the recorded gaps of the partitions in the pending flush into it.
+    fn attach_gaps(&mut self) {
+        let Some(batch) = self.pending.as_mut() else { return };
+        let covered: Vec<TopicPartition> = self.gaps.keys().filter(|tp| batch.ranges.contains_key(*tp)).cloned().collect();
+        for tp in covered {
+            if let Some(gap) = self.gaps.remove(&tp) {
+                batch.gaps.insert(tp, gap);
+            }
+        }
+    }
+
+    /// Readiness turns false while buffered data has waited more than [`STALL_FLUSH_INTERVALS`] flush
+    /// intervals for a commit (a hung catalog, a stuck flush), and true again once commits flow.
+    fn watch_stall(&self) {
+        let waiting = self.buffer.records() > 0 || self.shared.in_flight.load(Ordering::SeqCst) > 0;
+        let limit = self.config.buffer.flush_interval.get() * STALL_FLUSH_INTERVALS;
+        let since = lock(&self.shared.last_commit_at).map(|t| t.elapsed());
+        let stalled = waiting && since.is_some_and(|s| s > limit);
+        self.ops.stalled(stalled.then(|| {
+            format!("no commit for {}s while data is buffered", since.unwrap_or_default().as_secs())
+        }));
+    }
+
+    /// After an out-of-range fetch: checks every owned partition's position against its watermarks.
+    fn check_positions(&mut self) -> Result<()> {
+        let policy = data_loss_policy(self.config);
+        let owned: Vec<TopicPartition> = self.assigned.iter().cloned().collect();
+        for tp in owned {
+            let Some(next) = self.buffer.position(&tp) else { continue };
+            match source::check_position(self.consumer, &tp, next, policy)? {
+                Resume::At(_) => {}
+                Resume::AfterGap(gap) => {
+                    self.record_gap(&tp, gap);
+                    self.consumer.seek(&tp.topic, tp.partition, Offset::Offset(gap.end), METADATA_TIMEOUT).map_err(|e| {
+                        Error::new(ErrorKind::Transient, "cannot seek to the low watermark").with("partition", &tp).source(e)
+                    })?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn record_gap(&mut self, tp: &TopicPartition, gap: OffsetRange) {
+        self.ops.metrics.offsets_lost.inc_by(u64::try_from(gap.end - gap.start).unwrap_or_default());
+        self.gaps
+            .entry(tp.clone())
+            .and_modify(|g| g.end = g.end.max(gap.end))
+            .or_insert(gap);
     }
 
     fn apply(&mut self, change: AssignmentChange) -> Result<()> {
         match change {
             AssignmentChange::Assigned(partitions) => {
                 for (tp, start) in partitions {
-                    if let Some(next) = start {
+                    if let Some(next) = start.recorded {
+                        // Also after a gap: the next range starts at the table's progress and so covers the
+                        // gap, which the flush records in its summary.
                         self.buffer.set_position(tp.clone(), next);
                     }
-                    self.ops.assigned(&tp, start);
-                    if start.is_none() {
+                    if let Some(gap) = start.gap {
+                        self.record_gap(&tp, gap);
+                    }
+                    self.ops.assigned(&tp, start.recorded);
+                    if start.recorded.is_none() {
                         self.unrecorded.insert(tp.clone());
                     }
                     self.assigned.insert(tp);
@@ -426,6 +539,7 @@ impl Poller<'_> {
                     self.last_counters = None;
                     self.unrecorded.remove(tp);
                     self.first_read.remove(tp);
+                    self.gaps.remove(tp);
                 }
             }
         }
@@ -557,7 +671,7 @@ impl Poller<'_> {
         self.pending = None;
         let dropped = self.buffer.drop_partitions(&owned)?;
         let table = self.runtime.block_on(self.table_ref.load())?;
-        let recorded = commit::table_offsets(&table, &owned)?;
+        let recorded = progress::recorded_for(table.metadata(), &owned)?;
         for tp in &owned {
             if let Some(&next) = recorded.get(tp) {
                 self.buffer.set_position(tp.clone(), next);
@@ -567,7 +681,7 @@ impl Poller<'_> {
             let start = recorded.get(tp).or_else(|| self.first_read.get(tp)).copied();
             let offset = source::start_offset(start, self.config.kafka.auto_offset_reset);
             self.consumer.seek(&tp.topic, tp.partition, offset, METADATA_TIMEOUT).map_err(|e| {
-                Error::new(ErrorKind::Kafka, "cannot seek back to the table's progress").with("partition", tp).source(e)
+                Error::new(ErrorKind::Transient, "cannot seek back to the table's progress").with("partition", tp).source(e)
             })?;
         }
         lock(&self.shared.committed).extend(recorded);
@@ -640,7 +754,8 @@ impl Poller<'_> {
         let committed = lock(&self.shared.committed);
         let consumed = targets.iter().all(|(tp, &(low, high))| {
             let position = self.buffer.position(tp).or_else(|| committed.get(tp).copied());
-            position.is_some_and(|p| p >= high) || self.nothing_to_read(tp, low, high, committed.get(tp).copied())
+            position.is_some_and(|p| p >= high)
+                || self.nothing_to_read(tp, low, high, committed.get(tp).copied(), &committed)
         });
         consumed && !self.buffer.ranges().is_empty()
     }
@@ -650,13 +765,26 @@ impl Poller<'_> {
         let committed = lock(&self.shared.committed);
         targets.iter().all(|(tp, &(low, high))| {
             let next = committed.get(tp).copied();
-            next.is_some_and(|n| n >= high) || self.nothing_to_read(tp, low, high, next)
+            next.is_some_and(|n| n >= high) || self.nothing_to_read(tp, low, high, next, &committed)
         })
     }
 
-    fn nothing_to_read(&self, _tp: &TopicPartition, low: i64, high: i64, recorded: Option<i64>) -> bool {
+    /// Whether a partition has nothing this run must read: empty and never recorded, or never recorded with
+    /// `auto_offset_reset = "latest"` — unless its topic is recorded (a partition added to the topic starts
+    /// at its beginning, see `source`).
+    fn nothing_to_read(
+        &self,
+        tp: &TopicPartition,
+        low: i64,
+        high: i64,
+        recorded: Option<i64>,
+        committed: &HashMap<TopicPartition, i64>,
+    ) -> bool {
+        let topic_recorded = || committed.keys().any(|known| known.topic == tp.topic);
         high <= low && recorded.is_none()
-            || (recorded.is_none() && self.config.kafka.auto_offset_reset == OffsetReset::Latest)
+            || (recorded.is_none()
+                && self.config.kafka.auto_offset_reset == OffsetReset::Latest
+                && !topic_recorded())
     }
 
     /// With `--until-caught-up` and several instances, partitions other instances own reach the high
@@ -669,7 +797,7 @@ impl Poller<'_> {
         self.last_refresh = Instant::now();
         let partitions: Vec<TopicPartition> = targets.keys().cloned().collect();
         let table = self.runtime.block_on(self.table_ref.load())?;
-        let recorded = commit::table_offsets(&table, &partitions)?;
+        let recorded = progress::recorded_for(table.metadata(), &partitions)?;
         let mut committed = lock(&self.shared.committed);
         for (tp, next) in recorded {
             let entry = committed.entry(tp).or_insert(next);
@@ -696,6 +824,7 @@ impl Poller<'_> {
 /// What the commit task works with.
 struct Committer {
     table_ref: TableRef,
+    table_uuid: uuid::Uuid,
     consumer: Arc<KafkaConsumer>,
     group: String,
     write: WriteOptions,
@@ -732,12 +861,12 @@ async fn commit_loop(mut rx: mpsc::Receiver<FlushBatch>, mut table: iceberg::tab
 
 impl Committer {
     async fn commit_one(&self, table: &iceberg::table::Table, mut batch: FlushBatch) -> Result<iceberg::table::Table> {
-        let Self { table_ref, consumer, group, write, shared, txlog, ops } = self;
+        let Self { table_ref, table_uuid, consumer, group, write, shared, txlog, ops } = self;
         let (write, group) = (*write, group.as_str());
         let started = Instant::now();
-        let commit_id = uuid::Uuid::now_v7().to_string();
+        let commit_id = CommitId::generate();
         let intent = Record::Intent {
-            commit_id: commit_id.clone(),
+            commit_id: commit_id.to_string(),
             table: table_ref.table_name(),
             data_dir: format!("{}/data", table.metadata().location().trim_end_matches('/')),
             ranges: batch
@@ -756,9 +885,9 @@ impl Committer {
         fault::hit(Point::AfterIntent);
         // The chunks are handed over by value so each is freed once written: the flush in flight holds its
         // rows or their encoded form, not both.
-        let files = sink::write(table, std::mem::take(&mut batch.chunks), &commit_id, write).await?;
+        let files = sink::write(table, std::mem::take(&mut batch.chunks), commit_id.as_str(), write).await?;
         let paths: Vec<String> = files.iter().map(|f| f.file_path().to_owned()).collect();
-        let files_record = Record::Files { commit_id: commit_id.clone(), files: paths };
+        let files_record = Record::Files { commit_id: commit_id.to_string(), files: paths };
         append(txlog, ops, files_record.clone())?;
         fault::hit(Point::AfterDataFiles);
         let file_count = files.len();
@@ -766,24 +895,48 @@ impl Committer {
         for file in &files {
             ops.metrics.data_file_size.observe(file.file_size_in_bytes() as f64);
         }
-        let request = CommitRequest { commit_id: &commit_id, files, ranges: &batch.ranges, group };
+        let request = CommitRequest {
+            commit_id: &commit_id,
+            files,
+            ranges: &batch.ranges,
+            gaps: &batch.gaps,
+            group,
+            table_uuid: *table_uuid,
+        };
+        let bases = Mutex::new(Vec::new());
+        // Each attempt's base is durable before the attempt is sent: recovery needs it to tell whether an
+        // attempt with an unknown outcome could still land.
+        let on_attempt = |base: Option<i64>| {
+            append(txlog, ops, Record::Attempt { commit_id: commit_id.to_string(), base_snapshot_id: base })
+        };
         let commit_started = Instant::now();
-        let outcome = commit::commit(table_ref, request).await;
+        let outcome = commit::commit(table_ref, request, &bases, &on_attempt).await;
         ops.metrics.commit_duration.observe(commit_started.elapsed().as_secs_f64());
         let committed = match outcome {
             Ok(committed) => committed,
             Err(error) if error.kind() == ErrorKind::Fenced => {
-                let pending = crate::txlog::Pending { intent, files: Some(files_record) };
-                let deleted = recovery::delete_flush_files(table, &pending).await?;
-                append(txlog, ops, Record::Aborted { commit_id: commit_id.clone(), reason: error.to_string() })?;
-                tracing::info!(commit_id, deleted_files = deleted, "deleted the data files of the fenced flush");
+                let pending = crate::txlog::Pending {
+                    intent,
+                    files: Some(files_record),
+                    bases: lock(&bases).clone(),
+                };
+                match recovery::abort(table, &pending).await? {
+                    recovery::Aborted::Deleted(deleted) => {
+                        append(txlog, ops, Record::Aborted { commit_id: commit_id.to_string(), reason: error.to_string() })?;
+                        tracing::info!(%commit_id, deleted_files = deleted, "deleted the data files of the fenced flush");
+                    }
+                    recovery::Aborted::Referenced => {
+                        // Left pending: the next start's recovery records it as landed.
+                        tracing::warn!(%commit_id, "the fenced flush's files are referenced by the table; kept them");
+                    }
+                }
                 return Err(error);
             }
             // Unresolved (the catalog kept failing): the intent stays pending and the next start resolves it.
             Err(error) => return Err(error),
         };
         fault::hit(Point::AfterCommit);
-        append(txlog, ops, Record::Committed { commit_id: commit_id.clone(), snapshot_id: committed.snapshot_id })?;
+        append(txlog, ops, Record::Committed { commit_id: commit_id.to_string(), snapshot_id: committed.snapshot_id })?;
         fault::hit(Point::AfterCommittedRecord);
 
         // Kafka's group offsets are for lag tools only; the table is the truth. Synchronous, off the async workers.
@@ -815,6 +968,8 @@ impl Committer {
             summary.commits += 1;
             summary.files += file_count as u64;
         }
+        *lock(&shared.last_commit_at) = Some(Instant::now());
+        ops.stalled(None);
         let metrics = &ops.metrics;
         metrics.flushes.inc();
         metrics.flush_duration.observe(started.elapsed().as_secs_f64());
@@ -836,7 +991,7 @@ impl Committer {
         tracing::info!(
             table = %table_ref.table_name(),
             snapshot_id = committed.snapshot_id,
-            commit_id,
+            %commit_id,
             rows = batch.rows,
             skipped = batch.skipped,
             files = file_count,

@@ -16,6 +16,7 @@ pub mod engine;
 mod error;
 pub mod fault;
 pub mod ops;
+pub mod progress;
 pub mod recovery;
 pub mod schema;
 pub mod sink;

@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use rdkafka::ClientConfig;
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::admin::{AdminClient, AdminOptions, NewPartitions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::StreamConsumer;
 use rdkafka::message::{Header, OwnedHeaders};
@@ -182,6 +182,59 @@ impl Stack {
                 panic!("cannot delete topic {topic}: {code}");
             }
         }
+    }
+
+    /// Deletes a topic and creates it again (empty, offsets from 0), waiting for the broker to finish the
+    /// deletion (asynchronous in Kafka) before the name can be reused.
+    pub async fn recreate_topic(&self, name: &str, partitions: i32) {
+        self.delete_topic(name).await;
+        let admin: AdminClient<DefaultClientContext> =
+            self.kafka_config().create().unwrap_or_else(|e| panic!("cannot create a Kafka admin client: {e}"));
+        let topic = NewTopic::new(name, partitions, TopicReplication::Fixed(1));
+        let options = AdminOptions::new().operation_timeout(Some(KAFKA_TIMEOUT));
+        for _ in 0..100 {
+            let results = admin.create_topics([&topic], &options).await.unwrap_or_else(|e| panic!("cannot create {name}: {e}"));
+            match results.into_iter().next() {
+                Some(Ok(_)) => return,
+                Some(Err((_, rdkafka::types::RDKafkaErrorCode::TopicAlreadyExists))) => {
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                Some(Err((topic, code))) => panic!("cannot recreate topic {topic}: {code}"),
+                None => panic!("no result creating {name}"),
+            }
+        }
+        panic!("topic {name} was still being deleted after 20 s");
+    }
+
+    /// Grows a topic to `total` partitions.
+    pub async fn add_partitions(&self, name: &str, total: usize) {
+        let admin: AdminClient<DefaultClientContext> =
+            self.kafka_config().create().unwrap_or_else(|e| panic!("cannot create a Kafka admin client: {e}"));
+        let options = AdminOptions::new().operation_timeout(Some(KAFKA_TIMEOUT));
+        let results = admin
+            .create_partitions([&NewPartitions::new(name, total)], &options)
+            .await
+            .unwrap_or_else(|e| panic!("cannot add partitions to {name}: {e}"));
+        for result in results {
+            if let Err((topic, code)) = result {
+                panic!("cannot add partitions to {topic}: {code}");
+            }
+        }
+    }
+
+    /// Deletes the records of a partition below `before` (what retention does), moving its low watermark.
+    pub async fn delete_records(&self, topic: &str, partition: i32, before: i64) {
+        let admin: AdminClient<DefaultClientContext> =
+            self.kafka_config().create().unwrap_or_else(|e| panic!("cannot create a Kafka admin client: {e}"));
+        let mut offsets = rdkafka::TopicPartitionList::new();
+        offsets
+            .add_partition_offset(topic, partition, rdkafka::Offset::Offset(before))
+            .unwrap_or_else(|e| panic!("cannot name {topic}/{partition}: {e}"));
+        let options = AdminOptions::new().operation_timeout(Some(KAFKA_TIMEOUT));
+        admin
+            .delete_records(&offsets, &options)
+            .await
+            .unwrap_or_else(|e| panic!("cannot delete records of {topic}/{partition}: {e}"));
     }
 
     /// Produces the records in order (idempotent producer, `acks=all`) and returns each one's

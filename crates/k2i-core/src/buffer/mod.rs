@@ -27,29 +27,7 @@ use crate::decode::{Decoder, Outcome};
 use crate::error::{Error, ErrorKind, Result};
 use crate::schema::METADATA_COLUMNS;
 
-/// A Kafka partition of a topic.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct TopicPartition {
-    /// The topic.
-    pub topic: String,
-    /// The partition.
-    pub partition: i32,
-}
-
-impl std::fmt::Display for TopicPartition {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}/{}", self.topic, self.partition)
-    }
-}
-
-/// Offsets `[start, end)` of one partition consumed into a buffer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct OffsetRange {
-    /// The first offset.
-    pub start: i64,
-    /// One past the last offset.
-    pub end: i64,
-}
+pub use crate::progress::{OffsetRange, TopicPartition};
 
 /// One record header: name and value (a header may have no value).
 pub type Header<'a> = (&'a str, Option<&'a [u8]>);
@@ -95,6 +73,9 @@ pub struct FlushBatch {
     pub bytes: usize,
     /// The newest Kafka timestamp among the rows (ms since the epoch).
     pub max_timestamp_ms: Option<i64>,
+    /// Offsets Kafka no longer had when a partition resumed (retention passed the table's progress) and
+    /// that `kafka.on_data_loss = "skip"` jumped over; each range ends where the partition's range starts.
+    pub gaps: BTreeMap<TopicPartition, OffsetRange>,
 }
 
 impl FlushBatch {
@@ -354,9 +335,8 @@ impl TableBuffer {
             return Ok(None);
         }
         self.seal()?;
-        // Every owned partition's progress goes into every snapshot, as an empty range when it had no
-        // records, so the newest snapshot always knows it: progress survives snapshot expiry of the older
-        // snapshots that last mentioned an idle partition.
+        // Every owned partition's progress goes into every snapshot's ranges, as an empty range when it had
+        // no records (`k2i.progress` carries every partition anyway; the ranges show what this flush saw).
         for (tp, &position) in &self.positions {
             self.ranges.entry(tp.clone()).or_insert(OffsetRange { start: position, end: position });
         }
@@ -367,6 +347,7 @@ impl TableBuffer {
             skipped: self.skipped,
             bytes: self.bytes,
             max_timestamp_ms: self.max_timestamp_ms.take(),
+            gaps: BTreeMap::new(),
         };
         self.rows = 0;
         self.skipped = 0;

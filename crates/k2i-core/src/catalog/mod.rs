@@ -43,10 +43,9 @@ pub struct TableRef {
 impl TableRef {
     /// Wraps an iceberg error with the table and catalog named.
     pub fn error(&self, message: &str, e: iceberg::Error) -> Error {
-        Error::new(ErrorKind::Catalog, message.to_owned())
+        Error::iceberg(message.to_owned(), e)
             .with("table", self.table_name())
             .with("catalog", &self.location)
-            .source(e)
     }
 
     /// `namespace.table`.
@@ -127,7 +126,7 @@ pub async fn open(config: &Config, ops: Arc<Ops>) -> Result<TableRef> {
                 .load(name, props)
                 .await
                 .map_err(|e| {
-                    Error::new(ErrorKind::Catalog, "cannot open the SQL catalog").with("catalog", &location).source(e)
+                    Error::iceberg("cannot open the SQL catalog", e).with("catalog", &location)
                 })?;
             (Arc::new(catalog), location)
         }
@@ -157,7 +156,7 @@ pub async fn open(config: &Config, ops: Arc<Ops>) -> Result<TableRef> {
                 .load("rest", props)
                 .await
                 .map_err(|e| {
-                    Error::new(ErrorKind::Catalog, "cannot open the REST catalog").with("catalog", &uri).source(e)
+                    Error::iceberg("cannot open the REST catalog", e).with("catalog", &uri)
                 })?;
             (Arc::new(catalog), uri)
         }
@@ -263,9 +262,15 @@ pub async fn add_columns(table: &TableRef, additions: &[Addition]) -> Result<Tab
     .await
 }
 
+/// How long one catalog call may take before it counts as failed (iceberg-catalog-rest sets no request
+/// timeout of its own: a hung server would stall the ingest silently).
+pub const CALL_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// Retries a catalog operation with exponential backoff (0.2 s doubling to 10 s, 8 attempts, about 23 s in
 /// all) while the error is retryable, and reports the catalog's health: unavailable (not ready) from the first
-/// failure until an operation succeeds again.
+/// failure until an operation succeeds again. Every attempt has a deadline of [`CALL_TIMEOUT`]; an attempt
+/// that misses it is a transient error (for a commit: an unknown outcome, which the next attempt's fencing
+/// check resolves by finding the commit id, or not).
 pub async fn retry<T, F, Fut>(what: &str, ops: &Ops, mut op: F) -> Result<T>
 where
     F: FnMut() -> Fut,
@@ -275,7 +280,13 @@ where
     let mut delay = Duration::from_millis(200);
     let mut attempt = 1;
     loop {
-        match op().await {
+        let outcome = match tokio::time::timeout(CALL_TIMEOUT, op()).await {
+            Ok(outcome) => outcome,
+            Err(_) => Err(Error::new(ErrorKind::Transient, "the catalog did not answer in time")
+                .with("operation", what)
+                .with("timeout_s", CALL_TIMEOUT.as_secs())),
+        };
+        match outcome {
             Ok(v) => {
                 if attempt > 1 {
                     tracing::info!(operation = what, attempt, "catalog operation succeeded after retrying");

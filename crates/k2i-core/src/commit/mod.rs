@@ -1,15 +1,23 @@
-//! Committing a flush as one Iceberg snapshot whose summary records the Kafka progress it contains, and
-//! reading that progress back.
+//! Committing a flush as one Iceberg snapshot whose summary records the Kafka progress it contains.
 //!
-//! Summary properties of every k2i snapshot:
-//! - `k2i.offsets`: JSON `{"<topic>": {"<partition>": [start, end]}}`, the offset range `[start, end)` of
-//!   every partition whose records the snapshot contains (`end` is the next offset to consume);
-//! - `k2i.commit-id`: a unique id (UUID v7) of the flush;
-//! - `k2i.consumer-group`, `k2i.version`.
+//! What the summary and the table property hold, and how progress is read back, is [`crate::progress`]'s
+//! business. This module makes the commit itself safe (invariant 2) on the very base snapshot the catalog's
+//! compare-and-swap checks:
 //!
-//! The table is the source of truth for progress (invariant 1): on assignment a partition resumes at the
-//! `end` of the newest snapshot that mentions it, found by walking the snapshot chain back from the current
-//! snapshot. A commit for `[a, b)` of partition p lands only if that newest `end` is `a` (invariant 2).
+//! iceberg-rust's `Transaction::commit` reloads the table and silently re-applies the actions on whatever it
+//! finds (also on retries after a conflict), so a check made on a table loaded beforehand would be stale, and
+//! so would the merged progress the commit writes. Each attempt therefore loads its base once, decides on it,
+//! records the base in the transaction log, builds the snapshot (and the `k2i.progress` table property) on
+//! it, and commits through a [`FencingCatalog`] whose `load_table` hands iceberg exactly that base; asked
+//! again (iceberg's own retry after a conflict) it refuses, and the next attempt starts over on a fresh base.
+//! On the base it decides:
+//! 1. the table is not the one pinned at start (dropped and recreated), or its partition spec is no longer
+//!    unpartitioned → stop: the operator must look (not retried);
+//! 2. the commit id is already in the chain → an earlier attempt landed (its answer was lost); report it;
+//! 3. a partition's recorded next offset differs from this flush's start → fenced: another writer owns the
+//!    progress; fail without retrying;
+//! 4. otherwise append; a concurrent commit between the load and the compare-and-swap fails the swap as a
+//!    conflict and the next attempt validates again.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
@@ -17,147 +25,78 @@ use std::sync::Mutex;
 use async_trait::async_trait;
 use iceberg::{Catalog, Namespace, NamespaceIdent, TableCommit, TableCreation, TableIdent};
 
-use iceberg::spec::{DataFile, Snapshot};
+use iceberg::spec::DataFile;
 use iceberg::table::Table;
 use iceberg::transaction::{ApplyTransactionAction, Transaction};
-use serde_json::Value;
 
-use crate::buffer::{OffsetRange, TopicPartition};
 use crate::catalog::{TableRef, retry};
 use crate::error::{Error, ErrorKind, Result};
-
-/// Summary property: offset ranges per topic and partition.
-pub const PROP_OFFSETS: &str = "k2i.offsets";
-/// Summary property: the flush's unique id.
-pub const PROP_COMMIT_ID: &str = "k2i.commit-id";
-/// Summary property: the consumer group that wrote the snapshot.
-pub const PROP_GROUP: &str = "k2i.consumer-group";
-/// Summary property: the k2i version that wrote the snapshot.
-pub const PROP_VERSION: &str = "k2i.version";
-
-/// Encodes offset ranges as the `k2i.offsets` property.
-pub fn encode_offsets(ranges: &BTreeMap<TopicPartition, OffsetRange>) -> String {
-    let mut topics: BTreeMap<&str, BTreeMap<String, [i64; 2]>> = BTreeMap::new();
-    for (tp, range) in ranges {
-        topics.entry(&tp.topic).or_default().insert(tp.partition.to_string(), [range.start, range.end]);
-    }
-    serde_json::to_string(&topics).unwrap_or_default()
-}
-
-/// Decodes the `k2i.offsets` property of a snapshot; `Err` names what is malformed.
-pub fn decode_offsets(text: &str) -> std::result::Result<BTreeMap<TopicPartition, OffsetRange>, String> {
-    let value: Value = serde_json::from_str(text).map_err(|e| format!("{PROP_OFFSETS} is not JSON: {e}"))?;
-    let topics = value.as_object().ok_or_else(|| format!("{PROP_OFFSETS} is not an object"))?;
-    let mut out = BTreeMap::new();
-    for (topic, partitions) in topics {
-        let partitions = partitions.as_object().ok_or_else(|| format!("{PROP_OFFSETS}.{topic} is not an object"))?;
-        for (partition, range) in partitions {
-            let p: i32 =
-                partition.parse().map_err(|_| format!("{PROP_OFFSETS}.{topic}: `{partition}` is not a partition"))?;
-            let pair = range.as_array().filter(|a| a.len() == 2).and_then(|a| Some((a[0].as_i64()?, a[1].as_i64()?)));
-            let (start, end) = pair.ok_or_else(|| format!("{PROP_OFFSETS}.{topic}.{partition} is not [start, end]"))?;
-            out.insert(TopicPartition { topic: topic.clone(), partition: p }, OffsetRange { start, end });
-        }
-    }
-    Ok(out)
-}
-
-/// The next offset the table has recorded for each wanted partition (absent: never seen), found by walking
-/// the snapshot chain back from the current snapshot until every partition is found.
-pub fn table_offsets(table: &Table, wanted: &[TopicPartition]) -> Result<HashMap<TopicPartition, i64>> {
-    let mut found: HashMap<TopicPartition, i64> = HashMap::new();
-    let metadata = table.metadata();
-    let mut next = metadata.current_snapshot();
-    while let Some(snapshot) = next {
-        if found.len() == wanted.len() {
-            break;
-        }
-        if let Some(text) = snapshot.summary().additional_properties.get(PROP_OFFSETS) {
-            let ranges = decode_offsets(text).map_err(|reason| {
-                Error::new(ErrorKind::Catalog, "a snapshot has a malformed k2i.offsets property")
-                    .with("table", table.identifier())
-                    .with("snapshot_id", snapshot.snapshot_id())
-                    .with("reason", reason)
-            })?;
-            for tp in wanted {
-                if !found.contains_key(tp)
-                    && let Some(range) = ranges.get(tp)
-                {
-                    found.insert(tp.clone(), range.end);
-                }
-            }
-        }
-        next = snapshot.parent_snapshot_id().and_then(|id| metadata.snapshot_by_id(id));
-    }
-    Ok(found)
-}
-
-/// Finds the snapshot that carries `commit_id`, walking back from the current snapshot.
-pub fn find_commit<'a>(table: &'a Table, commit_id: &str) -> Option<&'a Snapshot> {
-    let metadata = table.metadata();
-    let mut next = metadata.current_snapshot();
-    while let Some(snapshot) = next {
-        if snapshot.summary().additional_properties.get(PROP_COMMIT_ID).map(String::as_str) == Some(commit_id) {
-            return Some(snapshot.as_ref());
-        }
-        next = snapshot.parent_snapshot_id().and_then(|id| metadata.snapshot_by_id(id));
-    }
-    None
-}
+use crate::progress::{
+    self, CommitId, Landed, OffsetRange, PROP_COMMIT_ID, PROP_GROUP, PROP_OFFSETS, PROP_PROGRESS, PROP_VERSION,
+    TopicPartition,
+};
 
 /// One flush to commit.
 pub struct CommitRequest<'a> {
     /// The flush's unique id.
-    pub commit_id: &'a str,
+    pub commit_id: &'a CommitId,
     /// Data files written for it (may be empty when every record was skipped).
     pub files: Vec<DataFile>,
     /// The offset ranges it covers.
     pub ranges: &'a BTreeMap<TopicPartition, OffsetRange>,
+    /// Offsets skipped because Kafka no longer had them (retention passed the table's progress), recorded
+    /// in the summary as `k2i.gaps`.
+    pub gaps: &'a BTreeMap<TopicPartition, OffsetRange>,
     /// The consumer group.
     pub group: &'a str,
+    /// The table's identity, pinned when the ingest started.
+    pub table_uuid: uuid::Uuid,
 }
+
+/// Summary property: offset ranges skipped because Kafka had deleted them (`kafka.on_data_loss = "skip"`).
+pub const PROP_GAPS: &str = "k2i.gaps";
 
 /// What a successful commit produced.
 #[derive(Debug, Clone)]
 pub struct Committed {
-    /// The snapshot id.
+    /// The snapshot id; `-1` when the commit was found landed but its snapshot has since been expired.
     pub snapshot_id: i64,
     /// The table after the commit.
     pub table: Table,
 }
 
+/// Called with each attempt's base snapshot before the attempt is sent (to record it durably).
+pub type OnAttempt<'a> = dyn Fn(Option<i64>) -> Result<()> + Send + Sync + 'a;
+
 /// Commits a flush as one snapshot, fenced by invariant 2 on the very base the catalog's compare-and-swap
-/// checks.
-///
-/// iceberg-rust's `Transaction::commit` reloads the table and silently re-applies the append on whatever it
-/// finds (also on retries after a conflict), so a check made on a table loaded beforehand would be stale.
-/// The commit therefore goes through a [`FencingCatalog`]: its `load_table` is the load that commit uses as
-/// its base, and the append's requirement pins that base's snapshot id. On that base it decides:
-/// 1. the commit id is already in the snapshot chain → an earlier attempt landed (its answer was lost);
-///    report that snapshot, commit nothing;
-/// 2. a partition's newest recorded `end` differs from this flush's `start` → fenced: another writer owns
-///    the progress; fail without retrying;
-/// 3. otherwise the append goes ahead; if another commit lands between this load and the catalog's
-///    compare-and-swap, the swap fails as a conflict and the retry validates again on the new base.
-pub async fn commit(table: &TableRef, request: CommitRequest<'_>) -> Result<Committed> {
-    let props = HashMap::from([
-        (PROP_OFFSETS.to_owned(), encode_offsets(request.ranges)),
-        (PROP_COMMIT_ID.to_owned(), request.commit_id.to_owned()),
-        (PROP_GROUP.to_owned(), request.group.to_owned()),
-        (PROP_VERSION.to_owned(), env!("CARGO_PKG_VERSION").to_owned()),
-    ]);
+/// checks (see the module docs). `bases` holds the base of every earlier attempt of this flush and gains one
+/// per attempt; `on_attempt` sees each before its request is sent.
+pub async fn commit(
+    table: &TableRef,
+    request: CommitRequest<'_>,
+    bases: &Mutex<Vec<Option<i64>>>,
+    on_attempt: &OnAttempt<'_>,
+) -> Result<Committed> {
     retry("commit", &table.ops, || async {
-        let fencing = FencingCatalog {
-            inner: table.catalog.clone(),
-            commit_id: request.commit_id.to_owned(),
-            ranges: request.ranges.clone(),
-            verdict: Mutex::new(None),
-            ops: table.ops.clone(),
+        let base = table.catalog.load_table(&table.ident).await.map_err(|e| table.error("cannot load table", e))?;
+        let known: Vec<Option<i64>> = lock(bases).clone();
+        let progress = match decide(&base, &request, &known)? {
+            Decision::Landed(committed) => return Ok(committed),
+            Decision::Append(progress) => progress,
         };
-        let base = match fencing.load_table(&table.ident).await {
-            Ok(base) => base,
-            Err(e) => return fencing.conclude(table, e),
-        };
+        let base_id = base.metadata().current_snapshot_id();
+        on_attempt(base_id)?;
+        lock(bases).push(base_id);
+        let mut props = HashMap::from([
+            (PROP_OFFSETS.to_owned(), progress::encode_ranges(request.ranges)),
+            (PROP_PROGRESS.to_owned(), progress::encode_progress(&progress)),
+            (PROP_COMMIT_ID.to_owned(), request.commit_id.to_string()),
+            (PROP_GROUP.to_owned(), request.group.to_owned()),
+            (PROP_VERSION.to_owned(), env!("CARGO_PKG_VERSION").to_owned()),
+        ]);
+        if !request.gaps.is_empty() {
+            props.insert(PROP_GAPS.to_owned(), progress::encode_ranges(request.gaps));
+        }
         let tx = Transaction::new(&base);
         // File names are unique per commit id, so the duplicate check (which reads every manifest on every
         // attempt) buys nothing.
@@ -165,98 +104,135 @@ pub async fn commit(table: &TableRef, request: CommitRequest<'_>) -> Result<Comm
             .fast_append()
             .with_check_duplicate(false)
             .add_data_files(request.files.clone())
-            .set_snapshot_properties(props.clone());
+            .set_snapshot_properties(props);
         let tx = append.apply(tx).map_err(|e| table.error("cannot prepare the commit", e))?;
+        // The same commit keeps the whole progress as a table property: it survives snapshot expiry.
+        let property = progress::encode_table_property(request.commit_id, &progress);
+        let tx = tx
+            .update_table_properties()
+            .set(PROP_PROGRESS.to_owned(), property)
+            .apply(tx)
+            .map_err(|e| table.error("cannot prepare the commit", e))?;
+        let fencing = FencingCatalog {
+            inner: table.catalog.clone(),
+            base: Mutex::new(Some(base.clone())),
+            moved: Mutex::new(false),
+            ops: table.ops.clone(),
+        };
         match tx.commit(&fencing).await {
             Ok(updated) => {
-                let snapshot = find_commit(&updated, request.commit_id).ok_or_else(|| {
-                    Error::new(ErrorKind::Internal, "the committed snapshot is not in the table")
-                        .with("commit_id", request.commit_id)
-                })?;
-                Ok(Committed { snapshot_id: snapshot.snapshot_id(), table: updated.clone() })
+                let snapshot_id = match progress::find_commit(updated.metadata(), request.commit_id, &[base_id]) {
+                    Landed::Snapshot(id) => id,
+                    Landed::Expired | Landed::No => {
+                        return Err(Error::new(ErrorKind::Internal, "the committed snapshot is not in the table")
+                            .with("commit_id", request.commit_id));
+                    }
+                };
+                Ok(Committed { snapshot_id, table: updated })
             }
-            Err(e) => fencing.conclude(table, e),
+            Err(_) if *lock(&fencing.moved) => {
+                // A concurrent commit landed first (iceberg's retry asked for a new base): start over.
+                Err(Error::new(ErrorKind::Conflict, "another commit landed first").with("table", table.table_name()))
+            }
+            Err(e) => Err(table.error("cannot commit the snapshot", e)),
         }
     })
     .await
 }
 
-/// What the fencing check decided on the base of a commit.
+/// What the check on a commit's base decided.
 #[derive(Debug)]
-enum Verdict {
+enum Decision {
     /// The commit id is already in the table.
     Landed(Committed),
-    /// Invariant 2 does not hold on this base.
-    Fenced(Error),
+    /// Append, writing this merged progress.
+    Append(progress::Progress),
 }
 
-/// A catalog wrapper made for one commit: `load_table` validates invariant 2 (see [`commit`]); everything
-/// else is passed through.
+fn decide(base: &Table, request: &CommitRequest<'_>, bases: &[Option<i64>]) -> Result<Decision> {
+    let metadata = base.metadata();
+    if metadata.uuid() != request.table_uuid {
+        return Err(Error::new(
+            ErrorKind::Config,
+            "the table was dropped and recreated while k2i was writing it; restart to write the new table",
+        )
+        .with("table", base.identifier())
+        .with("pinned_uuid", request.table_uuid)
+        .with("table_uuid", metadata.uuid()));
+    }
+    check_spec(base)?;
+    match progress::find_commit(metadata, request.commit_id, bases) {
+        Landed::Snapshot(snapshot_id) => {
+            tracing::info!(commit_id = %request.commit_id, snapshot_id, "the commit had already landed");
+            return Ok(Decision::Landed(Committed { snapshot_id, table: base.clone() }));
+        }
+        Landed::Expired => {
+            tracing::info!(commit_id = %request.commit_id, "the commit had already landed (its snapshot is expired)");
+            return Ok(Decision::Landed(Committed { snapshot_id: -1, table: base.clone() }));
+        }
+        Landed::No => {}
+    }
+    let mut recorded = progress::recorded(metadata)?.progress;
+    for (tp, range) in request.ranges {
+        if let Some(&next) = recorded.get(tp)
+            && next != range.start
+        {
+            return Err(Error::new(ErrorKind::Fenced, "the table's progress for a partition is not where this commit starts")
+                .with("table", base.identifier())
+                .with("partition", tp)
+                .with("table_next_offset", next)
+                .with("commit_start", range.start)
+                .with("commit_id", request.commit_id));
+        }
+    }
+    for (tp, range) in request.ranges {
+        recorded.insert(tp.clone(), range.end);
+    }
+    Ok(Decision::Append(recorded))
+}
+
+/// Refuses a table k2i cannot write correctly: only unpartitioned specs are written until partitioned
+/// writes are built (iceberg would reject the files with "Data file partition spec id does not match").
+pub fn check_spec(table: &Table) -> Result<()> {
+    let spec = table.metadata().default_partition_spec();
+    if spec.is_unpartitioned() {
+        return Ok(());
+    }
+    let fields: Vec<String> = spec.fields().iter().map(|f| format!("{}={}({})", f.name, f.transform, f.source_id)).collect();
+    Err(Error::new(ErrorKind::Config, "the table's partition spec is not unpartitioned; k2i writes only unpartitioned tables yet")
+        .with("table", table.identifier())
+        .with("spec_id", spec.spec_id())
+        .with("fields", fields.join(",")))
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // Plain data behind these locks: a panic elsewhere cannot leave it inconsistent.
+    mutex.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// A catalog wrapper made for one commit attempt: the first `load_table` returns the attempt's base (the
+/// table the snapshot and the merged progress were built on); any later one means iceberg wants to re-apply
+/// the actions on a newer table, which would make the check and the progress stale, so it is refused.
+/// Everything else is passed through.
 #[derive(Debug)]
 pub struct FencingCatalog {
     inner: std::sync::Arc<dyn Catalog>,
-    commit_id: String,
-    ranges: BTreeMap<TopicPartition, OffsetRange>,
-    verdict: Mutex<Option<Verdict>>,
+    base: Mutex<Option<Table>>,
+    moved: Mutex<bool>,
     ops: std::sync::Arc<crate::ops::Ops>,
 }
 
 /// The message of the error the wrapper returns to stop iceberg-rust's commit.
-const STOP: &str = "k2i fencing check stopped the commit";
-
-impl FencingCatalog {
-    fn decide(&self, table: &Table) -> Option<Verdict> {
-        if let Some(snapshot) = find_commit(table, &self.commit_id) {
-            return Some(Verdict::Landed(Committed { snapshot_id: snapshot.snapshot_id(), table: table.clone() }));
-        }
-        let wanted: Vec<TopicPartition> = self.ranges.keys().cloned().collect();
-        let recorded = match table_offsets(table, &wanted) {
-            Ok(r) => r,
-            Err(e) => return Some(Verdict::Fenced(e)),
-        };
-        for (tp, range) in &self.ranges {
-            if let Some(&next) = recorded.get(tp)
-                && next != range.start
-            {
-                return Some(Verdict::Fenced(
-                    Error::new(
-                        ErrorKind::Fenced,
-                        "the table's progress for a partition is not where this commit starts",
-                    )
-                    .with("table", table.identifier())
-                    .with("partition", tp)
-                    .with("table_next_offset", next)
-                    .with("commit_start", range.start)
-                    .with("commit_id", &self.commit_id),
-                ));
-            }
-        }
-        None
-    }
-
-    /// Turns a failed load or commit into the outcome: the verdict if the check stopped it, else the error.
-    fn conclude(&self, table: &TableRef, error: iceberg::Error) -> Result<Committed> {
-        let verdict = self.verdict.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take();
-        match verdict {
-            Some(Verdict::Landed(committed)) => {
-                tracing::info!(commit_id = %self.commit_id, snapshot_id = committed.snapshot_id, "the commit had already landed");
-                Ok(committed)
-            }
-            Some(Verdict::Fenced(e)) => Err(e),
-            None => Err(table.error("cannot commit the snapshot", error)),
-        }
-    }
-}
+const STOP: &str = "k2i fencing: the commit's base moved";
 
 #[async_trait]
 impl Catalog for FencingCatalog {
-    async fn load_table(&self, ident: &TableIdent) -> iceberg::Result<Table> {
-        let table = self.inner.load_table(ident).await?;
-        match self.decide(&table) {
-            None => Ok(table),
-            Some(verdict) => {
-                *self.verdict.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(verdict);
-                // Not retryable: iceberg-rust's commit loop gives up and `conclude` reads the verdict.
+    async fn load_table(&self, _ident: &TableIdent) -> iceberg::Result<Table> {
+        match lock(&self.base).take() {
+            Some(base) => Ok(base),
+            None => {
+                *lock(&self.moved) = true;
+                // Not retryable: iceberg-rust's commit loop gives up and `commit` starts a new attempt.
                 Err(iceberg::Error::new(iceberg::ErrorKind::PreconditionFailed, STOP).with_retryable(false))
             }
         }
@@ -334,20 +310,215 @@ impl Catalog for FencingCatalog {
     }
 }
 
+
 #[cfg(test)]
 mod tests {
-    use super::*;
+    //! The fencing decision on iceberg's in-memory catalog (a real `Catalog`, local files in a temp dir).
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
 
-    #[test]
-    fn offsets_round_trip_through_the_summary_property() {
-        let mut ranges = BTreeMap::new();
-        ranges.insert(TopicPartition { topic: "a".into(), partition: 0 }, OffsetRange { start: 0, end: 10 });
-        ranges.insert(TopicPartition { topic: "a".into(), partition: 3 }, OffsetRange { start: 5, end: 6 });
-        ranges.insert(TopicPartition { topic: "b.c".into(), partition: 1 }, OffsetRange { start: 100, end: 200 });
-        let text = encode_offsets(&ranges);
-        assert_eq!(text, r#"{"a":{"0":[0,10],"3":[5,6]},"b.c":{"1":[100,200]}}"#);
-        assert_eq!(decode_offsets(&text).unwrap(), ranges);
-        assert_eq!(decode_offsets(r#"{"a":{"x":[0,1]}}"#).unwrap_err(), "k2i.offsets.a: `x` is not a partition");
-        assert_eq!(decode_offsets(r#"{"a":{"0":[1]}}"#).unwrap_err(), "k2i.offsets.a.0 is not [start, end]");
+    use iceberg::io::LocalFsStorageFactory;
+    use iceberg::memory::{MEMORY_CATALOG_WAREHOUSE, MemoryCatalogBuilder};
+    use iceberg::spec::{NestedField, PrimitiveType, Schema, Type};
+    use iceberg::{CatalogBuilder, NamespaceIdent, TableCreation};
+
+    use super::*;
+    use crate::ops::Ops;
+    use crate::progress::{Source, recorded};
+
+    struct Fixture {
+        _dir: tempfile::TempDir,
+        table: TableRef,
+        uuid: uuid::Uuid,
+    }
+
+    async fn fixture(catalog: Option<Arc<dyn Catalog>>) -> Fixture {
+        let dir = tempfile::tempdir().unwrap();
+        let memory: Arc<dyn Catalog> = Arc::new(
+            MemoryCatalogBuilder::default()
+                .with_storage_factory(Arc::new(LocalFsStorageFactory))
+                .load(
+                    "memory",
+                    HashMap::from([(MEMORY_CATALOG_WAREHOUSE.to_owned(), format!("file://{}", dir.path().display()))]),
+                )
+                .await
+                .unwrap(),
+        );
+        let namespace = NamespaceIdent::new("db".into());
+        memory.create_namespace(&namespace, HashMap::new()).await.unwrap();
+        let schema = Schema::builder()
+            .with_fields(vec![NestedField::optional(1, "v", Type::Primitive(PrimitiveType::Long)).into()])
+            .build()
+            .unwrap();
+        let created = memory
+            .create_table(&namespace, TableCreation::builder().name("t".into()).schema(schema).build())
+            .await
+            .unwrap();
+        let catalog = catalog.map_or(memory.clone(), |wrap| wrap);
+        let table = TableRef {
+            catalog,
+            ident: TableIdent::new(namespace, "t".into()),
+            location: "memory".into(),
+            ops: Arc::new(Ops::new()),
+        };
+        Fixture { _dir: dir, table, uuid: created.metadata().uuid() }
+    }
+
+    fn tp(partition: i32) -> TopicPartition {
+        TopicPartition { topic: "orders".into(), partition }
+    }
+
+    fn ranges(list: &[(i32, i64, i64)]) -> BTreeMap<TopicPartition, OffsetRange> {
+        list.iter().map(|&(p, start, end)| (tp(p), OffsetRange { start, end })).collect()
+    }
+
+    async fn commit_ranges(f: &Fixture, id: &CommitId, list: &[(i32, i64, i64)]) -> Result<Committed> {
+        let ranges = ranges(list);
+        let gaps = BTreeMap::new();
+        let request =
+            CommitRequest { commit_id: id, files: Vec::new(), ranges: &ranges, gaps: &gaps, group: "g", table_uuid: f.uuid };
+        commit(&f.table, request, &Mutex::new(Vec::new()), &|_| Ok(())).await
+    }
+
+    #[tokio::test]
+    async fn an_already_landed_commit_is_reported_not_committed_twice() {
+        let f = fixture(None).await;
+        let id = CommitId::generate();
+        let first = commit_ranges(&f, &id, &[(0, 0, 10)]).await.unwrap();
+        let again = commit_ranges(&f, &id, &[(0, 0, 10)]).await.unwrap();
+        assert_eq!(again.snapshot_id, first.snapshot_id);
+        assert_eq!(again.table.metadata().snapshots().count(), 1, "no second snapshot");
+    }
+
+    #[tokio::test]
+    async fn a_commit_whose_start_the_table_has_moved_past_is_fenced_not_retried() {
+        let f = fixture(None).await;
+        commit_ranges(&f, &CommitId::generate(), &[(0, 0, 10)]).await.unwrap();
+        let error = commit_ranges(&f, &CommitId::generate(), &[(0, 5, 15)]).await.unwrap_err();
+        assert_eq!(error.kind(), ErrorKind::Fenced);
+        assert!(!error.is_retryable());
+        assert_eq!(error.context("table_next_offset"), Some("10"));
+        assert_eq!(f.table.ops.metrics.catalog_retries.with_label_values(&["commit"]).get(), 0, "never retried");
+    }
+
+    #[tokio::test]
+    async fn a_recreated_table_stops_the_commit() {
+        let mut f = fixture(None).await;
+        f.uuid = uuid::Uuid::now_v7();
+        let error = commit_ranges(&f, &CommitId::generate(), &[(0, 0, 10)]).await.unwrap_err();
+        assert_eq!(error.kind(), ErrorKind::Config);
+        assert!(error.to_string().contains("dropped and recreated"), "{error}");
+    }
+
+    /// A catalog that lets another writer commit right before k2i's first compare-and-swap.
+    #[derive(Debug)]
+    struct Racing {
+        inner: Arc<dyn Catalog>,
+        raced: AtomicBool,
+    }
+
+    #[async_trait]
+    impl Catalog for Racing {
+        async fn load_table(&self, ident: &TableIdent) -> iceberg::Result<Table> {
+            self.inner.load_table(ident).await
+        }
+        async fn update_table(&self, commit: TableCommit) -> iceberg::Result<Table> {
+            if !self.raced.swap(true, Ordering::SeqCst) {
+                // The other instance owns partition 1 and commits [0, 7) of it first.
+                let table = self.inner.load_table(commit.identifier()).await?;
+                let other = progress::encode_progress(&BTreeMap::from([(tp(1), 7)]));
+                let tx = Transaction::new(&table);
+                let tx = tx
+                    .fast_append()
+                    .set_snapshot_properties(HashMap::from([
+                        (PROP_COMMIT_ID.to_owned(), "other".to_owned()),
+                        (PROP_PROGRESS.to_owned(), other),
+                    ]))
+                    .apply(tx)?;
+                tx.commit(self.inner.as_ref()).await?;
+            }
+            self.inner.update_table(commit).await
+        }
+        async fn list_namespaces(&self, p: Option<&NamespaceIdent>) -> iceberg::Result<Vec<NamespaceIdent>> {
+            self.inner.list_namespaces(p).await
+        }
+        async fn create_namespace(&self, n: &NamespaceIdent, p: HashMap<String, String>) -> iceberg::Result<Namespace> {
+            self.inner.create_namespace(n, p).await
+        }
+        async fn get_namespace(&self, n: &NamespaceIdent) -> iceberg::Result<Namespace> {
+            self.inner.get_namespace(n).await
+        }
+        async fn namespace_exists(&self, n: &NamespaceIdent) -> iceberg::Result<bool> {
+            self.inner.namespace_exists(n).await
+        }
+        async fn update_namespace(&self, n: &NamespaceIdent, p: HashMap<String, String>) -> iceberg::Result<()> {
+            self.inner.update_namespace(n, p).await
+        }
+        async fn drop_namespace(&self, n: &NamespaceIdent) -> iceberg::Result<()> {
+            self.inner.drop_namespace(n).await
+        }
+        async fn list_tables(&self, n: &NamespaceIdent) -> iceberg::Result<Vec<TableIdent>> {
+            self.inner.list_tables(n).await
+        }
+        async fn create_table(&self, n: &NamespaceIdent, c: TableCreation) -> iceberg::Result<Table> {
+            self.inner.create_table(n, c).await
+        }
+        async fn drop_table(&self, t: &TableIdent) -> iceberg::Result<()> {
+            self.inner.drop_table(t).await
+        }
+        async fn purge_table(&self, t: &TableIdent) -> iceberg::Result<()> {
+            self.inner.purge_table(t).await
+        }
+        async fn table_exists(&self, t: &TableIdent) -> iceberg::Result<bool> {
+            self.inner.table_exists(t).await
+        }
+        async fn rename_table(&self, s: &TableIdent, d: &TableIdent) -> iceberg::Result<()> {
+            self.inner.rename_table(s, d).await
+        }
+        async fn register_table(&self, t: &TableIdent, m: String) -> iceberg::Result<Table> {
+            self.inner.register_table(t, m).await
+        }
+    }
+
+    #[tokio::test]
+    async fn a_concurrent_append_is_a_conflict_revalidated_on_the_new_base_then_lands_with_merged_progress() {
+        let plain = fixture(None).await;
+        let racing: Arc<dyn Catalog> = Arc::new(Racing { inner: plain.table.catalog.clone(), raced: AtomicBool::new(false) });
+        let f = Fixture { table: TableRef { catalog: racing, ..plain.table.clone() }, ..plain };
+        let committed = commit_ranges(&f, &CommitId::generate(), &[(0, 0, 10)]).await.unwrap();
+        let metadata = committed.table.metadata();
+        assert_eq!(metadata.snapshots().count(), 2, "the other writer's snapshot and ours");
+        let progress = recorded(metadata).unwrap();
+        assert_eq!(progress.progress, BTreeMap::from([(tp(0), 10), (tp(1), 7)]), "merged on the new base");
+        assert!(f.table.ops.metrics.catalog_retries.with_label_values(&["commit"]).get() >= 1);
+    }
+
+    #[tokio::test]
+    async fn progress_survives_a_foreign_append_and_the_expiry_of_every_k2i_snapshot() {
+        let f = fixture(None).await;
+        let id = CommitId::generate();
+        commit_ranges(&f, &id, &[(0, 0, 10), (1, 0, 4)]).await.unwrap();
+        // Another engine appends, then expires everything but its own snapshot.
+        let table = f.table.load().await.unwrap();
+        let tx = Transaction::new(&table);
+        let foreign = HashMap::from([("engine".to_owned(), "another".to_owned())]);
+        let tx = tx.fast_append().set_snapshot_properties(foreign).apply(tx).unwrap();
+        let table = tx.commit(f.table.catalog.as_ref()).await.unwrap();
+        let ours: Vec<i64> = table
+            .metadata()
+            .snapshots()
+            .filter(|s| progress::commit_id_of(s).is_some())
+            .map(|s| s.snapshot_id())
+            .collect();
+        let tx = Transaction::new(&table);
+        let tx = tx.expire_snapshots().expire_snapshot_ids(ours).apply(tx).unwrap();
+        let table = tx.commit(f.table.catalog.as_ref()).await.unwrap();
+        assert_eq!(table.metadata().snapshots().count(), 1);
+        let found = recorded(table.metadata()).unwrap();
+        assert_eq!(found.source, Source::TableProperty);
+        assert_eq!(found.progress, BTreeMap::from([(tp(0), 10), (tp(1), 4)]));
+        assert_eq!(progress::find_commit(table.metadata(), &id, &[]), Landed::Expired);
+        // And the next flush continues from there instead of being fenced or starting over.
+        commit_ranges(&f, &CommitId::generate(), &[(0, 10, 12)]).await.unwrap();
     }
 }

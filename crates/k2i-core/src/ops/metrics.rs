@@ -57,6 +57,10 @@ pub struct Metrics {
     pub recovered_landed: IntCounter,
     /// Flushes recovery rolled back (at the last start).
     pub recovered_rolled_back: IntCounter,
+    /// Flushes recovery found with an unknown outcome that could still land: files kept (at the last start).
+    pub recovered_kept: IntCounter,
+    /// Offsets skipped because Kafka had deleted them before k2i read them (`kafka.on_data_loss = "skip"`).
+    pub offsets_lost: IntCounter,
 }
 
 fn counter(registry: &Registry, name: &str, help: &str) -> IntCounter {
@@ -164,6 +168,16 @@ impl Metrics {
             freshness: gauge(&r, "k2i_freshness_seconds", "Age of the newest committed record, in seconds."),
             recovered_landed: counter(&r, "k2i_recovery_landed_total", "Flushes recovery found committed."),
             recovered_rolled_back: counter(&r, "k2i_recovery_rolled_back_total", "Flushes recovery rolled back."),
+            recovered_kept: counter(
+                &r,
+                "k2i_recovery_kept_total",
+                "Flushes recovery found with an unknown outcome that could still land; their files were kept.",
+            ),
+            offsets_lost: counter(
+                &r,
+                "k2i_offsets_lost_total",
+                "Offsets skipped because Kafka had deleted them before k2i read them (kafka.on_data_loss = skip).",
+            ),
             registry: r,
         }
     }

@@ -99,6 +99,10 @@ struct State {
     paused: bool,
     last_commit: Option<LastCommit>,
     recovery: Option<RecoveryStatus>,
+    /// Why the table stopped, once it has.
+    failed: Option<String>,
+    /// Set while buffered data has waited too long for a commit.
+    stalled: Option<String>,
 }
 
 /// Health, status and metrics of one ingest.
@@ -137,6 +141,8 @@ impl Ops {
                 paused: false,
                 last_commit: None,
                 recovery: None,
+                failed: None,
+                stalled: None,
             }),
         }
     }
@@ -230,14 +236,29 @@ impl Ops {
         });
     }
 
+    /// The table stopped with this error (the process is not ready from now on).
+    pub fn table_failed(&self, reason: impl Into<String>) {
+        self.with(|s| s.failed = Some(reason.into()));
+    }
+
+    /// Buffered data has waited too long for a commit (`Some`), or commits flow again (`None`).
+    pub fn stalled(&self, reason: Option<String>) {
+        self.with(|s| s.stalled = reason);
+    }
+
     /// Whether the process is ready, and if not why.
     pub fn readiness(&self) -> Result<(), String> {
         self.with(|s| match s.phase {
+            _ if s.failed.is_some() => Err(format!("table failed: {}", s.failed.as_deref().unwrap_or_default())),
             Phase::Starting => Err("starting".to_owned()),
             Phase::Recovering => Err("recovering: reconciling the transaction log with the table".to_owned()),
             Phase::Stopping => Err("stopping".to_owned()),
             Phase::Running if !s.catalog.ok => Err(format!("catalog unavailable: {}", s.catalog.detail)),
             Phase::Running if !s.txlog.ok => Err(format!("transaction log unavailable: {}", s.txlog.detail)),
+            Phase::Running if !s.kafka.ok => Err(format!("kafka unavailable: {}", s.kafka.detail)),
+            Phase::Running if s.stalled.is_some() => {
+                Err(format!("commits stalled: {}", s.stalled.as_deref().unwrap_or_default()))
+            }
             Phase::Running => Ok(()),
         })
     }

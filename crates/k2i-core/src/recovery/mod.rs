@@ -1,23 +1,31 @@
 //! Start-up recovery: reconciling the transaction log with the table before consuming anything.
 //!
-//! For every flush the log has an intent for but no outcome:
-//! - its commit id is in the table's snapshot chain → the commit landed before the crash (only the
-//!   committed record was lost): record it as committed;
-//! - it is not → it never will be: delete its data files (those listed in its files record, and — for a
-//!   local warehouse — every file in the data directory whose name starts with `k2i-<commit id>-`, which also
-//!   catches files written before the files record), then record it as aborted.
+//! For every flush the log has an intent for but no outcome (each intent lists the base snapshot of every
+//! commit attempt it made):
+//! - its commit id is in the table's snapshot chain (walked back only to its newest attempt's base), or the
+//!   table's `k2i.progress` property names it (its snapshot was expired) → it landed before the crash (only
+//!   the committed record was lost): record it as committed;
+//! - it is not, and an attempt could still land → keep its files. That is a remote (REST) catalog whose main
+//!   branch still points at an attempt's base: a request the server holds may yet be applied (invariant 9:
+//!   an unknown outcome is not a failure). The files stay for orphan cleanup if it never lands; the flush's
+//!   records are read again from the table's progress and, if the old request lands first, the new commit
+//!   is fenced. With an embedded SQL catalog the commit ran in the dead process and cannot land later;
+//! - otherwise it never will: [`abort`] it — delete its data files unless the table references them (those
+//!   listed in its files record, and — for a local warehouse — every file in the data directory whose name
+//!   starts with `k2i-<commit id>-`, which also catches files written before the files record), then record
+//!   it as aborted. The live path uses the same [`abort`] for a fenced flush.
 //!
 //! Then the log is checkpointed (bounded size). Progress itself is never taken from the log: partitions
-//! resume from the offsets in the table's snapshot summaries. So losing the whole log directory cannot break
-//! exactly-once; it can only leave orphan data files, for maintenance to remove.
+//! resume from the offsets in the table. So losing the whole log directory cannot break exactly-once; it
+//! can only leave orphan data files, for maintenance to remove.
 
 use std::collections::HashSet;
 
 use iceberg::spec::ManifestList;
 use iceberg::table::Table;
 
-use crate::commit::find_commit;
-use crate::error::{Error, ErrorKind, Result};
+use crate::error::{Error, Result};
+use crate::progress::{self, CommitId, Landed};
 use crate::txlog::{Pending, Record, TxLog};
 
 /// What recovery did.
@@ -27,54 +35,94 @@ pub struct RecoveryReport {
     pub landed: Vec<String>,
     /// Flushes rolled back, with the number of data files deleted for each.
     pub rolled_back: Vec<(String, usize)>,
+    /// Flushes whose outcome is unknown and whose commit could still land: files kept.
+    pub kept: Vec<String>,
 }
 
-/// Resolves every pending flush of the log against the table.
-pub async fn recover(log: &mut TxLog, table: &Table, table_name: &str) -> Result<RecoveryReport> {
+/// Resolves every pending flush of the log against the table. `remote`: the catalog is a server that may
+/// still apply a request the dead process sent (REST), not an embedded database.
+pub async fn recover(log: &mut TxLog, table: &Table, table_name: &str, remote: bool) -> Result<RecoveryReport> {
     crate::fault::hit(crate::fault::Point::Recovery);
     let pending: Vec<Pending> = log.pending().cloned().collect();
     let mut report = RecoveryReport::default();
-    let mut live: Option<HashSet<String>> = None;
+    let metadata = table.metadata();
     for flush in pending {
-        let commit_id = flush.commit_id().to_owned();
+        let commit_id = CommitId::from(flush.commit_id());
         if let Record::Intent { table: intent_table, .. } = &flush.intent
             && intent_table != table_name
         {
             // Written while this log served another table: that table's flushes are not ours to judge.
-            tracing::warn!(commit_id, table = intent_table, "recovery: skipping a flush of another table");
+            tracing::warn!(%commit_id, table = intent_table, "recovery: skipping a flush of another table");
             continue;
         }
-        if let Some(snapshot) = find_commit(table, &commit_id) {
-            tracing::info!(commit_id, snapshot_id = snapshot.snapshot_id(), "recovery: the flush had committed");
-            log.append(Record::Committed { commit_id: commit_id.clone(), snapshot_id: snapshot.snapshot_id() })?;
-            report.landed.push(commit_id);
+        let landed = progress::find_commit(metadata, &commit_id, &flush.bases);
+        if let Landed::Snapshot(_) | Landed::Expired = landed {
+            let snapshot_id = if let Landed::Snapshot(id) = landed { id } else { -1 };
+            tracing::info!(%commit_id, snapshot_id, "recovery: the flush had committed");
+            log.append(Record::Committed { commit_id: commit_id.to_string(), snapshot_id })?;
+            report.landed.push(commit_id.to_string());
             continue;
         }
-        // The snapshot that committed the flush may have been expired (snapshot expiry by any engine), so its
-        // absence from the chain does not prove it never landed: never delete a file the table references.
-        if live.is_none() {
-            live = Some(live_data_files(table).await?);
-        }
-        let live = live.as_ref().expect("just loaded");
-        if flush_files(&flush).iter().any(|f| live.iter().any(|l| same_file(l, f))) {
+        if remote && could_still_land(table, &flush.bases) {
             tracing::warn!(
-                commit_id,
-                "recovery: the flush's files are in the table (its snapshot was expired); keeping them"
+                %commit_id,
+                "recovery: the flush's last commit attempt has an unknown outcome and could still land; keeping its files"
             );
-            log.append(Record::Committed { commit_id: commit_id.clone(), snapshot_id: -1 })?;
-            report.landed.push(commit_id);
+            log.append(Record::Aborted {
+                commit_id: commit_id.to_string(),
+                reason: "outcome unknown; files kept for orphan cleanup".into(),
+            })?;
+            report.kept.push(commit_id.to_string());
             continue;
         }
-        let deleted = delete_flush_files(table, &flush).await?;
-        tracing::info!(commit_id, deleted_files = deleted, "recovery: the flush never committed; rolled back");
+        let outcome = abort(table, &flush).await?;
+        let deleted = match outcome {
+            Aborted::Deleted(n) => n,
+            Aborted::Referenced => {
+                tracing::warn!(%commit_id, "recovery: the flush's files are in the table (its snapshot was expired); keeping them");
+                log.append(Record::Committed { commit_id: commit_id.to_string(), snapshot_id: -1 })?;
+                report.landed.push(commit_id.to_string());
+                continue;
+            }
+        };
+        tracing::info!(%commit_id, deleted_files = deleted, "recovery: the flush never committed; rolled back");
         log.append(Record::Aborted {
-            commit_id: commit_id.clone(),
+            commit_id: commit_id.to_string(),
             reason: "not committed before the process stopped".into(),
         })?;
-        report.rolled_back.push((commit_id, deleted));
+        report.rolled_back.push((commit_id.to_string(), deleted));
     }
     log.checkpoint()?;
     Ok(report)
+}
+
+/// Whether a commit attempt pinned to one of `bases` could still be applied: the main branch has not moved
+/// past every base (the compare-and-swap requires main to be the base).
+fn could_still_land(table: &Table, bases: &[Option<i64>]) -> bool {
+    bases.contains(&table.metadata().current_snapshot_id())
+}
+
+/// What [`abort`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Aborted {
+    /// The flush's files were deleted (how many existed).
+    Deleted(usize),
+    /// A file of the flush is referenced by the table: the flush landed after all (its snapshot was
+    /// expired); nothing was deleted.
+    Referenced,
+}
+
+/// Rolls back a flush that will never be committed: deletes its data files, unless the table references
+/// one of them (then the flush landed and nothing is touched).
+pub async fn abort(table: &Table, flush: &Pending) -> Result<Aborted> {
+    let files = flush_files(flush);
+    if !files.is_empty() {
+        let live = live_data_files(table).await?;
+        if files.iter().any(|f| live.iter().any(|l| same_file(l, f))) {
+            return Ok(Aborted::Referenced);
+        }
+    }
+    delete_flush_files(table, flush).await.map(Aborted::Deleted)
 }
 
 fn flush_files(flush: &Pending) -> Vec<String> {
@@ -88,9 +136,7 @@ fn flush_files(flush: &Pending) -> Vec<String> {
 pub async fn live_data_files(table: &Table) -> Result<HashSet<String>> {
     let mut live = HashSet::new();
     let Some(snapshot) = table.metadata().current_snapshot() else { return Ok(live) };
-    let fail = |what: &str, e: iceberg::Error| {
-        Error::new(ErrorKind::Catalog, what.to_owned()).with("table", table.identifier()).source(e)
-    };
+    let fail = |what: &str, e: iceberg::Error| Error::iceberg(what.to_owned(), e).with("table", table.identifier());
     let io = table.file_io();
     let bytes = io
         .new_input(snapshot.manifest_list())
@@ -110,7 +156,7 @@ pub async fn live_data_files(table: &Table) -> Result<HashSet<String>> {
 }
 
 /// Deletes the data files of a flush that will never be committed; returns how many existed.
-pub async fn delete_flush_files(table: &Table, flush: &Pending) -> Result<usize> {
+async fn delete_flush_files(table: &Table, flush: &Pending) -> Result<usize> {
     let Record::Intent { commit_id, data_dir, .. } = &flush.intent else { return Ok(0) };
     let mut files = flush_files(flush);
     // Files written before the files record (a crash mid-write) are found by name in a local warehouse.
@@ -140,10 +186,10 @@ pub async fn delete_flush_files(table: &Table, flush: &Pending) -> Result<usize>
         let exists = io
             .exists(&file)
             .await
-            .map_err(|e| Error::new(ErrorKind::Catalog, "cannot check a data file").with("file", &file).source(e))?;
+            .map_err(|e| Error::iceberg("cannot check a data file", e).with("file", &file))?;
         if exists {
             io.delete(&file).await.map_err(|e| {
-                Error::new(ErrorKind::Catalog, "cannot delete a data file").with("file", &file).source(e)
+                Error::iceberg("cannot delete a data file", e).with("file", &file)
             })?;
             deleted += 1;
         }

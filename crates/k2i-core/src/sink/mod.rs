@@ -19,7 +19,7 @@ use parquet::file::properties::WriterProperties;
 
 use crate::buffer::Chunk;
 use crate::config::Compression;
-use crate::error::{Error, ErrorKind, Result};
+use crate::error::{Error, Result};
 
 /// How data files are written.
 #[derive(Debug, Clone, Copy)]
@@ -68,10 +68,7 @@ async fn write_group(
     options: WriteOptions,
 ) -> Result<Vec<DataFile>> {
     let fail = |what: &str, e: iceberg::Error| {
-        Error::new(ErrorKind::Catalog, what.to_owned())
-            .with("table", table.identifier())
-            .with("commit_id", commit_id)
-            .source(e)
+        Error::iceberg(what.to_owned(), e).with("table", table.identifier()).with("commit_id", commit_id)
     };
     let locations = DefaultLocationGenerator::new(table.metadata()).map_err(|e| fail("cannot place data files", e))?;
     let names = DefaultFileNameGenerator::new(prefix.to_owned(), None, DataFileFormat::Parquet);

@@ -2,11 +2,25 @@
 //! offsets say (invariant 1).
 //!
 //! The consumer is polled on a dedicated thread (see [`crate::engine`]). On assignment the rebalance
-//! callback looks each partition's progress up in the table (a blocking catalog call on that thread) and
-//! assigns the partitions *with* those offsets, so no record from a stale position is ever fetched;
-//! partitions the table has never seen start per `auto_offset_reset`. Revocations are reported to the
-//! engine, which drops the revoked partitions' buffered rows. Offsets are committed to Kafka only after the
-//! Iceberg commit, synchronously, for lag tools.
+//! callback looks each partition's progress up in the table — a blocking catalog call on the polling thread,
+//! the one k2i allows, because librdkafka requires the assignment to be made inside the callback — and
+//! assigns the partitions *with* those offsets, so no record from a stale position is ever fetched.
+//!
+//! Positions are k2i's decision, never librdkafka's (invariant 8): `auto.offset.reset` is `error`
+//! internally, so a position Kafka does not have surfaces instead of silently moving. Each recorded
+//! partition's next offset is checked against the partition's watermarks when it is assigned (and again
+//! when a fetch reports an out-of-range position, see [`check_position`]):
+//! - above the high watermark (the topic was deleted and recreated, or this is another cluster): stop with
+//!   an error naming topic, partition, the table's offset and the watermark;
+//! - below the low watermark (retention or delete-records passed the table's progress): per
+//!   `kafka.on_data_loss`, stop (`fail`, the default) or jump to the low watermark and record the gap in
+//!   the next snapshot's summary (`k2i.gaps`) and in `k2i_offsets_lost_total` (`skip`).
+//!
+//! A partition the table has never recorded starts per `auto_offset_reset`, except a new partition of a
+//! topic the table already records (partitions added to the topic): it starts at its beginning, whatever
+//! `auto_offset_reset` says, or its first records would be skipped. Revocations are reported to the engine,
+//! which drops the revoked partitions' buffered rows. Offsets are committed to Kafka only after the Iceberg
+//! commit, synchronously, for lag tools.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -19,12 +33,34 @@ use rdkafka::error::KafkaError;
 use rdkafka::types::RDKafkaRespErr;
 use rdkafka::{Offset, TopicPartitionList};
 
-use crate::buffer::TopicPartition;
 use crate::config::{KafkaConfig, OffsetReset};
 use crate::error::{Error, ErrorKind, Result};
+use crate::progress::{OffsetRange, Progress, TopicPartition};
 
-/// Looks up the table's next offset for partitions (absent: never seen). Runs on the polling thread.
-pub type OffsetLookup = Box<dyn Fn(&[TopicPartition]) -> Result<HashMap<TopicPartition, i64>> + Send + Sync>;
+/// Looks up the progress the table records (every partition it has recorded). Runs on the polling thread.
+pub type OffsetLookup = Box<dyn Fn() -> Result<Progress> + Send + Sync>;
+
+/// What to do when the table's progress for a partition is below Kafka's low watermark.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum DataLossPolicy {
+    /// Stop with an error.
+    #[default]
+    Fail,
+    /// Resume at the low watermark and record the gap.
+    Skip,
+}
+
+/// Where a partition starts after assignment.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Start {
+    /// The table's next offset (`None`: the table has never recorded the partition).
+    pub recorded: Option<i64>,
+    /// Offsets skipped because Kafka no longer has them (`kafka.on_data_loss = "skip"`).
+    pub gap: Option<OffsetRange>,
+}
+
+/// How long a watermark query in the rebalance callback may take.
+const WATERMARK_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Runs before partitions are given up, while this instance still owns them: finishes the flush in flight.
 pub type RevokeHook = Box<dyn Fn(&[TopicPartition]) + Send + Sync>;
@@ -32,9 +68,8 @@ pub type RevokeHook = Box<dyn Fn(&[TopicPartition]) + Send + Sync>;
 /// A change of assignment, for the engine to act on between polls.
 #[derive(Debug, Clone, PartialEq)]
 pub enum AssignmentChange {
-    /// Partitions assigned, each with the offset consumption starts at (`None`: per `auto_offset_reset`,
-    /// the table has never seen it).
-    Assigned(Vec<(TopicPartition, Option<i64>)>),
+    /// Partitions assigned, each with where consumption starts.
+    Assigned(Vec<(TopicPartition, Start)>),
     /// Partitions taken away.
     Revoked(Vec<TopicPartition>),
 }
@@ -45,6 +80,7 @@ pub struct SourceContext {
     lookup: OffsetLookup,
     before_revoke: RevokeHook,
     reset: OffsetReset,
+    on_data_loss: DataLossPolicy,
     changes: Mutex<Vec<AssignmentChange>>,
     fatal: Mutex<Option<Error>>,
 }
@@ -78,7 +114,7 @@ impl SourceContext {
 
     fn assign(&self, consumer: &KafkaConsumer, tpl: &TopicPartitionList) {
         let partitions = partitions_of(tpl);
-        let recorded = match (self.lookup)(&partitions) {
+        let recorded = match (self.lookup)() {
             Ok(r) => r,
             Err(e) => {
                 // Assigning without knowing the table's progress could duplicate or skip records; assign
@@ -90,13 +126,28 @@ impl SourceContext {
         let mut assignment = TopicPartitionList::new();
         let mut starts = Vec::with_capacity(partitions.len());
         for tp in partitions {
-            let start = recorded.get(&tp).copied();
-            let offset = start_offset(start, self.reset);
+            let (offset, start) = match recorded.get(&tp).copied() {
+                Some(next) => match check_position(consumer, &tp, next, self.on_data_loss) {
+                    Ok(Resume::At(offset)) => (Offset::Offset(offset), Start { recorded: Some(next), gap: None }),
+                    Ok(Resume::AfterGap(gap)) => {
+                        (Offset::Offset(gap.end), Start { recorded: Some(next), gap: Some(gap) })
+                    }
+                    Err(e) => {
+                        self.fail(e);
+                        return;
+                    }
+                },
+                None if recorded.keys().any(|known| known.topic == tp.topic) => {
+                    tracing::info!(partition = %tp, "a new partition of a topic the table records; starting at its beginning");
+                    (Offset::Beginning, Start { recorded: None, gap: None })
+                }
+                None => (start_offset(None, self.reset), Start { recorded: None, gap: None }),
+            };
             if let Err(e) = assignment.add_partition_offset(&tp.topic, tp.partition, offset) {
-                self.fail(Error::new(ErrorKind::Kafka, "cannot build the assignment").with("partition", &tp).source(e));
+                self.fail(Error::new(ErrorKind::Internal, "cannot build the assignment").with("partition", &tp).source(e));
                 return;
             }
-            tracing::info!(partition = %tp, start = ?start, "assigned partition; starting from the table's progress");
+            tracing::info!(partition = %tp, start = ?start.recorded, "assigned partition; starting from the table's progress");
             starts.push((tp, start));
         }
         let result = match consumer.rebalance_protocol() {
@@ -105,7 +156,7 @@ impl SourceContext {
         };
         match result {
             Ok(()) => self.record(AssignmentChange::Assigned(starts)),
-            Err(e) => self.fail(Error::new(ErrorKind::Kafka, "cannot assign partitions").source(e)),
+            Err(e) => self.fail(Error::new(ErrorKind::Transient, "cannot assign partitions").source(e)),
         }
     }
 
@@ -123,7 +174,7 @@ impl SourceContext {
             _ => consumer.unassign(),
         };
         if let Err(e) = result {
-            self.fail(Error::new(ErrorKind::Kafka, "cannot unassign partitions").source(e));
+            self.fail(Error::new(ErrorKind::Transient, "cannot unassign partitions").source(e));
         }
     }
 }
@@ -176,10 +227,80 @@ impl ConsumerContext for SourceContext {
                 let all = partitions_of(tpl);
                 self.record(AssignmentChange::Revoked(all));
                 if let Err(e) = consumer.unassign() {
-                    self.fail(Error::new(ErrorKind::Kafka, "cannot unassign after a rebalance error").source(e));
+                    self.fail(Error::new(ErrorKind::Transient, "cannot unassign after a rebalance error").source(e));
                 }
             }
         }
+    }
+}
+
+/// How a recorded partition resumes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Resume {
+    /// At the table's next offset.
+    At(i64),
+    /// After a gap Kafka no longer has: at the gap's end (the low watermark).
+    AfterGap(OffsetRange),
+}
+
+/// Where a position stands against a partition's watermarks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Standing {
+    /// Kafka has the offset (or it is the next one to be written).
+    InRange,
+    /// Past the end of the partition: Kafka never had it.
+    AboveHigh,
+    /// Deleted by retention or delete-records.
+    BelowLow,
+}
+
+/// Places `next` against the low and high watermarks (`high` is the offset the next record will get, so
+/// `next == high` means caught up).
+pub fn standing(next: i64, low: i64, high: i64) -> Standing {
+    if next > high {
+        Standing::AboveHigh
+    } else if next < low {
+        Standing::BelowLow
+    } else {
+        Standing::InRange
+    }
+}
+
+/// Checks the table's next offset of a partition against Kafka's watermarks: in range → resume there;
+/// above the high watermark → a configuration error (topic recreated, wrong cluster); below the low
+/// watermark → per `policy`.
+pub fn check_position(consumer: &KafkaConsumer, tp: &TopicPartition, next: i64, policy: DataLossPolicy) -> Result<Resume> {
+    let (low, high) = consumer.fetch_watermarks(&tp.topic, tp.partition, WATERMARK_TIMEOUT).map_err(|e| {
+        Error::new(ErrorKind::Transient, "cannot read watermarks").with("partition", tp).source(e)
+    })?;
+    match standing(next, low, high) {
+        Standing::InRange => Ok(Resume::At(next)),
+        Standing::AboveHigh => Err(Error::new(
+            ErrorKind::Config,
+            "the table's progress for a partition is beyond the end of the Kafka partition (was the topic deleted and recreated, or is this another cluster?)",
+        )
+        .with("topic", &tp.topic)
+        .with("partition", tp.partition)
+        .with("table_offset", next)
+        .with("high_watermark", high)
+        .with("fix", "point k2i at a new table, or set the progress with `k2i table set-progress`")),
+        Standing::BelowLow => match policy {
+            DataLossPolicy::Fail => Err(Error::new(
+                ErrorKind::Config,
+                "Kafka no longer has the records after the table's progress (retention or delete-records passed it)",
+            )
+            .with("topic", &tp.topic)
+            .with("partition", tp.partition)
+            .with("table_offset", next)
+            .with("low_watermark", low)
+            .with("lost_records", low - next)
+            .with("fix", "set kafka.on_data_loss = \"skip\" to resume at the low watermark and record the gap")),
+            DataLossPolicy::Skip => {
+                tracing::warn!(partition = %tp, table_offset = next, low_watermark = low, lost = low - next,
+                    "Kafka no longer has records after the table's progress; skipping to the low watermark (kafka.on_data_loss = skip)");
+                Ok(Resume::AfterGap(OffsetRange { start: next, end: low }))
+            }
+        },
     }
 }
 
@@ -205,13 +326,9 @@ fn base_config(kafka: &KafkaConfig) -> ClientConfig {
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")
         .set("partition.assignment.strategy", "cooperative-sticky")
-        .set(
-            "auto.offset.reset",
-            match kafka.auto_offset_reset {
-                OffsetReset::Earliest => "earliest",
-                OffsetReset::Latest => "latest",
-            },
-        )
+        // Never let librdkafka move a position: an offset Kafka does not have is k2i's decision (the
+        // partition's start per auto_offset_reset is given explicitly as a logical offset instead).
+        .set("auto.offset.reset", "error")
         // librdkafka prefetches up to 64 MiB per consumer by default; 16 MiB keeps memory near the buffer
         // cap and still saturates a partition. Overridable through kafka.properties.
         .set("queued.max.messages.kbytes", "16384")
@@ -234,22 +351,24 @@ pub fn subscribe(
     ops: std::sync::Arc<crate::ops::Ops>,
     lookup: OffsetLookup,
     before_revoke: RevokeHook,
+    on_data_loss: DataLossPolicy,
 ) -> Result<KafkaConsumer> {
     let context = SourceContext {
         ops,
         lookup,
         before_revoke,
         reset: kafka.auto_offset_reset,
+        on_data_loss,
         changes: Mutex::new(Vec::new()),
         fatal: Mutex::new(None),
     };
     let consumer: KafkaConsumer = base_config(kafka)
         .create_with_context(context)
-        .map_err(|e| Error::new(ErrorKind::Kafka, "cannot create the Kafka consumer").source(e))?;
+        .map_err(|e| Error::new(ErrorKind::Config, "cannot create the Kafka consumer").source(e))?;
     let topics = kafka.topic_list();
     consumer
         .subscribe(&topics)
-        .map_err(|e| Error::new(ErrorKind::Kafka, "cannot subscribe").with("topics", topics.join(",")).source(e))?;
+        .map_err(|e| Error::new(ErrorKind::Transient, "cannot subscribe").with("topics", topics.join(",")).source(e))?;
     Ok(consumer)
 }
 
@@ -263,18 +382,18 @@ pub fn watermarks(
     for topic in topics {
         let metadata = consumer
             .fetch_metadata(Some(topic), timeout)
-            .map_err(|e| Error::new(ErrorKind::Kafka, "cannot read topic metadata").with("topic", topic).source(e))?;
+            .map_err(|e| Error::new(ErrorKind::Transient, "cannot read topic metadata").with("topic", topic).source(e))?;
         let Some(meta) = metadata.topics().iter().find(|t| t.name() == *topic) else {
-            return Err(Error::new(ErrorKind::Kafka, "the topic does not exist").with("topic", topic));
+            return Err(Error::new(ErrorKind::Config, "the topic does not exist").with("topic", topic));
         };
         if let Some(err) = meta.error() {
-            return Err(Error::new(ErrorKind::Kafka, "the topic is not available")
+            return Err(Error::new(ErrorKind::Transient, "the topic is not available")
                 .with("topic", topic)
                 .with("error", format!("{:?}", rdkafka::types::RDKafkaErrorCode::from(err))));
         }
         for partition in meta.partitions() {
             let (low, high) = consumer.fetch_watermarks(topic, partition.id(), timeout).map_err(|e| {
-                Error::new(ErrorKind::Kafka, "cannot read watermarks")
+                Error::new(ErrorKind::Transient, "cannot read watermarks")
                     .with("topic", topic)
                     .with("partition", partition.id())
                     .source(e)
@@ -283,4 +402,18 @@ pub fn watermarks(
         }
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn positions_are_placed_against_the_watermarks() {
+        assert_eq!(standing(10, 0, 10), Standing::InRange, "caught up");
+        assert_eq!(standing(0, 0, 0), Standing::InRange, "empty partition, never written");
+        assert_eq!(standing(1000, 0, 0), Standing::AboveHigh, "topic recreated");
+        assert_eq!(standing(5, 8, 20), Standing::BelowLow, "retention passed the progress");
+        assert_eq!(standing(8, 8, 20), Standing::InRange);
+    }
 }

@@ -3,30 +3,75 @@
 //!
 //! # On-disk format
 //! The log is a directory of files `txlog-<sequence, 20 digits>.log`. Each file starts with a 12-byte header:
-//! the magic `K2ITXLG\0`, a little-endian `u16` format version (1) and two reserved bytes. Records follow:
+//! the magic `K2ITXLG\0`, a little-endian `u16` format version (1) and two reserved bytes. Frames follow:
 //!
 //! ```text
 //! [length: u32 LE][crc32c of body: u32 LE][body: `length` bytes of JSON, one `Record`]
 //! ```
 //!
+//! A frame is *valid* when its length is above 0 and at most 64 MiB, its body is a JSON object as the log
+//! writes it (first byte `{`, last byte `}`), the CRC32C of the body matches, and the body parses as a
+//! [`Record`]. A zero-length frame is never valid: no record encodes to nothing, and all-zero bytes would
+//! otherwise read as a frame of length 0 whose CRC32C (0) matches.
+//!
+//! # Records
+//! A flush appends, in order: [`Record::Intent`] before any data file is written, [`Record::Files`] once
+//! they are, one [`Record::Attempt`] before each commit attempt (naming the snapshot the attempt's
+//! compare-and-swap is pinned to), and then [`Record::Committed`] or [`Record::Aborted`]. A flush with an
+//! intent and no outcome is *pending* ([`Pending`]); recovery resolves it against the table at the next start.
+//! [`Record::SchemaChange`] notes schema updates; [`Record::Checkpoint`] opens every file but the first.
+//!
 //! # Durability
 //! With `durability = "always"` (the default) every record is fsynced before `append` returns, and a new
 //! file is fsynced together with its directory, so an acknowledged record survives power loss. With
 //! `"interval"` records are fsynced at most every `fsync_interval`; a lost record is harmless because the
-//! table, not the log, is the truth about progress: it can only leave orphan files behind.
+//! table, not the log, is the truth about progress: it can only leave orphan files behind. Unsynced pages
+//! can reach the disk out of order, though, so a power loss can leave a hole of zeros before records that did
+//! land: that is damage followed by a valid frame, and opening refuses it as corruption (see Damage). Removing
+//! the log directory is then safe, for the same reason.
+//!
+//! # Appends
+//! Two writers can never interleave a partial frame: a directory has one [`TxLog`] at a time (it holds an
+//! exclusive lock on `LOCK` for its whole life), `append` takes `&mut self`, and each frame goes to the file in
+//! one `write_all` of the whole frame. What remains is a failed append: a write or fsync error can leave part
+//! of a frame (or a whole frame that was not made durable) at the end of the file, and the next append would
+//! follow it — turning a torn tail into corruption in the middle of the file. So on failure the file is cut
+//! back to its size before the append (`set_len`, then fsync) and the error returned. If that cut fails too,
+//! the log is *poisoned*: every later append and checkpoint returns an error naming the file
+//! ([`TxLog::is_poisoned`]). A restart repairs it: whatever the failed append left is a torn tail.
 //!
 //! # Damage
-//! A record cut short or failing its checksum at the very end of the newest file is a torn write from a
-//! crash: the file is truncated to the last good record, with a warning naming the file and byte offset.
-//! The same damage anywhere else — followed by more data — is corruption and an error with the same detail.
+//! A file is read frame by frame up to the first bytes that are not a valid frame — the *damage*, at a byte
+//! offset. From the damage offset + 1 the rest of the file is scanned, byte by byte, for a valid frame:
+//! - **a valid frame follows** → corruption: records that were acknowledged after the damage would be lost by
+//!   cutting it off, so opening fails with an error naming the file and the byte offsets of the damage and of
+//!   the valid frame;
+//! - **nothing valid follows, newest file** → a torn tail from a crash during an append: the file is truncated
+//!   to the last good record, with a warning naming the file, the byte offset and how many bytes were dropped.
+//!   Whatever the bytes are: a torn append on ext4 or XFS can leave a cut-short frame, a frame whose last
+//!   blocks never reached the disk, or the file extended with zero-filled bytes;
+//! - **nothing valid follows, older file** → corruption too: a file is fsynced before the next one is created,
+//!   so an older file is always whole.
+//!
+//! The scan does not find frames in torn bytes by accident. A length is at most 2^26, so its fourth byte is a
+//! control byte, which JSON text never holds raw: no candidate starts inside a record's body. Zero-filled
+//! bytes fail at their length (0). Any other stray candidate must begin with `{`, end with `}`, match a
+//! CRC32C (a 2^-32 chance) and parse. Only candidates that pass the length and brace checks cost a CRC, so
+//! the scan is linear in what a crash leaves behind (16 MiB of zeros or of random bytes after the damage:
+//! 30–60 ms in a release build). Bytes crafted to look like frame after frame could make it quadratic, but
+//! only within one file, and files rotate at 16 MiB.
+//!
+//! A newest file shorter than its header, or whose header is all zeros, with no valid frame after it, is a
+//! crash while creating the file: its header is rewritten. A wrong magic or an unknown version is never
+//! repaired: it is not a file this version wrote.
 //!
 //! # Bounded size
 //! When the current file passes [`ROTATE_BYTES`], and after every recovery, the log starts a new file that
-//! begins with a checkpoint of the flushes still pending, then deletes the older files.
+//! begins with a checkpoint of the flushes still pending (their intents, files and attempts), then deletes
+//! the older files.
 
 use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
-use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -34,14 +79,14 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, ErrorKind, Result};
 
-const MAGIC: &[u8; 8] = b"K2ITXLG\0";
-const VERSION: u16 = 1;
-const HEADER_LEN: usize = 12;
-const FRAME_LEN: usize = 8;
+mod file;
+#[cfg(test)]
+mod tests;
+
+use file::{AppendFailure, HEADER_LEN, append_frame, create_file, encode, read_file, sync_dir};
+
 /// A file larger than this is rotated.
 pub const ROTATE_BYTES: u64 = 16 * 1024 * 1024;
-/// A record larger than this is corruption, not data (an intent lists files and partitions: kilobytes).
-const MAX_RECORD: u32 = 64 * 1024 * 1024;
 
 /// One offset range of a flush.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -80,6 +125,14 @@ pub enum Record {
         /// Full paths of the files.
         files: Vec<String>,
     },
+    /// A commit attempt of the flush is about to start. Appended before each attempt, so after a crash
+    /// recovery knows every snapshot an attempt may have been committed on top of.
+    Attempt {
+        /// The flush's commit id.
+        commit_id: String,
+        /// The snapshot the attempt's compare-and-swap is pinned to; `None` when the table had no snapshot.
+        base_snapshot_id: Option<i64>,
+    },
     /// The flush's snapshot is in the table.
     Committed {
         /// The flush's commit id.
@@ -103,7 +156,7 @@ pub enum Record {
     },
     /// The first record of a new file: the flushes still pending when older files were deleted.
     Checkpoint {
-        /// Pending intents, each followed by its files record if any.
+        /// Pending intents, each followed by its files record if any, then its attempt records in order.
         pending: Vec<Record>,
     },
 }
@@ -113,6 +166,7 @@ impl Record {
         match self {
             Self::Intent { commit_id, .. }
             | Self::Files { commit_id, .. }
+            | Self::Attempt { commit_id, .. }
             | Self::Committed { commit_id, .. }
             | Self::Aborted { commit_id, .. } => Some(commit_id),
             Self::SchemaChange { .. } | Self::Checkpoint { .. } => None,
@@ -130,12 +184,33 @@ pub enum Durability {
 }
 
 /// A flush that was started and not yet resolved.
+///
+/// `intent` and `files` hold the records as they were read; [`Pending::intent`] and [`Pending::files`] give
+/// them typed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Pending {
     /// The intent record.
     pub intent: Record,
     /// The files record, if the files were written.
     pub files: Option<Record>,
+    /// The base snapshot of every commit attempt, in order (from its [`Record::Attempt`]; `None`: the table
+    /// had no snapshot). Empty if no attempt started.
+    pub bases: Vec<Option<i64>>,
+}
+
+/// A flush's intent, borrowed from its [`Record::Intent`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Intent<'a> {
+    /// The flush's commit id.
+    pub commit_id: &'a str,
+    /// `namespace.table`.
+    pub table: &'a str,
+    /// Where the data files go (their names start with `k2i-<commit_id>-`).
+    pub data_dir: &'a str,
+    /// The offset ranges the flush covers.
+    pub ranges: &'a [RangeRecord],
+    /// The table schema the flush was decoded with.
+    pub schema_id: i32,
 }
 
 impl Pending {
@@ -143,29 +218,55 @@ impl Pending {
     pub fn commit_id(&self) -> &str {
         self.intent.commit_id().unwrap_or_default()
     }
+
+    /// The flush's intent. Always `Some` for a flush the log hands out (it is built from an intent record);
+    /// `None` only for one built by hand around another record.
+    pub fn intent(&self) -> Option<Intent<'_>> {
+        match &self.intent {
+            Record::Intent { commit_id, table, data_dir, ranges, schema_id } => {
+                Some(Intent { commit_id, table, data_dir, ranges, schema_id: *schema_id })
+            }
+            _ => None,
+        }
+    }
+
+    /// Full paths of the flush's data files; empty until its files record is written.
+    pub fn files(&self) -> &[String] {
+        match &self.files {
+            Some(Record::Files { files, .. }) => files,
+            _ => &[],
+        }
+    }
 }
 
 /// The open log.
 pub struct TxLog {
     /// Held open with an exclusive lock for the life of the log: two processes must never share a log
-    /// (one's recovery would delete the other's in-flight files).
+    /// (one's recovery would delete the other's in-flight files, and their frames could interleave).
     _lock: File,
     dir: PathBuf,
     file: File,
     path: PathBuf,
     sequence: u64,
+    /// The length of `file` up to its last good record: where the next frame starts.
     size: u64,
     durability: Durability,
     last_sync: Instant,
     pending: BTreeMap<String, Pending>,
+    /// Set when a failed append or checkpoint could not be undone (see the module docs).
+    poisoned: bool,
 }
 
 fn io_error(message: &str, path: &Path, e: std::io::Error) -> Error {
-    Error::new(ErrorKind::Internal, message.to_owned()).with("file", path.display()).source(e)
+    Error::new(ErrorKind::Io, message.to_owned()).with("file", path.display()).source(e)
 }
 
 fn file_name(sequence: u64) -> String {
     format!("txlog-{sequence:020}.log")
+}
+
+fn is_log_file(path: &Path) -> bool {
+    path.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("txlog-") && n.ends_with(".log"))
 }
 
 impl TxLog {
@@ -203,7 +304,7 @@ impl TxLog {
             })
             .collect();
         files.sort();
-        let mut pending: BTreeMap<String, Pending> = BTreeMap::new();
+        let mut pending = BTreeMap::new();
         for (i, (_, path)) in files.iter().enumerate() {
             let newest = i + 1 == files.len();
             for record in read_file(path, newest)? {
@@ -222,7 +323,7 @@ impl TxLog {
             }
             None => {
                 let path = dir.join(file_name(1));
-                let file = create_file(dir, &path)?;
+                let file = create_file(dir, &path, &[]).map_err(|failure| failure.error)?;
                 (file, path, HEADER_LEN as u64)
             }
         };
@@ -236,6 +337,7 @@ impl TxLog {
             durability,
             last_sync: Instant::now(),
             pending: pending.clone(),
+            poisoned: false,
         };
         Ok((log, pending.into_values().collect()))
     }
@@ -245,22 +347,32 @@ impl TxLog {
         self.pending.values()
     }
 
-    /// Appends a record (and makes it durable per the policy); rotates the file when it is large.
+    /// Whether an append or checkpoint failed in a way that could not be undone; if so every later one fails
+    /// until the process restarts and the log is opened again.
+    pub fn is_poisoned(&self) -> bool {
+        self.poisoned
+    }
+
+    /// Appends a record (and makes it durable per the policy); rotates the file when it is large. If writing
+    /// the record fails, the file is cut back to where it was (or the log is poisoned) and the record is not
+    /// applied; if only the rotation after it fails, the record is in the log and the error is the rotation's.
     pub fn append(&mut self, record: Record) -> Result<()> {
+        self.check_not_poisoned()?;
         let frame = encode(&record)?;
-        self.file.write_all(&frame).map_err(|e| io_error("cannot append to the transaction log", &self.path, e))?;
-        self.size += frame.len() as u64;
-        let due = match self.durability {
+        let sync = match self.durability {
             Durability::Always => true,
             Durability::Interval(every) => self.last_sync.elapsed() >= every,
         };
-        if due {
-            // fsync the data, not the metadata: the file's length is covered by the frame length check on read.
-            self.file.sync_data().map_err(|e| io_error("cannot fsync the transaction log", &self.path, e))?;
+        if let Err(failure) = append_frame(&mut self.file, &self.path, self.size, &frame, sync) {
+            return Err(self.undo_failed(failure));
+        }
+        self.size += frame.len() as u64;
+        if sync {
             self.last_sync = Instant::now();
         }
         apply(&mut self.pending, record);
         if self.size > ROTATE_BYTES {
+            // The record is durable (per the policy) even if rotating fails.
             self.checkpoint()?;
         }
         Ok(())
@@ -268,49 +380,88 @@ impl TxLog {
 
     /// Starts a new file with a checkpoint of the pending flushes and deletes the older files.
     pub fn checkpoint(&mut self) -> Result<()> {
+        self.check_not_poisoned()?;
         // With interval durability the current file may hold unsynced records; once it is no longer the newest
         // file a torn record in it would be corruption, so make it whole first.
         self.file.sync_data().map_err(|e| io_error("cannot fsync the transaction log", &self.path, e))?;
         let sequence = self.sequence + 1;
         let path = self.dir.join(file_name(sequence));
-        let mut file = create_file(&self.dir, &path)?;
-        let pending: Vec<Record> =
-            self.pending.values().flat_map(|p| std::iter::once(p.intent.clone()).chain(p.files.clone())).collect();
-        let frame = encode(&Record::Checkpoint { pending })?;
-        file.write_all(&frame).map_err(|e| io_error("cannot write a checkpoint", &path, e))?;
-        // The checkpoint must be durable before the files it replaces are deleted.
-        file.sync_all().map_err(|e| io_error("cannot fsync a checkpoint", &path, e))?;
+        let records: Vec<Record> = self
+            .pending
+            .values()
+            .flat_map(|p| {
+                let attempts = p
+                    .bases
+                    .iter()
+                    .map(|base| Record::Attempt { commit_id: p.commit_id().to_owned(), base_snapshot_id: *base });
+                std::iter::once(p.intent.clone()).chain(p.files.clone()).chain(attempts)
+            })
+            .collect();
+        let frame = encode(&Record::Checkpoint { pending: records })?;
+        // The checkpoint must be durable, name included, before the files it replaces are deleted.
+        let file = create_file(&self.dir, &path, &frame).map_err(|failure| self.undo_failed(failure))?;
+        // From here on appends go to the new file, so a failure deleting the older ones leaves a log that still
+        // reads right: older files first, then the checkpoint replaces what they say.
+        self.file = file;
+        self.size = (HEADER_LEN + frame.len()) as u64;
+        self.path = path;
+        self.sequence = sequence;
         let old: Vec<PathBuf> = std::fs::read_dir(&self.dir)
             .map_err(|e| io_error("cannot list the transaction log directory", &self.dir, e))?
             .filter_map(|entry| entry.ok().map(|e| e.path()))
-            .filter(|p| {
-                p != &path
-                    && p.file_name()
-                        .and_then(|n| n.to_str())
-                        .is_some_and(|n| n.starts_with("txlog-") && n.ends_with(".log"))
-            })
+            .filter(|p| p != &self.path && is_log_file(p))
             .collect();
         for old_path in old {
             std::fs::remove_file(&old_path)
                 .map_err(|e| io_error("cannot delete an old transaction log file", &old_path, e))?;
         }
-        sync_dir(&self.dir)?;
-        self.file = file;
-        self.size = (HEADER_LEN + frame.len()) as u64;
-        self.path = path;
-        self.sequence = sequence;
-        Ok(())
+        sync_dir(&self.dir)
+    }
+
+    fn check_not_poisoned(&self) -> Result<()> {
+        if !self.poisoned {
+            return Ok(());
+        }
+        Err(Error::new(
+            ErrorKind::Io,
+            "the transaction log is poisoned: an earlier append failed and could not be undone; restart to repair it",
+        )
+        .with("file", self.path.display()))
+    }
+
+    /// The error for a failed append or new file; poisons the log when what it left could not be removed.
+    fn undo_failed(&mut self, failure: AppendFailure) -> Error {
+        let AppendFailure { error, path, undo } = failure;
+        match undo {
+            Ok(()) => error,
+            Err(undo) => {
+                self.poisoned = true;
+                Error::new(
+                    ErrorKind::Io,
+                    "cannot undo a failed write, so the transaction log is poisoned until a restart",
+                )
+                .with("file", path.display())
+                .with("undo_error", undo)
+                .source(error)
+            }
+        }
     }
 }
 
+/// Applies one record to the pending flushes.
 fn apply(pending: &mut BTreeMap<String, Pending>, record: Record) {
     match record {
         Record::Intent { ref commit_id, .. } => {
-            pending.insert(commit_id.clone(), Pending { intent: record.clone(), files: None });
+            pending.insert(commit_id.clone(), Pending { intent: record.clone(), files: None, bases: Vec::new() });
         }
         Record::Files { ref commit_id, .. } => {
             if let Some(p) = pending.get_mut(commit_id) {
                 p.files = Some(record.clone());
+            }
+        }
+        Record::Attempt { commit_id, base_snapshot_id } => {
+            if let Some(p) = pending.get_mut(&commit_id) {
+                p.bases.push(base_snapshot_id);
             }
         }
         Record::Committed { commit_id, .. } | Record::Aborted { commit_id, .. } => {
@@ -323,237 +474,5 @@ fn apply(pending: &mut BTreeMap<String, Pending>, record: Record) {
                 apply(pending, r);
             }
         }
-    }
-}
-
-fn encode(record: &Record) -> Result<Vec<u8>> {
-    let body = serde_json::to_vec(record)
-        .map_err(|e| Error::new(ErrorKind::Internal, "cannot encode a transaction log record").source(e))?;
-    let len = u32::try_from(body.len())
-        .map_err(|_| Error::new(ErrorKind::Internal, "a transaction log record is too large"))?;
-    let mut frame = Vec::with_capacity(FRAME_LEN + body.len());
-    frame.extend_from_slice(&len.to_le_bytes());
-    frame.extend_from_slice(&crc32c::crc32c(&body).to_le_bytes());
-    frame.extend_from_slice(&body);
-    Ok(frame)
-}
-
-fn create_file(dir: &Path, path: &Path) -> Result<File> {
-    let mut file = OpenOptions::new()
-        .create_new(true)
-        .append(true)
-        .open(path)
-        .map_err(|e| io_error("cannot create a transaction log file", path, e))?;
-    let mut header = Vec::with_capacity(HEADER_LEN);
-    header.extend_from_slice(MAGIC);
-    header.extend_from_slice(&VERSION.to_le_bytes());
-    header.extend_from_slice(&[0, 0]);
-    file.write_all(&header).map_err(|e| io_error("cannot write a transaction log header", path, e))?;
-    file.sync_all().map_err(|e| io_error("cannot fsync a new transaction log file", path, e))?;
-    // The new name must survive a crash too: fsync the directory entry.
-    sync_dir(dir)?;
-    Ok(file)
-}
-
-fn sync_dir(dir: &Path) -> Result<()> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|e| io_error("cannot fsync the transaction log directory", dir, e))
-}
-
-/// Reads a file's records. In the newest file a damaged tail is truncated; anywhere else damage is an error.
-fn read_file(path: &Path, newest: bool) -> Result<Vec<Record>> {
-    let mut bytes = Vec::new();
-    File::open(path)
-        .and_then(|mut f| f.read_to_end(&mut bytes))
-        .map_err(|e| io_error("cannot read the transaction log", path, e))?;
-    let corrupt = |offset: usize, what: &str| {
-        Error::new(ErrorKind::Internal, format!("the transaction log is corrupt: {what}"))
-            .with("file", path.display())
-            .with("byte_offset", offset)
-    };
-    if bytes.len() < HEADER_LEN {
-        if newest {
-            // A crash while creating the file: nothing was ever appended to it.
-            tracing::warn!(file = %path.display(), byte_offset = 0, "transaction log file has a torn header; rewriting it");
-            rewrite_header(path)?;
-            return Ok(Vec::new());
-        }
-        return Err(corrupt(0, "the file header is cut short"));
-    }
-    if &bytes[..8] != MAGIC {
-        return Err(corrupt(0, "the file does not start with the k2i transaction log magic"));
-    }
-    let version = u16::from_le_bytes([bytes[8], bytes[9]]);
-    if version != VERSION {
-        return Err(corrupt(8, &format!("unsupported format version {version}")));
-    }
-    let mut records = Vec::new();
-    let mut offset = HEADER_LEN;
-    while offset < bytes.len() {
-        let damage = match parse_frame(&bytes[offset..]) {
-            Ok((record, used)) => {
-                records.push(record);
-                offset += used;
-                continue;
-            }
-            Err(damage) => damage,
-        };
-        // Torn tail: the damaged frame reaches the end of the file (nothing was written after it).
-        if newest && damage.reaches_end {
-            tracing::warn!(
-                file = %path.display(),
-                byte_offset = offset,
-                reason = damage.reason,
-                "transaction log has a torn tail record; truncating it"
-            );
-            OpenOptions::new()
-                .write(true)
-                .open(path)
-                .and_then(|f| {
-                    f.set_len(offset as u64)?;
-                    f.sync_all()
-                })
-                .map_err(|e| io_error("cannot truncate the transaction log", path, e))?;
-            break;
-        }
-        return Err(corrupt(offset, damage.reason));
-    }
-    Ok(records)
-}
-
-struct Damage {
-    reason: &'static str,
-    reaches_end: bool,
-}
-
-fn parse_frame(bytes: &[u8]) -> std::result::Result<(Record, usize), Damage> {
-    let Some(frame) = bytes.get(..FRAME_LEN) else {
-        return Err(Damage { reason: "a record header is cut short", reaches_end: true });
-    };
-    let len = u32::from_le_bytes([frame[0], frame[1], frame[2], frame[3]]);
-    let crc = u32::from_le_bytes([frame[4], frame[5], frame[6], frame[7]]);
-    if len > MAX_RECORD {
-        // A torn length field is only possible as the last bytes of the file.
-        return Err(Damage { reason: "a record length is implausible", reaches_end: bytes.len() <= FRAME_LEN + 16 });
-    }
-    let end = FRAME_LEN + len as usize;
-    let Some(body) = bytes.get(FRAME_LEN..end) else {
-        return Err(Damage { reason: "a record is cut short", reaches_end: true });
-    };
-    let reaches_end = end == bytes.len();
-    if crc32c::crc32c(body) != crc {
-        return Err(Damage { reason: "a record fails its checksum", reaches_end });
-    }
-    serde_json::from_slice(body)
-        .map(|r| (r, end))
-        .map_err(|_| Damage { reason: "a record is not a valid k2i record", reaches_end })
-}
-
-fn rewrite_header(path: &Path) -> Result<()> {
-    let mut header = Vec::with_capacity(HEADER_LEN);
-    header.extend_from_slice(MAGIC);
-    header.extend_from_slice(&VERSION.to_le_bytes());
-    header.extend_from_slice(&[0, 0]);
-    std::fs::write(path, header)
-        .and_then(|()| File::open(path)?.sync_all())
-        .map_err(|e| io_error("cannot rewrite a transaction log header", path, e))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn intent(id: &str) -> Record {
-        Record::Intent {
-            commit_id: id.into(),
-            table: "db.t".into(),
-            data_dir: "/w/db/t/data".into(),
-            ranges: vec![RangeRecord { topic: "t".into(), partition: 0, start: 0, end: 10 }],
-            schema_id: 0,
-        }
-    }
-
-    fn the_file(dir: &Path) -> PathBuf {
-        let mut files: Vec<PathBuf> =
-            std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().path()).filter(|p| !p.ends_with("LOCK")).collect();
-        files.sort();
-        files.pop().unwrap()
-    }
-
-    #[test]
-    fn pending_flushes_survive_a_reopen_until_resolved() {
-        let dir = tempfile::tempdir().unwrap();
-        let (mut log, pending) = TxLog::open(dir.path(), Durability::Always).unwrap();
-        assert!(pending.is_empty());
-        log.append(intent("a")).unwrap();
-        log.append(Record::Files { commit_id: "a".into(), files: vec!["/w/f1".into()] }).unwrap();
-        log.append(intent("b")).unwrap();
-        log.append(Record::Committed { commit_id: "b".into(), snapshot_id: 7 }).unwrap();
-        drop(log);
-        let (mut log, pending) = TxLog::open(dir.path(), Durability::Always).unwrap();
-        assert_eq!(pending.len(), 1);
-        assert_eq!(pending[0].commit_id(), "a");
-        assert!(pending[0].files.is_some());
-        log.append(Record::Aborted { commit_id: "a".into(), reason: "test".into() }).unwrap();
-        drop(log);
-        assert!(TxLog::open(dir.path(), Durability::Always).unwrap().1.is_empty());
-    }
-
-    #[test]
-    fn a_torn_tail_is_truncated_at_the_last_good_record() {
-        let dir = tempfile::tempdir().unwrap();
-        let (mut log, _) = TxLog::open(dir.path(), Durability::Always).unwrap();
-        log.append(intent("a")).unwrap();
-        let good_len = std::fs::metadata(the_file(dir.path())).unwrap().len();
-        log.append(intent("b")).unwrap();
-        drop(log);
-        let path = the_file(dir.path());
-        let full = std::fs::read(&path).unwrap();
-        std::fs::write(&path, &full[..full.len() - 5]).unwrap();
-        let (_, pending) = TxLog::open(dir.path(), Durability::Always).unwrap();
-        assert_eq!(pending.iter().map(Pending::commit_id).collect::<Vec<_>>(), ["a"]);
-        assert_eq!(std::fs::metadata(&path).unwrap().len(), good_len, "truncated to the last good record");
-    }
-
-    #[test]
-    fn corruption_in_the_middle_is_an_error_naming_file_and_offset() {
-        let dir = tempfile::tempdir().unwrap();
-        let (mut log, _) = TxLog::open(dir.path(), Durability::Always).unwrap();
-        log.append(intent("a")).unwrap();
-        log.append(intent("b")).unwrap();
-        drop(log);
-        let path = the_file(dir.path());
-        let mut bytes = std::fs::read(&path).unwrap();
-        bytes[HEADER_LEN + FRAME_LEN + 3] ^= 0xff; // inside the first record's body
-        std::fs::write(&path, &bytes).unwrap();
-        let error = TxLog::open(dir.path(), Durability::Always).err().expect("corruption is an error");
-        let text = error.to_string();
-        assert!(text.starts_with("the transaction log is corrupt: a record fails its checksum"), "{text}");
-        assert!(text.contains(&format!("file={}", path.display())) && text.contains("byte_offset=12"), "{text}");
-    }
-
-    #[test]
-    fn two_processes_cannot_share_a_log() {
-        let dir = tempfile::tempdir().unwrap();
-        let (_first, _) = TxLog::open(dir.path(), Durability::Always).unwrap();
-        let second = TxLog::open(dir.path(), Durability::Always).err().expect("the directory is locked");
-        assert!(second.to_string().starts_with("another k2i process uses this transaction log directory"), "{second}");
-    }
-
-    #[test]
-    fn checkpoints_keep_pending_flushes_and_drop_old_files() {
-        let dir = tempfile::tempdir().unwrap();
-        let (mut log, _) = TxLog::open(dir.path(), Durability::Interval(Duration::from_secs(1))).unwrap();
-        log.append(intent("a")).unwrap();
-        log.append(intent("b")).unwrap();
-        log.append(Record::Committed { commit_id: "b".into(), snapshot_id: 1 }).unwrap();
-        log.checkpoint().unwrap();
-        log.append(intent("c")).unwrap();
-        drop(log);
-        let logs = std::fs::read_dir(dir.path()).unwrap().filter(|e| e.as_ref().unwrap().file_name() != "LOCK").count();
-        assert_eq!(logs, 1, "older files are deleted");
-        let (_, pending) = TxLog::open(dir.path(), Durability::Always).unwrap();
-        assert_eq!(pending.iter().map(Pending::commit_id).collect::<Vec<_>>(), ["a", "c"]);
     }
 }
