@@ -8,20 +8,28 @@ use clap::CommandFactory;
 use crate::Failure;
 use crate::cli::{Cli, CompletionsArgs, IngestArgs, ManArgs, ValidateArgs};
 
+/// Validates the configuration. Warnings (keys accepted and ignored, features not built yet) go to standard
+/// error and do not change the exit code; `k2i ingest` refuses what is not built.
 pub fn validate(args: &ValidateArgs) -> Result<(), Failure> {
     let config = k2i_core::config::load(&args.config).map_err(Failure::config)?;
     if args.print {
         print!("{}", config.to_redacted_toml());
     } else {
         let ice = &config.iceberg;
-        let catalog = k2i_core::config::name_of(ice.catalog_type);
         println!(
-            "{}: valid (topics {} → table {}.{} in the {catalog} catalog)",
+            "{}: valid (topics {} → table {}.{} in the {} catalog)",
             args.config.display(),
             config.kafka.topic_list().join(", "),
             ice.database_name,
             ice.table_name,
+            config.catalog_name(),
         );
+    }
+    for warning in config.warnings() {
+        eprintln!("warning: {warning}");
+    }
+    for unbuilt in config.unbuilt() {
+        eprintln!("warning: {unbuilt}");
     }
     tracing::debug!(file = %args.config.display(), "configuration validated");
     Ok(())
@@ -42,6 +50,9 @@ pub fn ingest(args: &IngestArgs) -> Result<(), Failure> {
         env.insert("K2I_KAFKA__CONSUMER_GROUP".into(), group.clone());
     }
     let config = k2i_core::config::load_with_env(&args.config, &env).map_err(Failure::config)?;
+    for warning in config.warnings() {
+        tracing::warn!("configuration: {warning}");
+    }
     let table = format!("{}.{}", config.iceberg.database_name, config.iceberg.table_name);
     tracing::info!(topics = %config.kafka.topic_list().join(","), table, until_caught_up = args.until_caught_up, "starting ingest");
     let options = k2i_core::engine::IngestOptions { until_caught_up: args.until_caught_up, handle_signals: true };

@@ -273,7 +273,9 @@ fn unbuilt_features_are_refused_not_faked() {
     let out = run(cmd);
     assert_eq!(out.status.code(), Some(2));
     assert!(
-        text(&out.stderr).contains("error: writing partitioned tables is not built yet (key=iceberg.partition_by)"),
+        text(&out.stderr).contains(
+            "error: writing partitioned tables is not built yet (key=iceberg.partition_by, waits_for=the tables/maintenance issue)"
+        ),
         "{}",
         text(&out.stderr)
     );
@@ -292,7 +294,7 @@ fn object_store_warehouses_are_refused_not_faked() {
     assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
     assert!(
         text(&out.stderr).contains(
-            "error: object-store warehouses are not built yet; use a local path (warehouse_path=s3://bucket/warehouse)"
+            "error: writing to object stores is not built yet (key=iceberg.warehouse_path, waits_for=issue 11)"
         ),
         "{}",
         text(&out.stderr)

@@ -183,7 +183,8 @@ async fn retention_past_the_tables_progress_fails_by_default_and_skip_records_th
     assert!(stderr.contains("table_offset=100") && stderr.contains("low_watermark=150"), "{stderr}");
 
     let skip = setup.sql_config(stack, "raw", "");
-    let text_config = std::fs::read_to_string(&skip).unwrap().replace("[kafka]\n", "[kafka]\non_data_loss = \"skip\"\n");
+    let text_config =
+        std::fs::read_to_string(&skip).unwrap().replace("[kafka]\n", "[kafka]\non_data_loss = \"skip\"\n");
     std::fs::write(&skip, text_config).unwrap();
     ingest_ok(&skip);
     assert_eq!(kafka_rows(stack, &setup), (150, 150), "100 before, 50 after the gap");
@@ -208,7 +209,8 @@ async fn a_partition_added_to_a_recorded_topic_starts_at_its_beginning_even_with
     ingest_ok(&config);
     stack.add_partitions(&setup.topic, 2).await;
     stack.produce(&setup.topic, raw_records(2, 30, "b")).await;
-    let latest = std::fs::read_to_string(&config).unwrap().replace("[kafka]\n", "[kafka]\nauto_offset_reset = \"latest\"\n");
+    let latest =
+        std::fs::read_to_string(&config).unwrap().replace("[kafka]\n", "[kafka]\nauto_offset_reset = \"latest\"\n");
     std::fs::write(&config, latest).unwrap();
     ingest_ok(&config);
     assert_eq!(kafka_rows(stack, &setup), (160, 160), "the new partition's 30 records are not skipped");

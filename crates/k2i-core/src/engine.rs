@@ -40,7 +40,7 @@ use crate::progress::{self, CommitId, OffsetRange, TopicPartition};
 use crate::recovery;
 use crate::schema;
 use crate::sink::{self, WriteOptions};
-use crate::source::{self, AssignmentChange, DataLossPolicy, KafkaConsumer, Resume};
+use crate::source::{self, AssignmentChange, KafkaConsumer, Resume};
 use crate::txlog::{Durability, RangeRecord, Record, TxLog};
 
 /// Rows per Arrow chunk in the buffer.
@@ -181,7 +181,7 @@ pub fn run(config: Config, options: IngestOptions, shutdown: Arc<AtomicBool>) ->
             std::thread::sleep(Duration::from_millis(10));
         }
     });
-    let consumer = Arc::new(source::subscribe(&config.kafka, ops.clone(), lookup, before_revoke, data_loss_policy(&config))?);
+    let consumer = Arc::new(source::subscribe(&config.kafka, ops.clone(), lookup, before_revoke)?);
     let topics = config.kafka.topic_list();
 
     let targets = if options.until_caught_up {
@@ -258,28 +258,13 @@ pub fn run(config: Config, options: IngestOptions, shutdown: Arc<AtomicBool>) ->
     Ok(summary)
 }
 
-/// Features whose keys exist but which are not built yet: refuse instead of pretending.
+/// Features whose keys exist but which are not built yet: refused (exit 2) instead of pretending. The list
+/// is the configuration's own ([`Config::unbuilt`]), so `k2i validate` warns about exactly what this refuses.
 fn refuse_unbuilt(config: &Config) -> Result<()> {
-    let refuse =
-        |key: &str, what: &str| Err(Error::new(ErrorKind::Config, format!("{what} is not built yet")).with("key", key));
-    if !config.iceberg.partition_by.is_empty() {
-        return refuse("iceberg.partition_by", "writing partitioned tables");
-    }
-    if config.errors.policy == ErrorPolicy::DeadLetter {
-        return refuse("errors.policy", "the dead-letter policy");
-    }
-    if config.rpc.enabled {
-        return refuse("rpc.enabled", "the read-state RPC");
-    }
-    if config.maintenance.enabled {
-        return refuse("maintenance.enabled", "scheduled maintenance");
-    }
-    Ok(())
-}
-
-/// `kafka.on_data_loss` as the source's policy.
-fn data_loss_policy(_config: &Config) -> DataLossPolicy {
-    DataLossPolicy::Fail
+    let Some(first) = config.unbuilt().into_iter().next() else { return Ok(()) };
+    Err(Error::new(ErrorKind::Config, format!("{} is not built yet", first.what))
+        .with("key", &first.key)
+        .with("waits_for", first.issue))
 }
 
 /// Appends to the transaction log, reporting a failing log as not ready before the error stops the ingest.
@@ -455,7 +440,8 @@ impl Poller<'_> {
     /// Moves the recorded gaps of the partitions in the pending flush into it.
     fn attach_gaps(&mut self) {
         let Some(batch) = self.pending.as_mut() else { return };
-        let covered: Vec<TopicPartition> = self.gaps.keys().filter(|tp| batch.ranges.contains_key(*tp)).cloned().collect();
+        let covered: Vec<TopicPartition> =
+            self.gaps.keys().filter(|tp| batch.ranges.contains_key(*tp)).cloned().collect();
         for tp in covered {
             if let Some(gap) = self.gaps.remove(&tp) {
                 batch.gaps.insert(tp, gap);
@@ -470,14 +456,14 @@ impl Poller<'_> {
         let limit = self.config.buffer.flush_interval.get() * STALL_FLUSH_INTERVALS;
         let since = lock(&self.shared.last_commit_at).map(|t| t.elapsed());
         let stalled = waiting && since.is_some_and(|s| s > limit);
-        self.ops.stalled(stalled.then(|| {
-            format!("no commit for {}s while data is buffered", since.unwrap_or_default().as_secs())
-        }));
+        self.ops.stalled(
+            stalled.then(|| format!("no commit for {}s while data is buffered", since.unwrap_or_default().as_secs())),
+        );
     }
 
     /// After an out-of-range fetch: checks every owned partition's position against its watermarks.
     fn check_positions(&mut self) -> Result<()> {
-        let policy = data_loss_policy(self.config);
+        let policy = self.config.kafka.on_data_loss;
         let owned: Vec<TopicPartition> = self.assigned.iter().cloned().collect();
         for tp in owned {
             let Some(next) = self.buffer.position(&tp) else { continue };
@@ -485,9 +471,13 @@ impl Poller<'_> {
                 Resume::At(_) => {}
                 Resume::AfterGap(gap) => {
                     self.record_gap(&tp, gap);
-                    self.consumer.seek(&tp.topic, tp.partition, Offset::Offset(gap.end), METADATA_TIMEOUT).map_err(|e| {
-                        Error::new(ErrorKind::Transient, "cannot seek to the low watermark").with("partition", &tp).source(e)
-                    })?;
+                    self.consumer.seek(&tp.topic, tp.partition, Offset::Offset(gap.end), METADATA_TIMEOUT).map_err(
+                        |e| {
+                            Error::new(ErrorKind::Transient, "cannot seek to the low watermark")
+                                .with("partition", &tp)
+                                .source(e)
+                        },
+                    )?;
                 }
             }
         }
@@ -496,10 +486,7 @@ impl Poller<'_> {
 
     fn record_gap(&mut self, tp: &TopicPartition, gap: OffsetRange) {
         self.ops.metrics.offsets_lost.inc_by(u64::try_from(gap.end - gap.start).unwrap_or_default());
-        self.gaps
-            .entry(tp.clone())
-            .and_modify(|g| g.end = g.end.max(gap.end))
-            .or_insert(gap);
+        self.gaps.entry(tp.clone()).and_modify(|g| g.end = g.end.max(gap.end)).or_insert(gap);
     }
 
     fn apply(&mut self, change: AssignmentChange) -> Result<()> {
@@ -681,7 +668,9 @@ impl Poller<'_> {
             let start = recorded.get(tp).or_else(|| self.first_read.get(tp)).copied();
             let offset = source::start_offset(start, self.config.kafka.auto_offset_reset);
             self.consumer.seek(&tp.topic, tp.partition, offset, METADATA_TIMEOUT).map_err(|e| {
-                Error::new(ErrorKind::Transient, "cannot seek back to the table's progress").with("partition", tp).source(e)
+                Error::new(ErrorKind::Transient, "cannot seek back to the table's progress")
+                    .with("partition", tp)
+                    .source(e)
             })?;
         }
         lock(&self.shared.committed).extend(recorded);
@@ -782,9 +771,7 @@ impl Poller<'_> {
     ) -> bool {
         let topic_recorded = || committed.keys().any(|known| known.topic == tp.topic);
         high <= low && recorded.is_none()
-            || (recorded.is_none()
-                && self.config.kafka.auto_offset_reset == OffsetReset::Latest
-                && !topic_recorded())
+            || (recorded.is_none() && self.config.kafka.auto_offset_reset == OffsetReset::Latest && !topic_recorded())
     }
 
     /// With `--until-caught-up` and several instances, partitions other instances own reach the high
@@ -915,14 +902,14 @@ impl Committer {
         let committed = match outcome {
             Ok(committed) => committed,
             Err(error) if error.kind() == ErrorKind::Fenced => {
-                let pending = crate::txlog::Pending {
-                    intent,
-                    files: Some(files_record),
-                    bases: lock(&bases).clone(),
-                };
+                let pending = crate::txlog::Pending { intent, files: Some(files_record), bases: lock(&bases).clone() };
                 match recovery::abort(table, &pending).await? {
                     recovery::Aborted::Deleted(deleted) => {
-                        append(txlog, ops, Record::Aborted { commit_id: commit_id.to_string(), reason: error.to_string() })?;
+                        append(
+                            txlog,
+                            ops,
+                            Record::Aborted { commit_id: commit_id.to_string(), reason: error.to_string() },
+                        )?;
                         tracing::info!(%commit_id, deleted_files = deleted, "deleted the data files of the fenced flush");
                     }
                     recovery::Aborted::Referenced => {

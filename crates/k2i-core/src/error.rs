@@ -55,7 +55,13 @@ impl Error {
     /// A new error of `kind`; the message is a lowercase verb phrase ("cannot load table"). Transient and
     /// conflict errors are retryable, others not; [`Error::retryable`] overrides that.
     pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
-        Self { kind, retryable: kind.retryable_by_default(), message: message.into(), context: Vec::new(), source: None }
+        Self {
+            kind,
+            retryable: kind.retryable_by_default(),
+            message: message.into(),
+            context: Vec::new(),
+            source: None,
+        }
     }
 
     /// An error from an iceberg (catalog or storage) call, classified where it is made: a commit conflict is a

@@ -15,6 +15,7 @@ pub mod decode;
 pub mod engine;
 mod error;
 pub mod fault;
+pub mod flush;
 pub mod ops;
 pub mod progress;
 pub mod recovery;

@@ -198,7 +198,8 @@ fn for_each_partition(
     let topics = value.as_object().ok_or(DecodeError::Shape { path: property.to_owned(), expected: "an object" })?;
     for (topic, partitions) in topics {
         let path = format!("{property}.{topic}");
-        let partitions = partitions.as_object().ok_or(DecodeError::Shape { path: path.clone(), expected: "an object" })?;
+        let partitions =
+            partitions.as_object().ok_or(DecodeError::Shape { path: path.clone(), expected: "an object" })?;
         for (key, value) in partitions {
             let partition: i32 =
                 key.parse().map_err(|_| DecodeError::Partition { path: path.clone(), key: key.clone() })?;
@@ -405,7 +406,10 @@ mod tests {
         let text = encode_ranges(&ranges);
         assert_eq!(text, r#"{"a":{"0":[0,10],"3":[5,6]},"b.c":{"1":[100,200]}}"#);
         assert_eq!(decode_ranges(&text).unwrap(), ranges);
-        assert_eq!(decode_ranges(r#"{"a":{"x":[0,1]}}"#).unwrap_err().to_string(), "k2i.offsets.a: `x` is not a partition");
+        assert_eq!(
+            decode_ranges(r#"{"a":{"x":[0,1]}}"#).unwrap_err().to_string(),
+            "k2i.offsets.a: `x` is not a partition"
+        );
         assert_eq!(decode_ranges(r#"{"a":{"0":[1]}}"#).unwrap_err().to_string(), "k2i.offsets.a.0 is not [start, end]");
         assert!(matches!(decode_ranges("{"), Err(DecodeError::NotJson { .. })));
     }

@@ -43,9 +43,7 @@ pub struct TableRef {
 impl TableRef {
     /// Wraps an iceberg error with the table and catalog named.
     pub fn error(&self, message: &str, e: iceberg::Error) -> Error {
-        Error::iceberg(message.to_owned(), e)
-            .with("table", self.table_name())
-            .with("catalog", &self.location)
+        Error::iceberg(message.to_owned(), e).with("table", self.table_name()).with("catalog", &self.location)
     }
 
     /// `namespace.table`.
@@ -125,9 +123,7 @@ pub async fn open(config: &Config, ops: Arc<Ops>) -> Result<TableRef> {
                 .with_storage_factory(Arc::new(LocalFsStorageFactory))
                 .load(name, props)
                 .await
-                .map_err(|e| {
-                    Error::iceberg("cannot open the SQL catalog", e).with("catalog", &location)
-                })?;
+                .map_err(|e| Error::iceberg("cannot open the SQL catalog", e).with("catalog", &location))?;
             (Arc::new(catalog), location)
         }
         CatalogType::Rest => {
@@ -155,9 +151,7 @@ pub async fn open(config: &Config, ops: Arc<Ops>) -> Result<TableRef> {
                 .with_storage_factory(Arc::new(LocalFsStorageFactory))
                 .load("rest", props)
                 .await
-                .map_err(|e| {
-                    Error::iceberg("cannot open the REST catalog", e).with("catalog", &uri)
-                })?;
+                .map_err(|e| Error::iceberg("cannot open the REST catalog", e).with("catalog", &uri))?;
             (Arc::new(catalog), uri)
         }
         CatalogType::Glue | CatalogType::S3tables => {

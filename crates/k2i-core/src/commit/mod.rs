@@ -177,12 +177,15 @@ fn decide(base: &Table, request: &CommitRequest<'_>, bases: &[Option<i64>]) -> R
         if let Some(&next) = recorded.get(tp)
             && next != range.start
         {
-            return Err(Error::new(ErrorKind::Fenced, "the table's progress for a partition is not where this commit starts")
-                .with("table", base.identifier())
-                .with("partition", tp)
-                .with("table_next_offset", next)
-                .with("commit_start", range.start)
-                .with("commit_id", request.commit_id));
+            return Err(Error::new(
+                ErrorKind::Fenced,
+                "the table's progress for a partition is not where this commit starts",
+            )
+            .with("table", base.identifier())
+            .with("partition", tp)
+            .with("table_next_offset", next)
+            .with("commit_start", range.start)
+            .with("commit_id", request.commit_id));
         }
     }
     for (tp, range) in request.ranges {
@@ -198,11 +201,15 @@ pub fn check_spec(table: &Table) -> Result<()> {
     if spec.is_unpartitioned() {
         return Ok(());
     }
-    let fields: Vec<String> = spec.fields().iter().map(|f| format!("{}={}({})", f.name, f.transform, f.source_id)).collect();
-    Err(Error::new(ErrorKind::Config, "the table's partition spec is not unpartitioned; k2i writes only unpartitioned tables yet")
-        .with("table", table.identifier())
-        .with("spec_id", spec.spec_id())
-        .with("fields", fields.join(",")))
+    let fields: Vec<String> =
+        spec.fields().iter().map(|f| format!("{}={}({})", f.name, f.transform, f.source_id)).collect();
+    Err(Error::new(
+        ErrorKind::Config,
+        "the table's partition spec is not unpartitioned; k2i writes only unpartitioned tables yet",
+    )
+    .with("table", table.identifier())
+    .with("spec_id", spec.spec_id())
+    .with("fields", fields.join(",")))
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -310,7 +317,6 @@ impl Catalog for FencingCatalog {
     }
 }
 
-
 #[cfg(test)]
 mod tests {
     //! The fencing decision on iceberg's in-memory catalog (a real `Catalog`, local files in a temp dir).
@@ -375,8 +381,14 @@ mod tests {
     async fn commit_ranges(f: &Fixture, id: &CommitId, list: &[(i32, i64, i64)]) -> Result<Committed> {
         let ranges = ranges(list);
         let gaps = BTreeMap::new();
-        let request =
-            CommitRequest { commit_id: id, files: Vec::new(), ranges: &ranges, gaps: &gaps, group: "g", table_uuid: f.uuid };
+        let request = CommitRequest {
+            commit_id: id,
+            files: Vec::new(),
+            ranges: &ranges,
+            gaps: &gaps,
+            group: "g",
+            table_uuid: f.uuid,
+        };
         commit(&f.table, request, &Mutex::new(Vec::new()), &|_| Ok(())).await
     }
 
@@ -483,7 +495,8 @@ mod tests {
     #[tokio::test]
     async fn a_concurrent_append_is_a_conflict_revalidated_on_the_new_base_then_lands_with_merged_progress() {
         let plain = fixture(None).await;
-        let racing: Arc<dyn Catalog> = Arc::new(Racing { inner: plain.table.catalog.clone(), raced: AtomicBool::new(false) });
+        let racing: Arc<dyn Catalog> =
+            Arc::new(Racing { inner: plain.table.catalog.clone(), raced: AtomicBool::new(false) });
         let f = Fixture { table: TableRef { catalog: racing, ..plain.table.clone() }, ..plain };
         let committed = commit_ranges(&f, &CommitId::generate(), &[(0, 0, 10)]).await.unwrap();
         let metadata = committed.table.metadata();

@@ -1,4 +1,5 @@
-//! Configuration errors: each names the key path, what was expected and what was found.
+//! Configuration errors, each naming the key path, what was expected and what was found; and warnings,
+//! about a valid configuration that still deserves a look.
 
 use std::fmt;
 use std::path::PathBuf;
@@ -96,3 +97,24 @@ impl fmt::Display for ConfigErrors {
 }
 
 impl std::error::Error for ConfigErrors {}
+
+/// Something in a valid configuration worth a look: a key accepted and ignored, a setting without effect.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigWarning {
+    /// Dotted key path, as in [`ConfigError::path`].
+    pub path: String,
+    /// Why it deserves a look.
+    pub message: String,
+}
+
+impl ConfigWarning {
+    pub(crate) fn new(path: impl Into<String>, message: impl Into<String>) -> Self {
+        Self { path: path.into(), message: message.into() }
+    }
+}
+
+impl fmt::Display for ConfigWarning {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.path, self.message)
+    }
+}

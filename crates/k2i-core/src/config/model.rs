@@ -46,6 +46,10 @@ pub struct Config {
     /// Table maintenance run inside the ingest process: compaction, snapshot expiry, orphan removal.
     #[serde(default)]
     pub maintenance: MaintenanceConfig,
+    /// Warnings, unbuilt K2I features and K2I's catalog types, found while loading (see [`Config::warnings`],
+    /// [`Config::unbuilt`]).
+    #[serde(skip)]
+    pub(crate) notes: super::Notes,
 }
 
 /// `[kafka]`: the source cluster and topics.
@@ -65,6 +69,12 @@ pub struct KafkaConfig {
     /// Where to start in a partition the table has never seen. Progress recorded in the table always wins.
     #[serde(default)]
     pub auto_offset_reset: OffsetReset,
+    /// What to do when Kafka no longer has the records right after the table's progress (retention or
+    /// delete-records passed it while k2i was stopped or behind): `fail` stops with an error naming the
+    /// partition, the table's offset and the low watermark; `skip` resumes at the low watermark and records
+    /// the skipped range in the next snapshot's summary (`k2i.gaps`) and in `k2i_offsets_lost_total`.
+    #[serde(default)]
+    pub on_data_loss: DataLossPolicy,
     /// How record values are encoded.
     #[serde(default)]
     pub format: FormatConfig,
@@ -73,13 +83,26 @@ pub struct KafkaConfig {
     #[serde(default)]
     pub include_headers: bool,
     /// Extra librdkafka properties passed through unchanged (e.g. `"security.protocol" = "SASL_SSL"`).
-    /// Values may be secrets (`{ env = "VAR" }` or `{ file = "path" }`). Properties k2i manages itself
-    /// (`bootstrap.servers`, `group.id`, `enable.auto.commit`, `enable.auto.offset.store`,
-    /// `auto.offset.reset`) are rejected: use the k2i key instead. k2i's own defaults, which these override:
-    /// `partition.assignment.strategy = "cooperative-sticky"`, `queued.max.messages.kbytes = 16384`,
-    /// `fetch.queue.backoff.ms = 10`, `statistics.interval.ms = 1000` (lag metrics), `client.id = "k2i-<version>"`.
+    /// Values may be secrets (`{ env = "VAR" }` or `{ file = "path" }`). Properties that would weaken
+    /// exactly-once are rejected, with the reason: `bootstrap.servers` and `group.id` (set by the k2i keys),
+    /// `auto.offset.reset` (k2i decides positions; use `auto_offset_reset`), `enable.auto.commit`,
+    /// `enable.auto.offset.store` and `enable.partition.eof` set to true, `isolation.level =
+    /// "read_uncommitted"`, and any `partition.assignment.strategy` but `cooperative-sticky`. k2i's own
+    /// defaults, which these override: `queued.max.messages.kbytes = 16384`, `fetch.queue.backoff.ms = 10`,
+    /// `statistics.interval.ms = 1000` (lag metrics), `client.id = "k2i-<version>"`.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty", serialize_with = "serialize_settings")]
     pub properties: BTreeMap<String, Secret>,
+}
+
+/// What to do when the records after the table's progress are gone from Kafka.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum DataLossPolicy {
+    /// Stop with an error; the operator decides.
+    #[default]
+    Fail,
+    /// Resume at the low watermark and record the gap.
+    Skip,
 }
 
 /// Where a consumer starts in a partition with no recorded progress.
@@ -194,7 +217,7 @@ pub enum SubjectNameStrategy {
 #[serde(deny_unknown_fields, default)]
 pub struct SchemaEvolutionConfig {
     /// `auto-additive` adds new optional columns and widens types; `none` keeps the table schema fixed and
-    /// treats any difference as breaking.
+    /// treats any difference as breaking (K2I's `manual`). `permissive` (from K2I) is not built yet.
     pub mode: EvolutionMode,
     /// What to do when an incoming schema cannot be applied additively.
     pub on_breaking_change: BreakingChangeAction,
@@ -220,6 +243,8 @@ pub enum EvolutionMode {
     AutoAdditive,
     /// Never change the table schema.
     None,
+    /// K2I's wider compatibility policy, which K2I reserved and k2i has not built (issue 10).
+    Permissive,
 }
 
 /// Reactions to a breaking schema change.
@@ -230,6 +255,8 @@ pub enum BreakingChangeAction {
     Pause,
     /// Exit with an error.
     Fail,
+    /// Skip the records that do not fit (from K2I; not built yet, issue 10).
+    SkipMessage,
 }
 
 /// `[buffer]`: the hot buffer and its flush triggers.

@@ -1,5 +1,6 @@
 //! The configuration reference, generated from the schema: the key tables of `docs/configuration.md` and
-//! the list of keys `config/example.toml` must mention. Tests compare both with the checked-in files.
+//! the list of keys `config/example.toml` must mention; and the "K2I keys" table, generated from the K2I
+//! declarations in [`super::compat`]. Tests compare them with the checked-in files.
 
 use serde_json::Value;
 
@@ -122,4 +123,16 @@ fn table_description(schema: &SchemaDoc, table: &str) -> String {
         }
     }
     description(schema, node)
+}
+
+/// The Markdown "K2I keys" table: every key of K2I's configuration reference, the k2i key it is, and what
+/// k2i does with it.
+pub fn k2i_markdown() -> String {
+    let mut out = String::from("| K2I key | k2i key | status |\n|---|---|---|\n");
+    for key in super::compat::K2I_KEYS {
+        let target = key.target();
+        let target = if target == "—" { target } else { format!("`{target}`") };
+        out.push_str(&format!("| `{}` | {} | {} |\n", key.path, target, key.status().replace('|', "\\|")));
+    }
+    out
 }

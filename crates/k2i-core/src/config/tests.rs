@@ -32,6 +32,16 @@ fn problems(text: &str) -> Vec<String> {
     problems_env(text, &[])
 }
 
+/// The warning lines of a valid configuration.
+fn warnings(text: &str) -> Vec<String> {
+    parse(text).unwrap_or_else(|e| panic!("{e}")).warnings().iter().map(ToString::to_string).collect()
+}
+
+/// The keys of the features a valid configuration asks for that are not built yet.
+fn unbuilt(text: &str) -> Vec<String> {
+    parse(text).unwrap_or_else(|e| panic!("{e}")).unbuilt().into_iter().map(|u| u.key).collect()
+}
+
 fn problems_env(text: &str, env: &[(&str, &str)]) -> Vec<String> {
     match parse_env(text, env) {
         Ok(config) => panic!("expected errors, the configuration is valid: {config:?}"),
@@ -268,8 +278,8 @@ fn kafka_rules() {
     assert_eq!(
         problems(&format!("{MINIMAL}\n[kafka.properties]\n\"group.id\" = \"x\"\n\"enable.auto.commit\" = true\n")),
         [
-            "kafka.properties.\"enable.auto.commit\": is managed by k2i; set nothing: k2i commits offsets itself, after each Iceberg commit",
-            "kafka.properties.\"group.id\": is managed by k2i; set kafka.consumer_group",
+            "kafka.properties.\"enable.auto.commit\": would commit offsets before their records are in the table; k2i commits offsets itself, after each Iceberg commit",
+            "kafka.properties.\"group.id\": conflicts with kafka.consumer_group, from which k2i sets it; give the group there only",
         ]
     );
     let props = parse(&format!(
@@ -340,10 +350,10 @@ fn declared_json_columns_are_parsed_in_order() {
 #[test]
 fn catalog_rules() {
     assert_eq!(
-        problems(&with("iceberg", "rest_uri = \"http://localhost:8181\"\n[iceberg.rest]\ntoken = \"t\"")),
+        warnings(&with("iceberg", "rest_uri = \"http://localhost:8181\"\n[iceberg.rest]\ntoken = \"t\"")),
         [
-            "iceberg.rest_uri: applies only when iceberg.catalog_type = \"rest\"",
-            "iceberg.rest: applies only when iceberg.catalog_type = \"rest\"",
+            "iceberg.rest_uri: ignored: applies only when iceberg.catalog_type = \"rest\" or \"nessie\"",
+            "iceberg.rest: ignored: applies only when iceberg.catalog_type = \"rest\"",
         ]
     );
     assert_eq!(
@@ -375,15 +385,19 @@ fn catalog_rules() {
         ["iceberg.warehouse_path: must be an `s3://` location for catalog_type = \"glue\", found `./warehouse`"]
     );
     assert_eq!(
-        problems(&with("iceberg", "catalog_type = \"hive\"")),
-        ["iceberg.catalog_type: expected one of \"sql\", \"rest\", \"glue\", \"s3tables\", found string \"hive\""]
+        problems(&with("iceberg", "catalog_type = \"hiev\"")),
+        ["iceberg.catalog_type: expected one of \"sql\", \"rest\", \"glue\", \"s3tables\", found string \"hiev\""]
+    );
+    let text = with("iceberg", "warehouse_path = \"hdfs://nn/w\"\n[iceberg.glue]\nregion = \"eu-west-1\"");
+    assert_eq!(
+        problems(&text),
+        [
+            "iceberg.warehouse_path: expected a local path or a URL with scheme file, s3, s3a, gs, gcs, abfss, wasbs, az, found scheme `hdfs`"
+        ]
     );
     assert_eq!(
-        problems(&with("iceberg", "warehouse_path = \"hdfs://nn/w\"\n[iceberg.glue]\nregion = \"eu-west-1\"")),
-        [
-            "iceberg.warehouse_path: expected a local path or a URL with scheme file, s3, s3a, gs, gcs, abfss, wasbs, found scheme `hdfs`",
-            "iceberg.glue: applies only when iceberg.catalog_type = \"glue\"",
-        ]
+        warnings(&text.replace("hdfs://nn/w", "./w")),
+        ["iceberg.glue: ignored: applies only when iceberg.catalog_type = \"glue\""]
     );
     assert_eq!(
         problems(
@@ -582,6 +596,514 @@ fn configuration_reference_is_up_to_date() {
             std::fs::write(&path, format!("{head}{BEGIN}{generated}{END}{tail}")).unwrap();
         } else {
             panic!("docs/configuration.md is stale: run `K2I_BLESS=1 cargo test -p k2i-core configuration_reference`");
+        }
+    }
+}
+
+/// A full K2I configuration: every key of K2I's configuration reference.
+const K2I_FULL: &str = include_str!("../../../../testdata/k2i-full.toml");
+
+#[test]
+fn k2i_full_config_validates_with_the_same_meaning() {
+    let config = parse(K2I_FULL).unwrap_or_else(|e| panic!("{e}"));
+    let property = |key: &str| config.kafka.properties.get(key).map(|s| s.expose().to_owned());
+    assert_eq!(property("session.timeout.ms").as_deref(), Some("45000"));
+    assert_eq!(property("heartbeat.interval.ms").as_deref(), Some("3000"));
+    assert_eq!(property("max.poll.interval.ms").as_deref(), Some("600000"));
+    assert_eq!(property("security.protocol").as_deref(), Some("SASL_SSL"));
+    assert_eq!(property("sasl.mechanism").as_deref(), Some("SCRAM-SHA-512"));
+    assert_eq!(property("sasl.username").as_deref(), Some("k2i-orders"));
+    assert_eq!(property("sasl.password").as_deref(), Some("5f0c1e7a-orders-ingest"));
+    assert_eq!(property("ssl.ca.location").as_deref(), Some("/etc/kafka/certs/ca.pem"));
+    assert_eq!(property("ssl.certificate.location").as_deref(), Some("/etc/kafka/certs/client.pem"));
+    assert_eq!(property("ssl.key.location").as_deref(), Some("/etc/kafka/certs/client.key"));
+    assert_eq!(property("ssl.key.password").as_deref(), Some("client-key-passphrase"));
+    assert_eq!(config.kafka.properties.len(), 11, "{:?}", config.kafka.properties.keys());
+
+    let format = &config.kafka.format;
+    assert_eq!(format.kind, FormatType::Protobuf);
+    assert_eq!(format.message_name.as_deref(), Some("shop.orders.v1.OrderPlaced"));
+    let registry = format.registry.as_ref().unwrap();
+    assert_eq!(registry.url, "https://schema-registry.prod.internal:8081");
+    assert_eq!(registry.subject_name_strategy, SubjectNameStrategy::TopicRecordName);
+
+    assert_eq!(config.schema_evolution.mode, EvolutionMode::None);
+    assert_eq!(config.schema_evolution.on_breaking_change, BreakingChangeAction::SkipMessage);
+    assert_eq!(config.schema_evolution.schema_update_min_interval.get(), Duration::from_secs(120));
+
+    let ice = &config.iceberg;
+    assert_eq!(ice.catalog_type, CatalogType::Rest);
+    assert_eq!(ice.compression, Compression::Snappy);
+    assert_eq!(ice.target_file_size_mb.get(), 512);
+    let partitions: Vec<String> = ice.partition_by.iter().map(ToString::to_string).collect();
+    assert_eq!(partitions, ["day(placed_at)", "bucket(16, customer_id)"]);
+    let storage: Vec<(&str, &str)> = ice.storage.iter().map(|(k, v)| (k.as_str(), v.expose())).collect();
+    assert_eq!(
+        storage,
+        [
+            ("adls.account-key", "bXktYXp1cmUtc3RvcmFnZS1rZXk="),
+            ("adls.account-name", "acmelakehouse"),
+            ("gcs.project-id", "acme-lakehouse"),
+            ("s3.access-key-id", "AKIAIOSFODNN7EXAMPLE"),
+            ("s3.endpoint", "https://s3.eu-west-1.amazonaws.com"),
+            ("s3.region", "eu-west-1"),
+            ("s3.secret-access-key", "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"),
+        ]
+    );
+    assert_eq!(ice.rest.credential.as_ref().unwrap().expose(), "k2i-orders:9a4c2f0e-client-secret");
+    assert_eq!(ice.rest.token, None);
+    assert_eq!(ice.rest.scope.as_deref(), Some("catalog"));
+    assert_eq!(ice.rest.headers["X-Tenant"].expose(), "sales");
+    assert_eq!(ice.glue.catalog_id.as_deref(), Some("123456789012"));
+    assert_eq!(ice.sql.uri.as_ref().unwrap().expose(), "postgres://k2i@catalog-db.prod.internal:5432/iceberg");
+    assert_eq!(ice.sql.catalog_name.as_deref(), Some("k2i"));
+
+    assert_eq!(config.buffer.max_size_mb.get(), 2000);
+    assert_eq!(config.buffer.flush_batch_size.get(), 50_000);
+    assert_eq!(config.transaction_log.log_dir, PathBuf::from("/var/lib/k2i/txlog"));
+    assert_eq!(config.maintenance.compaction_interval.get(), Duration::from_secs(7200));
+    assert_eq!(config.maintenance.snapshot_max_age.get(), Duration::from_secs(30 * 24 * 3600));
+    assert_eq!(config.maintenance.orphan_min_age.get(), Duration::from_secs(7 * 24 * 3600));
+    assert!(!config.maintenance.enabled);
+    assert!(!config.rpc.enabled);
+    assert_eq!(config.rpc.socket_path, PathBuf::from("./run/k2i.sock"));
+
+    let unbuilt: Vec<(String, Issue)> = config.unbuilt().into_iter().map(|u| (u.key, u.issue)).collect();
+    let expected = [
+        ("kafka.format.type", Issue::Protobuf),
+        ("schema_evolution.on_breaking_change", Issue::Protobuf),
+        ("iceberg.warehouse_path", Issue::StorageAndCatalogs),
+        ("iceberg.partition_by", Issue::TablesMaintenance),
+        ("iceberg.storage", Issue::StorageAndCatalogs),
+        ("iceberg.gcs_credentials_path", Issue::StorageAndCatalogs),
+        ("iceberg.gcs_service_account_key", Issue::StorageAndCatalogs),
+        ("iceberg.azure_container", Issue::StorageAndCatalogs),
+        ("maintenance.compaction_enabled", Issue::TablesMaintenance),
+        ("maintenance.snapshot_expiration_enabled", Issue::TablesMaintenance),
+        ("maintenance.orphan_cleanup_enabled", Issue::TablesMaintenance),
+        ("maintenance.statistics_enabled", Issue::TablesMaintenance),
+    ];
+    assert_eq!(unbuilt, expected.map(|(k, i)| (k.to_owned(), i)));
+    let warned: Vec<&str> = config.warnings().iter().map(|w| w.path.as_str()).collect();
+    assert_eq!(
+        warned,
+        [
+            "kafka.batch_size",
+            "kafka.batch_timeout_ms",
+            "kafka.format.cache_ttl_seconds",
+            "kafka.format.latest_on_startup",
+            "iceberg.hive_metastore_uri",
+            "iceberg.rest.request_timeout_seconds",
+            "iceberg.glue.role_arn",
+            "iceberg.glue.external_id",
+            "iceberg.nessie.default_branch",
+            "iceberg.nessie.api_version",
+            "buffer.ttl_seconds",
+            "buffer.memory_alignment_bytes",
+            "transaction_log.checkpoint_interval_entries",
+            "transaction_log.checkpoint_interval_seconds",
+            "transaction_log.max_log_files",
+            "maintenance.compaction_threshold_mb",
+            "maintenance.compaction_target_mb",
+            "maintenance.statistics_interval_seconds",
+            "monitoring.log_level",
+            "monitoring.log_format",
+            "rpc.read_timeout_ms",
+            "rpc.max_concurrent_scans",
+            "rpc.scan_ttl_seconds",
+            "rpc.max_frame_bytes",
+            "iceberg.sql",
+            "iceberg.glue",
+        ]
+    );
+}
+
+#[test]
+fn the_full_k2i_fixture_uses_every_k2i_key() {
+    let doc: toml::Table = toml::from_str(K2I_FULL).unwrap();
+    let doc = toml::Value::Table(doc);
+    let missing: Vec<&str> = compat::K2I_KEYS
+        .iter()
+        .map(|k| k.path)
+        .filter(|path| path.split('.').try_fold(&doc, |node, part| node.get(part)).is_none())
+        .collect();
+    assert!(missing.is_empty(), "testdata/k2i-full.toml does not use {missing:?}");
+}
+
+#[test]
+fn every_k2i_key_maps_onto_a_k2i_key() {
+    let keys: Vec<String> = reference::keys().iter().map(|k| format!("{}.{}", k.table, k.key)).collect();
+    // Free-form tables: their entries are the k2i keys.
+    let maps = ["kafka.properties.", "iceberg.storage.", "iceberg.rest.headers"];
+    for key in compat::K2I_KEYS {
+        let target = key.target();
+        let known = target == "—"
+            || keys.contains(&target)
+            || maps.iter().any(|m| target.starts_with(m))
+            // The `_seconds` / `_ms` form of a duration key.
+            || keys.iter().any(|k| target.strip_prefix(k.as_str()).is_some_and(|s| s == "_seconds" || s == "_ms"));
+        assert!(known, "{} maps onto {target}, which is not a k2i key", key.path);
+    }
+}
+
+#[test]
+fn k2i_keys_set_the_same_values_as_their_k2i_keys() {
+    let pairs = [
+        ("kafka", "session_timeout_ms = 45000", "[kafka.properties]\n\"session.timeout.ms\" = 45000"),
+        ("kafka", "max_poll_interval_ms = 600000", "[kafka.properties]\n\"max.poll.interval.ms\" = \"600000\""),
+        (
+            "kafka",
+            "[kafka.security]\nprotocol = \"SASL_SSL\"\nsasl_password = { env = \"PW\" }\nssl_cert_location = \"/c.pem\"",
+            "[kafka.properties]\n\"security.protocol\" = \"SASL_SSL\"\n\"sasl.password\" = { env = \"PW\" }\n\"ssl.certificate.location\" = \"/c.pem\"",
+        ),
+        (
+            "kafka",
+            "[kafka.format]\ntype = \"protobuf\"\nschema_registry_url = \"http://r:8081\"\nsubject_strategy = \"record_name\"\nmessage_type = \"a.B\"",
+            "[kafka.format]\ntype = \"protobuf\"\nmessage_name = \"a.B\"\n[kafka.format.registry]\nurl = \"http://r:8081\"\nsubject_name_strategy = \"record-name\"",
+        ),
+        ("schema_evolution", "mode = \"manual\"", "mode = \"none\""),
+        (
+            "iceberg",
+            "aws_region = \"eu-west-1\"\naws_secret_access_key = \"s\"\ns3_endpoint = \"http://minio:9000\"",
+            "[iceberg.storage]\n\"s3.region\" = \"eu-west-1\"\n\"s3.secret-access-key\" = \"s\"\n\"s3.endpoint\" = \"http://minio:9000\"",
+        ),
+        (
+            "iceberg",
+            "[[iceberg.partition_spec]]\nsource_field = \"ts\"\ntransform = \"hour\"\n[[iceberg.partition_spec]]\nsource_field = \"id\"\ntransform = { truncate = { width = 4 } }",
+            "partition_by = [\"hour(ts)\", \"truncate(4, id)\"]",
+        ),
+        (
+            "iceberg",
+            "catalog_type = \"rest\"\nrest_uri = \"http://c\"\n[iceberg.rest]\ncredential_type = \"bearer\"\ncredential = \"tok\"\noauth2_scope = \"s\"\ncustom_headers = { \"X-T\" = \"a\" }",
+            "catalog_type = \"rest\"\nrest_uri = \"http://c\"\n[iceberg.rest]\ntoken = \"tok\"\nscope = \"s\"\nheaders = { \"X-T\" = \"a\" }",
+        ),
+        (
+            "iceberg",
+            "[iceberg.sql_catalog]\ntype = \"sqlite\"\nurl = \"sqlite:///var/lib/k2i/catalog.db\"\ncatalog_name = \"c\"",
+            "[iceberg.sql]\nuri = \"sqlite:///var/lib/k2i/catalog.db\"\ncatalog_name = \"c\"",
+        ),
+        (
+            "maintenance",
+            "snapshot_retention_days = 30\norphan_retention_days = 3",
+            "snapshot_max_age = \"30days\"\norphan_min_age = \"3d\"",
+        ),
+        ("maintenance", "compaction_enabled = false\nstatistics_enabled = false", ""),
+    ];
+    let env = [("PW", "pw")];
+    for (section, k2i_form, k2i_native) in pairs {
+        let from_k2i = parse_env(&with(section, k2i_form), &env).unwrap_or_else(|e| panic!("{k2i_form}: {e}"));
+        let native = parse_env(&with(section, k2i_native), &env).unwrap_or_else(|e| panic!("{k2i_native}: {e}"));
+        assert_eq!(from_k2i, native, "{k2i_form}\n  vs\n{k2i_native}");
+    }
+}
+
+#[test]
+fn a_k2i_key_and_its_k2i_key_that_disagree_are_a_problem_naming_both() {
+    assert_eq!(
+        problems(&with(
+            "kafka",
+            "[kafka.security]\nprotocol = \"SSL\"\n[kafka.properties]\n\"security.protocol\" = \"SASL_SSL\""
+        )),
+        ["kafka.security.protocol: conflicts with `kafka.properties.\"security.protocol\"`; give it once"]
+    );
+    assert_eq!(
+        problems(&with(
+            "kafka",
+            "[kafka.security]\nssl_cert_location = \"/a.pem\"\nssl_certificate_location = \"/b.pem\""
+        )),
+        [
+            "kafka.security.ssl_certificate_location: conflicts with `kafka.security.ssl_cert_location`, which also sets `kafka.properties.\"ssl.certificate.location\"`; give it once"
+        ]
+    );
+    assert_eq!(
+        problems(&with("maintenance", "snapshot_retention_days = 7\nsnapshot_max_age = \"30d\"")),
+        ["maintenance.snapshot_retention_days: conflicts with `maintenance.snapshot_max_age`; give it once"]
+    );
+    assert_eq!(
+        problems(&with(
+            "kafka",
+            "[kafka.format]\ntype = \"protobuf\"\nmessage_type = \"a.B\"\nmessage_name = \"a.C\"\n[kafka.format.registry]\nurl = \"http://r\""
+        )),
+        ["kafka.format.message_type: conflicts with `kafka.format.message_name`; give it once"]
+    );
+    assert_eq!(
+        problems(&with(
+            "iceberg",
+            "partition_by = [\"day(ts)\"]\n[[iceberg.partition_spec]]\nsource_field = \"ts\"\ntransform = \"hour\""
+        )),
+        ["iceberg.partition_spec: conflicts with `iceberg.partition_by`; give it once"]
+    );
+    // Both given and agreeing is not a conflict (librdkafka reads 45000 and "45000" alike).
+    let agreeing = with("kafka", "session_timeout_ms = 45000\n[kafka.properties]\n\"session.timeout.ms\" = \"45000\"");
+    assert_eq!(parse(&agreeing).unwrap().kafka.properties["session.timeout.ms"].expose(), "45000");
+}
+
+#[test]
+fn k2i_keys_are_type_checked_and_k2i_only_tables_report_typos() {
+    assert_eq!(
+        problems(&with(
+            "kafka",
+            "session_timeout_ms = \"long\"\n[kafka.security]\nsasl_usrname = \"u\"\n[kafka.format]\nsubject_strategy = \"topic-name\""
+        )),
+        [
+            "kafka.session_timeout_ms: expected a positive integer, found string \"long\"",
+            "kafka.format.subject_strategy: expected one of \"topic_name\", \"record_name\", \"topic_record_name\" (did you mean \"topic_name\"?), found string \"topic-name\"",
+            "kafka.security.sasl_usrname: unknown key; did you mean `sasl_username`?",
+        ]
+    );
+    assert_eq!(
+        problems(&with("buffer", "memory_alignment_bytes = \"64\"\nttl_seconds = 0")),
+        [
+            "buffer.ttl_seconds: expected a positive integer, found integer 0",
+            "buffer.memory_alignment_bytes: expected a positive integer, found string \"64\"",
+        ]
+    );
+    assert_eq!(
+        problems(&with(
+            "iceberg",
+            "[[iceberg.partition_spec]]\nsource_field = \"ts\"\ntransform = \"weekly\"\nsource_feild = 1"
+        )),
+        [
+            "iceberg.partition_spec[0].source_feild: unknown key; did you mean `source_field`?",
+            "iceberg.partition_spec[0].transform: expected a transform: identity, year, month, day, hour, bucket[N] or truncate[N], found string \"weekly\"",
+        ]
+    );
+    assert_eq!(
+        problems(&format!("{MINIMAL}\n[iceberg.nessie]\ndefault_brnch = \"main\"\n")),
+        ["iceberg.nessie.default_brnch: unknown key; did you mean `default_branch`?"]
+    );
+}
+
+#[test]
+fn k2i_keys_without_meaning_are_accepted_with_the_reason() {
+    assert_eq!(
+        warnings(&with("buffer", "memory_alignment_bytes = 64")),
+        [
+            "buffer.memory_alignment_bytes: accepted and ignored: Arrow aligns its buffers (64 bytes) itself; there is nothing to choose"
+        ]
+    );
+    assert_eq!(
+        warnings(&with("monitoring", "log_level = \"debug\"")),
+        [
+            "monitoring.log_level: accepted and ignored: logging starts before the file is read; use `-v` / `-q` or `K2I_LOG=<level>`"
+        ]
+    );
+    assert_eq!(
+        warnings(&with("rpc", "max_frame_bytes = 1024")),
+        ["rpc.max_frame_bytes: accepted; has no effect until the read-state RPC is built (issue 12)"]
+    );
+    let none = with(
+        "iceberg",
+        "catalog_type = \"rest\"\nrest_uri = \"http://c\"\n[iceberg.rest]\ncredential_type = \"none\"\ncredential = \"x\"",
+    );
+    assert_eq!(
+        warnings(&none),
+        ["iceberg.rest.credential: accepted and ignored: `credential_type = \"none\"` sends no credential"]
+    );
+    assert_eq!(parse(&none).unwrap().iceberg.rest, RestCatalogConfig::default());
+}
+
+#[test]
+fn k2i_sql_catalog_type_must_agree_with_the_url() {
+    assert_eq!(
+        problems(&with("iceberg", "[iceberg.sql_catalog]\ntype = \"postgres\"\nurl = \"sqlite:/tmp/c.db\"")),
+        [
+            "iceberg.sql_catalog.type: is \"postgres\", but the catalog URL (iceberg.sql_catalog.url) does not start with `postgres://`"
+        ]
+    );
+    assert!(
+        parse(&with("iceberg", "[iceberg.sql_catalog]\ntype = \"postgres\"\nurl = \"postgresql://u@h/db\"")).is_ok()
+    );
+}
+
+#[test]
+fn k2i_hive_and_nessie_catalogs_validate_and_are_unbuilt() {
+    for name in ["hive", "nessie"] {
+        let text = with("iceberg", &format!("catalog_type = \"{name}\"\nrest_uri = \"http://nessie:19120/api/v1\""));
+        let config = parse(&text).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(config.catalog_name(), name);
+        let unbuilt = config.unbuilt();
+        assert_eq!(unbuilt.len(), 1);
+        assert_eq!((unbuilt[0].key.as_str(), unbuilt[0].issue), ("iceberg.catalog_type", Issue::StorageAndCatalogs));
+        let printed = config.to_redacted_toml();
+        assert!(printed.contains(&format!("catalog_type = \"{name}\"\n")), "{printed}");
+        assert_eq!(parse(&printed).unwrap(), config);
+    }
+    // rest_uri is Nessie's endpoint, not a REST catalog's setting left over.
+    assert_eq!(warnings(&with("iceberg", "catalog_type = \"nessie\"\nrest_uri = \"http://n\"")), Vec::<String>::new());
+    assert_eq!(
+        warnings(&with("iceberg", "catalog_type = \"hive\"\nrest_uri = \"http://n\"")),
+        ["iceberg.rest_uri: ignored: applies only when iceberg.catalog_type = \"rest\" or \"nessie\""]
+    );
+    // An override written with k2i's name replaces K2I's catalog type.
+    let config =
+        parse_env(&with("iceberg", "catalog_type = \"hive\""), &[("K2I_ICEBERG__CATALOG_TYPE", "sql")]).unwrap();
+    assert_eq!((config.catalog_name().as_str(), config.unbuilt()), ("sql", Vec::new()));
+}
+
+#[test]
+fn unbuilt_lists_every_feature_that_is_not_built() {
+    assert_eq!(unbuilt(MINIMAL), Vec::<String>::new());
+    assert_eq!(unbuilt(K2I_README), ["iceberg.warehouse_path"]);
+    let text = format!(
+        "{}\n[kafka.format]\ntype = \"avro\"\n[kafka.format.registry]\nurl = \"http://r\"\n\
+         [kafka.properties]\n\"sasl.mechanism\" = \"GSSAPI\"\n\
+         [schema_evolution]\nmode = \"permissive\"\non_breaking_change = \"skip-message\"\n\
+         [errors]\npolicy = \"dead-letter\"\ndead_letter_topic = \"dlq\"\n\
+         [rpc]\nenabled = true\n[maintenance]\nenabled = true\n",
+        MINIMAL.replace(
+            "table_name = \"events\"",
+            "table_name = \"events\"\ncatalog_type = \"glue\"\nwarehouse_path = \"s3://b/w\"\npartition_by = [\"day(ts)\"]\nstorage = { \"s3.region\" = \"eu-west-1\" }"
+        )
+    );
+    let config = parse(&text).unwrap_or_else(|e| panic!("{e}"));
+    let lines: Vec<String> = config.unbuilt().iter().map(ToString::to_string).collect();
+    assert_eq!(
+        lines,
+        [
+            "kafka.format.type: decoding Avro is not built yet; the configuration validates, `k2i ingest` refuses it until issue 13",
+            "kafka.properties.\"sasl.mechanism\": Kerberos (GSSAPI) authentication is not built yet; the configuration validates, `k2i ingest` refuses it until issue 11",
+            "schema_evolution.mode: the permissive schema-evolution mode is not built yet; the configuration validates, `k2i ingest` refuses it until issue 10",
+            "schema_evolution.on_breaking_change: skipping records on a breaking schema change is not built yet; the configuration validates, `k2i ingest` refuses it until issue 10",
+            "iceberg.catalog_type: the Glue catalog is not built yet; the configuration validates, `k2i ingest` refuses it until issue 11",
+            "iceberg.warehouse_path: writing to object stores is not built yet; the configuration validates, `k2i ingest` refuses it until issue 11",
+            "iceberg.partition_by: writing partitioned tables is not built yet; the configuration validates, `k2i ingest` refuses it until the tables/maintenance issue",
+            "iceberg.storage: using object-store settings is not built yet; the configuration validates, `k2i ingest` refuses it until issue 11",
+            "errors.policy: the dead-letter policy is not built yet; the configuration validates, `k2i ingest` refuses it until issue 10",
+            "rpc.enabled: the read-state RPC is not built yet; the configuration validates, `k2i ingest` refuses it until issue 12",
+            "maintenance.enabled: scheduled maintenance is not built yet; the configuration validates, `k2i ingest` refuses it until the tables/maintenance issue",
+        ]
+    );
+    let protobuf = "[kafka.format]\ntype = \"protobuf\"\n[kafka.format.registry]\nurl = \"http://r\"";
+    let issue = |extra: &str| parse(&with("kafka", extra)).unwrap().unbuilt()[0].issue;
+    assert_eq!(issue(protobuf), Issue::Protobuf);
+    assert_eq!(issue(&protobuf.replace("protobuf", "json_schema")), Issue::AvroJsonSchema);
+    assert_eq!(
+        unbuilt(&with(
+            "iceberg",
+            "catalog_type = \"s3tables\"\n[iceberg.s3tables]\ntable_bucket_arn = \"arn:aws:s3tables:eu-west-1:1:bucket/b\""
+        )),
+        ["iceberg.catalog_type"]
+    );
+    assert_eq!(unbuilt(&with("maintenance", "orphan_cleanup_enabled = true")), ["maintenance.orphan_cleanup_enabled"]);
+    assert_eq!(unbuilt(&with("iceberg", "warehouse_path = \"file:///tmp/w\"")), Vec::<String>::new());
+}
+
+#[test]
+fn kafka_properties_that_weaken_exactly_once_are_refused_with_the_reason() {
+    let property = |key: &str, value: &str| problems(&format!("{MINIMAL}\n[kafka.properties]\n\"{key}\" = {value}\n"));
+    let accepted = |key: &str, value: &str| {
+        let text = format!("{MINIMAL}\n[kafka.properties]\n\"{key}\" = {value}\n");
+        parse(&text).unwrap_or_else(|e| panic!("{key} = {value}: {e}"));
+    };
+    assert_eq!(
+        property("enable.auto.commit", "true"),
+        [
+            "kafka.properties.\"enable.auto.commit\": would commit offsets before their records are in the table; k2i commits offsets itself, after each Iceberg commit"
+        ]
+    );
+    assert_eq!(property("enable.auto.commit", "\"1\"").len(), 1);
+    accepted("enable.auto.commit", "false");
+    assert_eq!(
+        property("enable.auto.offset.store", "\"TRUE\""),
+        [
+            "kafka.properties.\"enable.auto.offset.store\": would store offsets of records not yet in the table; k2i stores offsets itself, after each Iceberg commit"
+        ]
+    );
+    accepted("enable.auto.offset.store", "\"false\"");
+    assert_eq!(
+        property("enable.auto.offset.store", "\"maybe\""),
+        ["kafka.properties.\"enable.auto.offset.store\": expected true or false, found string \"maybe\""]
+    );
+    for value in ["\"earliest\"", "\"latest\"", "\"error\""] {
+        assert_eq!(
+            property("auto.offset.reset", value),
+            [
+                "kafka.properties.\"auto.offset.reset\": k2i decides where each partition starts (where the table's progress says); for partitions the table has never recorded, set kafka.auto_offset_reset"
+            ]
+        );
+    }
+    assert_eq!(
+        property("isolation.level", "\"read_uncommitted\""),
+        [
+            "kafka.properties.\"isolation.level\": would ingest records of aborted transactions; k2i reads committed records only"
+        ]
+    );
+    accepted("isolation.level", "\"read_committed\"");
+    assert_eq!(
+        property("enable.partition.eof", "true"),
+        [
+            "kafka.properties.\"enable.partition.eof\": would deliver the end of every partition as a fetch error; k2i follows the high watermarks itself"
+        ]
+    );
+    accepted("enable.partition.eof", "false");
+    for value in ["\"range\"", "\"roundrobin,cooperative-sticky\"", "\"cooperative-sticky,range\""] {
+        assert_eq!(
+            property("partition.assignment.strategy", value),
+            [
+                "kafka.properties.\"partition.assignment.strategy\": k2i relies on cooperative incremental rebalancing (a partition is revoked only after its flush lands); only \"cooperative-sticky\" is allowed"
+            ]
+        );
+    }
+    accepted("partition.assignment.strategy", "\"cooperative-sticky\"");
+    assert_eq!(
+        property("group.id", "\"k2i\""),
+        [
+            "kafka.properties.\"group.id\": conflicts with kafka.consumer_group, from which k2i sets it; give the group there only"
+        ]
+    );
+    for key in ["bootstrap.servers", "metadata.broker.list"] {
+        assert_eq!(
+            property(key, "\"localhost:9092\""),
+            [format!(
+                "kafka.properties.\"{key}\": conflicts with kafka.bootstrap_servers, from which k2i sets it; give the servers there only"
+            )]
+        );
+    }
+    // Values from the environment are checked like inline ones.
+    assert_eq!(
+        problems_env(
+            &format!("{MINIMAL}\n[kafka.properties]\n\"isolation.level\" = {{ env = \"ISO\" }}\n"),
+            &[("ISO", "read_uncommitted")]
+        )
+        .len(),
+        1
+    );
+}
+
+#[test]
+fn kafka_security_properties_must_name_known_values() {
+    let property =
+        |key: &str, value: &str| problems(&format!("{MINIMAL}\n[kafka.properties]\n\"{key}\" = \"{value}\"\n"));
+    assert_eq!(
+        property("security.protocol", "TLS"),
+        [
+            "kafka.properties.\"security.protocol\": expected one of \"PLAINTEXT\", \"SSL\", \"SASL_PLAINTEXT\", \"SASL_SSL\", found string \"TLS\""
+        ]
+    );
+    assert_eq!(
+        property("sasl.mechanism", "SCRAM-SHA-1"),
+        [
+            "kafka.properties.\"sasl.mechanism\": expected one of \"PLAIN\", \"SCRAM-SHA-256\", \"SCRAM-SHA-512\", \"OAUTHBEARER\", \"GSSAPI\", found string \"SCRAM-SHA-1\""
+        ]
+    );
+    assert!(parse(&with("kafka", "[kafka.security]\nprotocol = \"sasl_ssl\"\nsasl_mechanism = \"PLAIN\"")).is_ok());
+}
+
+#[test]
+fn k2i_key_table_is_up_to_date() {
+    const BEGIN: &str = "<!-- BEGIN GENERATED K2I KEYS: edit K2I_KEYS in crates/k2i-core/src/config/compat.rs -->\n";
+    const END: &str = "<!-- END GENERATED K2I KEYS -->";
+    let path = repo_file("docs/configuration.md");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let (head, rest) = text.split_once(BEGIN).expect("docs/configuration.md has the K2I keys BEGIN marker");
+    let (current, tail) = rest.split_once(END).expect("docs/configuration.md has the K2I keys END marker");
+    let generated = reference::k2i_markdown();
+    if current != generated {
+        if std::env::var_os("K2I_BLESS").is_some() {
+            std::fs::write(&path, format!("{head}{BEGIN}{generated}{END}{tail}")).unwrap();
+        } else {
+            panic!("docs/configuration.md is stale: run `K2I_BLESS=1 cargo test -p k2i-core k2i_key_table`");
         }
     }
 }

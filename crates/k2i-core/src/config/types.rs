@@ -245,9 +245,21 @@ impl JsonSchema for Secret {
 /// Whether a map key (a librdkafka property, a FileIO property, an HTTP header) names a sensitive value.
 pub fn is_sensitive_key(key: &str) -> bool {
     let key = key.to_ascii_lowercase();
-    ["password", "secret", "token", "credential", "jaas", "authorization", "key-id", "access-key", "api-key", "apikey"]
-        .iter()
-        .any(|word| key.contains(word))
+    [
+        "password",
+        "secret",
+        "token",
+        "credential",
+        "jaas",
+        "authorization",
+        "key-id",
+        "access-key",
+        "account-key",
+        "api-key",
+        "apikey",
+    ]
+    .iter()
+    .any(|word| key.contains(word))
         || key.ends_with(".key")
 }
 
@@ -632,6 +644,7 @@ mod tests {
             "s3.secret-access-key",
             "Authorization",
             "ssl.key",
+            "adls.account-key",
         ] {
             assert!(is_sensitive_key(key), "{key}");
         }

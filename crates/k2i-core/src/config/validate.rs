@@ -1,27 +1,27 @@
 //! Semantic rules: what the types alone cannot say (a REST catalog needs a URI, a dead-letter policy needs a
-//! topic, …), and secret resolution. Every rule adds to the error list; none stops at the first problem.
+//! topic, a librdkafka property must not weaken exactly-once, …), and secret resolution. Every rule adds to
+//! the error list; none stops at the first problem. Findings that do not make the configuration invalid
+//! (settings of a catalog that is not selected) are warnings.
 
-use super::error::ConfigError;
-use super::model::{CatalogType, Config, ErrorPolicy, FormatType};
+use super::error::{ConfigError, ConfigWarning};
+use super::model::{Config, ErrorPolicy, FormatType, KafkaConfig};
 use super::types::Secret;
 use super::{Env, check::join, name_of};
 
-/// librdkafka properties k2i sets itself, and the k2i key that replaces each.
-const RESERVED_KAFKA_PROPERTIES: [(&str, &str); 6] = [
-    ("bootstrap.servers", "kafka.bootstrap_servers"),
-    ("metadata.broker.list", "kafka.bootstrap_servers"),
-    ("group.id", "kafka.consumer_group"),
-    ("enable.auto.commit", "nothing: k2i commits offsets itself, after each Iceberg commit"),
-    ("enable.auto.offset.store", "nothing: k2i stores offsets itself"),
-    ("auto.offset.reset", "kafka.auto_offset_reset"),
-];
+/// URL schemes of warehouse locations (`az` is how K2I configurations name Azure).
+const WAREHOUSE_SCHEMES: [&str; 8] = ["file", "s3", "s3a", "gs", "gcs", "abfss", "wasbs", "az"];
 
-/// URL schemes of warehouse locations k2i can write to.
-const WAREHOUSE_SCHEMES: [&str; 7] = ["file", "s3", "s3a", "gs", "gcs", "abfss", "wasbs"];
+/// librdkafka's `security.protocol` values.
+const SECURITY_PROTOCOLS: [&str; 4] = ["plaintext", "ssl", "sasl_plaintext", "sasl_ssl"];
+
+/// librdkafka's SASL mechanisms (`GSSAPI` needs libsasl2, which this build lacks: see `Config::unbuilt`).
+const SASL_MECHANISMS: [&str; 5] = ["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "OAUTHBEARER", "GSSAPI"];
 
 pub(crate) fn validate(config: &mut Config, env: &Env, errors: &mut Vec<ConfigError>) {
     kafka(config, errors);
-    iceberg(config, errors);
+    let mut warnings = Vec::new();
+    iceberg(config, errors, &mut warnings);
+    config.notes.warnings.extend(warnings);
     rest(config, errors);
     let dlq = &config.errors;
     match (dlq.policy, &dlq.dead_letter_topic) {
@@ -47,6 +47,8 @@ pub(crate) fn validate(config: &mut Config, env: &Env, errors: &mut Vec<ConfigEr
         errors.push(ConfigError::rule("rpc.socket_path", "must not be empty when rpc.enabled = true"));
     }
     resolve_secrets(config, env, errors);
+    // After resolution, so a value from { env } or { file } is checked like an inline one.
+    kafka_properties(&config.kafka, errors);
 }
 
 fn kafka(config: &Config, errors: &mut Vec<ConfigError>) {
@@ -85,11 +87,6 @@ fn kafka(config: &Config, errors: &mut Vec<ConfigError>) {
     if kafka.consumer_group.trim().is_empty() {
         errors.push(ConfigError::rule("kafka.consumer_group", "must not be empty"));
     }
-    for key in kafka.properties.keys() {
-        if let Some((_, instead)) = RESERVED_KAFKA_PROPERTIES.iter().find(|(name, _)| name == key) {
-            errors.push(ConfigError::rule(join("kafka.properties", key), format!("is managed by k2i; set {instead}")));
-        }
-    }
     let format = &kafka.format;
     if format.kind.needs_registry() && format.registry.is_none() {
         errors.push(ConfigError::rule(
@@ -127,7 +124,7 @@ fn kafka(config: &Config, errors: &mut Vec<ConfigError>) {
     }
 }
 
-fn iceberg(config: &Config, errors: &mut Vec<ConfigError>) {
+fn iceberg(config: &Config, errors: &mut Vec<ConfigError>, warnings: &mut Vec<ConfigWarning>) {
     let ice = &config.iceberg;
     if ice.table_name.trim().is_empty() {
         errors.push(ConfigError::rule("iceberg.table_name", "must not be empty"));
@@ -155,7 +152,8 @@ fn iceberg(config: &Config, errors: &mut Vec<ConfigError>) {
         ));
     }
     let object_store = ice.warehouse_path.starts_with("s3://") || ice.warehouse_path.starts_with("s3a://");
-    if ice.catalog_type == CatalogType::Glue && !object_store {
+    let selected = config.catalog_name();
+    if selected == "glue" && !object_store {
         errors.push(ConfigError::rule(
             "iceberg.warehouse_path",
             format!("must be an `s3://` location for catalog_type = \"glue\", found `{}`", ice.warehouse_path),
@@ -166,27 +164,31 @@ fn iceberg(config: &Config, errors: &mut Vec<ConfigError>) {
             errors.push(ConfigError::rule(format!("iceberg.partition_by[{i}]"), format!("`{field}` is listed twice")));
         }
     }
-    // Settings of a catalog that is not selected are almost always a mistake (a half-edited switch).
-    let selected = ice.catalog_type;
-    let unused = |kind: CatalogType, set: bool, key: &str, errors: &mut Vec<ConfigError>| {
-        if set && selected != kind {
-            let name = name_of(kind);
-            errors.push(ConfigError::rule(key, format!("applies only when iceberg.catalog_type = \"{name}\"")));
+    // Settings of a catalog that is not selected are ignored. Often a half-edited switch, so worth a warning;
+    // not an error, because K2I configurations carry settings for several catalogs.
+    let unused = |catalogs: &[&str], set: bool, key: &str, warnings: &mut Vec<ConfigWarning>| {
+        if set && !catalogs.contains(&selected.as_str()) {
+            let names: Vec<String> = catalogs.iter().map(|c| format!("\"{c}\"")).collect();
+            warnings.push(ConfigWarning::new(
+                key,
+                format!("ignored: applies only when iceberg.catalog_type = {}", names.join(" or ")),
+            ));
         }
     };
-    unused(CatalogType::Rest, ice.rest_uri.is_some(), "iceberg.rest_uri", errors);
-    unused(CatalogType::Rest, ice.rest != Default::default(), "iceberg.rest", errors);
-    unused(CatalogType::Sql, ice.sql != Default::default(), "iceberg.sql", errors);
-    unused(CatalogType::Glue, ice.glue != Default::default(), "iceberg.glue", errors);
-    unused(CatalogType::S3tables, ice.s3tables != Default::default(), "iceberg.s3tables", errors);
-    match selected {
-        CatalogType::Rest => match &ice.rest_uri {
+    // K2I's Nessie catalog takes its endpoint from rest_uri too.
+    unused(&["rest", "nessie"], ice.rest_uri.is_some(), "iceberg.rest_uri", warnings);
+    unused(&["rest"], ice.rest != Default::default(), "iceberg.rest", warnings);
+    unused(&["sql"], ice.sql != Default::default(), "iceberg.sql", warnings);
+    unused(&["glue"], ice.glue != Default::default(), "iceberg.glue", warnings);
+    unused(&["s3tables"], ice.s3tables != Default::default(), "iceberg.s3tables", warnings);
+    match selected.as_str() {
+        "rest" => match &ice.rest_uri {
             Some(uri) => check_http_url("iceberg.rest_uri", uri, errors),
             None => {
                 errors.push(ConfigError::rule("iceberg.rest_uri", "is required when iceberg.catalog_type = \"rest\""))
             }
         },
-        CatalogType::S3tables => match &ice.s3tables.table_bucket_arn {
+        "s3tables" => match &ice.s3tables.table_bucket_arn {
             Some(arn) if arn.starts_with("arn:aws:s3tables:") => {}
             Some(arn) => errors.push(ConfigError::invalid(
                 "iceberg.s3tables.table_bucket_arn",
@@ -198,8 +200,91 @@ fn iceberg(config: &Config, errors: &mut Vec<ConfigError>) {
                 "is required when iceberg.catalog_type = \"s3tables\"",
             )),
         },
-        CatalogType::Sql | CatalogType::Glue => {}
+        _ => {}
     }
+}
+
+/// librdkafka properties: the ones that would weaken k2i's exactly-once invariants are refused with the
+/// reason, and the security settings must name values librdkafka knows.
+fn kafka_properties(kafka: &KafkaConfig, errors: &mut Vec<ConfigError>) {
+    for (key, secret) in &kafka.properties {
+        // A secret that could not be read is reported by resolve_secrets already.
+        let Some(value) = secret.value_if_resolved() else { continue };
+        let path = join("kafka.properties", key);
+        let value = value.trim();
+        let problem = match key.as_str() {
+            "bootstrap.servers" | "metadata.broker.list" => {
+                Some("conflicts with kafka.bootstrap_servers, from which k2i sets it; give the servers there only")
+            }
+            "group.id" => {
+                Some("conflicts with kafka.consumer_group, from which k2i sets it; give the group there only")
+            }
+            "auto.offset.reset" => Some(
+                "k2i decides where each partition starts (where the table's progress says); for partitions the \
+                 table has never recorded, set kafka.auto_offset_reset",
+            ),
+            "enable.auto.commit" | "auto.commit.enable" => flag(&path, value, errors).then_some(
+                "would commit offsets before their records are in the table; k2i commits offsets itself, after \
+                 each Iceberg commit",
+            ),
+            "enable.auto.offset.store" => flag(&path, value, errors).then_some(
+                "would store offsets of records not yet in the table; k2i stores offsets itself, after each \
+                 Iceberg commit",
+            ),
+            "enable.partition.eof" => flag(&path, value, errors).then_some(
+                "would deliver the end of every partition as a fetch error; k2i follows the high watermarks itself",
+            ),
+            "isolation.level" => match value {
+                "read_committed" => None,
+                "read_uncommitted" => {
+                    Some("would ingest records of aborted transactions; k2i reads committed records only")
+                }
+                other => {
+                    errors.push(ConfigError::invalid(&path, "\"read_committed\"", format!("string {other:?}")));
+                    None
+                }
+            },
+            "partition.assignment.strategy" => (value != "cooperative-sticky").then_some(
+                "k2i relies on cooperative incremental rebalancing (a partition is revoked only after its flush \
+                 lands); only \"cooperative-sticky\" is allowed",
+            ),
+            "security.protocol" => {
+                if !SECURITY_PROTOCOLS.iter().any(|p| p.eq_ignore_ascii_case(value)) {
+                    let expected = format!("one of {}", quoted(&SECURITY_PROTOCOLS.map(str::to_ascii_uppercase)));
+                    errors.push(ConfigError::invalid(&path, expected, format!("string {value:?}")));
+                }
+                None
+            }
+            "sasl.mechanism" | "sasl.mechanisms" => {
+                if !SASL_MECHANISMS.iter().any(|m| m.eq_ignore_ascii_case(value)) {
+                    let expected = format!("one of {}", quoted(&SASL_MECHANISMS));
+                    errors.push(ConfigError::invalid(&path, expected, format!("string {value:?}")));
+                }
+                None
+            }
+            _ => None,
+        };
+        if let Some(reason) = problem {
+            errors.push(ConfigError::rule(path, reason));
+        }
+    }
+}
+
+/// A librdkafka boolean: `true` / `t` / `1` or `false` / `f` / `0`, any case. Anything else is reported (and
+/// counts as false: the value is refused either way).
+fn flag(path: &str, value: &str, errors: &mut Vec<ConfigError>) -> bool {
+    match value.to_ascii_lowercase().as_str() {
+        "true" | "t" | "1" => true,
+        "false" | "f" | "0" => false,
+        _ => {
+            errors.push(ConfigError::invalid(path, "true or false", format!("string {value:?}")));
+            false
+        }
+    }
+}
+
+fn quoted<S: AsRef<str>>(values: &[S]) -> String {
+    values.iter().map(|v| format!("\"{}\"", v.as_ref())).collect::<Vec<_>>().join(", ")
 }
 
 fn rest(config: &Config, errors: &mut Vec<ConfigError>) {

@@ -183,14 +183,10 @@ async fn delete_flush_files(table: &Table, flush: &Pending) -> Result<usize> {
     let io = table.file_io();
     let mut deleted = 0;
     for file in files {
-        let exists = io
-            .exists(&file)
-            .await
-            .map_err(|e| Error::iceberg("cannot check a data file", e).with("file", &file))?;
+        let exists =
+            io.exists(&file).await.map_err(|e| Error::iceberg("cannot check a data file", e).with("file", &file))?;
         if exists {
-            io.delete(&file).await.map_err(|e| {
-                Error::iceberg("cannot delete a data file", e).with("file", &file)
-            })?;
+            io.delete(&file).await.map_err(|e| Error::iceberg("cannot delete a data file", e).with("file", &file))?;
             deleted += 1;
         }
     }

@@ -33,22 +33,13 @@ use rdkafka::error::KafkaError;
 use rdkafka::types::RDKafkaRespErr;
 use rdkafka::{Offset, TopicPartitionList};
 
+pub use crate::config::DataLossPolicy;
 use crate::config::{KafkaConfig, OffsetReset};
 use crate::error::{Error, ErrorKind, Result};
 use crate::progress::{OffsetRange, Progress, TopicPartition};
 
 /// Looks up the progress the table records (every partition it has recorded). Runs on the polling thread.
 pub type OffsetLookup = Box<dyn Fn() -> Result<Progress> + Send + Sync>;
-
-/// What to do when the table's progress for a partition is below Kafka's low watermark.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum DataLossPolicy {
-    /// Stop with an error.
-    #[default]
-    Fail,
-    /// Resume at the low watermark and record the gap.
-    Skip,
-}
 
 /// Where a partition starts after assignment.
 #[derive(Debug, Clone, PartialEq)]
@@ -144,7 +135,9 @@ impl SourceContext {
                 None => (start_offset(None, self.reset), Start { recorded: None, gap: None }),
             };
             if let Err(e) = assignment.add_partition_offset(&tp.topic, tp.partition, offset) {
-                self.fail(Error::new(ErrorKind::Internal, "cannot build the assignment").with("partition", &tp).source(e));
+                self.fail(
+                    Error::new(ErrorKind::Internal, "cannot build the assignment").with("partition", &tp).source(e),
+                );
                 return;
             }
             tracing::info!(partition = %tp, start = ?start.recorded, "assigned partition; starting from the table's progress");
@@ -269,10 +262,15 @@ pub fn standing(next: i64, low: i64, high: i64) -> Standing {
 /// Checks the table's next offset of a partition against Kafka's watermarks: in range → resume there;
 /// above the high watermark → a configuration error (topic recreated, wrong cluster); below the low
 /// watermark → per `policy`.
-pub fn check_position(consumer: &KafkaConsumer, tp: &TopicPartition, next: i64, policy: DataLossPolicy) -> Result<Resume> {
-    let (low, high) = consumer.fetch_watermarks(&tp.topic, tp.partition, WATERMARK_TIMEOUT).map_err(|e| {
-        Error::new(ErrorKind::Transient, "cannot read watermarks").with("partition", tp).source(e)
-    })?;
+pub fn check_position(
+    consumer: &KafkaConsumer,
+    tp: &TopicPartition,
+    next: i64,
+    policy: DataLossPolicy,
+) -> Result<Resume> {
+    let (low, high) = consumer
+        .fetch_watermarks(&tp.topic, tp.partition, WATERMARK_TIMEOUT)
+        .map_err(|e| Error::new(ErrorKind::Transient, "cannot read watermarks").with("partition", tp).source(e))?;
     match standing(next, low, high) {
         Standing::InRange => Ok(Resume::At(next)),
         Standing::AboveHigh => Err(Error::new(
@@ -351,14 +349,13 @@ pub fn subscribe(
     ops: std::sync::Arc<crate::ops::Ops>,
     lookup: OffsetLookup,
     before_revoke: RevokeHook,
-    on_data_loss: DataLossPolicy,
 ) -> Result<KafkaConsumer> {
     let context = SourceContext {
         ops,
         lookup,
         before_revoke,
         reset: kafka.auto_offset_reset,
-        on_data_loss,
+        on_data_loss: kafka.on_data_loss,
         changes: Mutex::new(Vec::new()),
         fatal: Mutex::new(None),
     };
@@ -380,9 +377,9 @@ pub fn watermarks(
 ) -> Result<HashMap<TopicPartition, (i64, i64)>> {
     let mut out = HashMap::new();
     for topic in topics {
-        let metadata = consumer
-            .fetch_metadata(Some(topic), timeout)
-            .map_err(|e| Error::new(ErrorKind::Transient, "cannot read topic metadata").with("topic", topic).source(e))?;
+        let metadata = consumer.fetch_metadata(Some(topic), timeout).map_err(|e| {
+            Error::new(ErrorKind::Transient, "cannot read topic metadata").with("topic", topic).source(e)
+        })?;
         let Some(meta) = metadata.topics().iter().find(|t| t.name() == *topic) else {
             return Err(Error::new(ErrorKind::Config, "the topic does not exist").with("topic", topic));
         };
