@@ -193,7 +193,8 @@ impl Stack {
         let topic = NewTopic::new(name, partitions, TopicReplication::Fixed(1));
         let options = AdminOptions::new().operation_timeout(Some(KAFKA_TIMEOUT));
         for _ in 0..100 {
-            let results = admin.create_topics([&topic], &options).await.unwrap_or_else(|e| panic!("cannot create {name}: {e}"));
+            let results =
+                admin.create_topics([&topic], &options).await.unwrap_or_else(|e| panic!("cannot create {name}: {e}"));
             match results.into_iter().next() {
                 Some(Ok(_)) => return,
                 Some(Err((_, rdkafka::types::RDKafkaErrorCode::TopicAlreadyExists))) => {
