@@ -27,6 +27,8 @@ use crate::decode::{Decoder, Outcome};
 use crate::error::{Error, ErrorKind, Result};
 use crate::schema::METADATA_COLUMNS;
 
+pub mod policy;
+
 pub use crate::progress::{OffsetRange, TopicPartition};
 
 /// One record header: name and value (a header may have no value).

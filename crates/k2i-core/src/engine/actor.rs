@@ -1,0 +1,235 @@
+//! The commit actor: one per table, on the async runtime. It owns the table's `Table` and runs one
+//! serialised queue of jobs — flushes, schema evolution, progress lookups (later: maintenance and read-state
+//! queries) — so a schema change can never interleave with a commit of the same table. A flush's outcome
+//! goes back to the polling thread over a channel ([`Delivered`]); nothing is shared through atomics.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use iceberg::spec::Schema;
+use iceberg::table::Table;
+use rdkafka::consumer::{CommitMode, Consumer};
+use rdkafka::{Offset, TopicPartitionList};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::catalog;
+use crate::error::{Error, Result};
+use crate::flush::{Committed, FlushContext, Landing, Sealed};
+use crate::ops::LastCommit;
+use crate::progress::{self, OffsetRange, Progress, TopicPartition};
+use crate::schema::{self, Addition};
+use crate::source::KafkaConsumer;
+use crate::txlog::Record;
+
+/// A job for a table's commit actor.
+pub enum Job {
+    /// Write and commit a sealed flush; its outcome is delivered on the outcome channel.
+    Flush(Sealed),
+    /// Add optional columns (at most once per `schema_update_min_interval`); replies with the new schema.
+    Evolve {
+        /// The columns.
+        additions: Vec<Addition>,
+        /// The table's schema after the change.
+        reply: oneshot::Sender<Result<Arc<Schema>>>,
+    },
+    /// Read the progress the table records now.
+    Progress {
+        /// Every partition the table has recorded.
+        reply: oneshot::Sender<Result<Progress>>,
+    },
+}
+
+/// A flush's outcome, from the actor of table `table`.
+#[derive(Debug)]
+pub struct Delivered {
+    /// The pipeline's index.
+    pub table: usize,
+    /// What happened.
+    pub outcome: Outcome,
+}
+
+/// How a flush ended.
+#[derive(Debug)]
+pub enum Outcome {
+    /// In the table.
+    Committed(CommitReport),
+    /// Refused by the fencing check; the pipeline must resynchronise from the table.
+    Fenced,
+    /// The flush could not be committed; the table stops (its intent stays pending for recovery).
+    Failed(Error),
+}
+
+/// What a committed flush covered.
+#[derive(Debug)]
+pub struct CommitReport {
+    /// Offset ranges committed.
+    pub ranges: BTreeMap<TopicPartition, OffsetRange>,
+    /// Rows stored.
+    pub rows: usize,
+    /// Records skipped by the error policy.
+    pub skipped: usize,
+    /// Data files committed.
+    pub files: usize,
+}
+
+/// The actor of one table.
+pub struct CommitActor {
+    /// The pipeline's index (for [`Delivered`]).
+    pub index: usize,
+    /// The table, as of the last job.
+    pub table: Table,
+    /// What flushes work with.
+    pub cx: FlushContext,
+    /// For Kafka offset commits (lag tools only).
+    pub consumer: Arc<KafkaConsumer>,
+    /// Where outcomes go.
+    pub outcomes: std::sync::mpsc::Sender<Delivered>,
+    /// `schema_evolution.schema_update_min_interval`.
+    pub schema_interval: Duration,
+    /// When the last schema change was made.
+    pub last_schema_update: Option<Instant>,
+}
+
+impl CommitActor {
+    /// Runs jobs until the queue closes or a flush fails (a failed table takes no more jobs: its queue is
+    /// dropped, so whoever waits on a reply learns it at once).
+    pub async fn run(mut self, mut jobs: mpsc::Receiver<Job>) {
+        while let Some(job) = jobs.recv().await {
+            match job {
+                Job::Flush(sealed) => {
+                    let outcome = match self.flush(sealed).await {
+                        Ok(outcome) => outcome,
+                        Err(error) => Outcome::Failed(error),
+                    };
+                    let failed = matches!(outcome, Outcome::Failed(_));
+                    // At shutdown the polling thread may already be gone; the outcome is then nobody's business.
+                    let _ = self.outcomes.send(Delivered { table: self.index, outcome });
+                    if failed {
+                        return;
+                    }
+                }
+                Job::Evolve { additions, reply } => {
+                    let _ = reply.send(self.evolve(&additions).await);
+                }
+                Job::Progress { reply } => {
+                    let result = async {
+                        let table = self.cx.table_ref.load().await?;
+                        Ok(progress::recorded(table.metadata())?.progress)
+                    }
+                    .await;
+                    let _ = reply.send(result);
+                }
+            }
+        }
+    }
+
+    async fn flush(&mut self, sealed: Sealed) -> Result<Outcome> {
+        let intended = sealed.intend(&self.table, &self.cx)?;
+        let written = intended.write(&self.table, &self.cx).await?;
+        match written.commit(&self.table, &self.cx).await? {
+            Landing::Committed(committed) => {
+                let report = self.after_commit(&committed).await;
+                self.table = committed.table;
+                Ok(Outcome::Committed(report))
+            }
+            Landing::Fenced(fenced) => {
+                // Never retried: another writer owns this progress now. The files are gone; the polling
+                // thread restarts the table's partitions from the table.
+                tracing::warn!(
+                    error = %fenced.reason,
+                    commit_id = %fenced.meta.commit_id,
+                    "flush fenced: another writer committed these offsets; discarded it"
+                );
+                self.cx.ops.metrics.commits_fenced.inc();
+                Ok(Outcome::Fenced)
+            }
+        }
+    }
+
+    /// Kafka offsets (for lag tools), metrics, status and the one log line per commit.
+    async fn after_commit(&self, committed: &Committed) -> CommitReport {
+        let meta = &committed.meta;
+        // Kafka's group offsets are for lag tools only; the table is the truth. Synchronous, off the async workers.
+        let mut tpl = TopicPartitionList::new();
+        for (tp, range) in &meta.ranges {
+            if let Err(e) = tpl.add_partition_offset(&tp.topic, tp.partition, Offset::Offset(range.end)) {
+                tracing::warn!(partition = %tp, error = %e, "cannot prepare the Kafka offset commit");
+            }
+        }
+        let kafka = self.consumer.clone();
+        match tokio::task::spawn_blocking(move || kafka.commit(&tpl, CommitMode::Sync)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "cannot commit offsets to Kafka (lag monitoring only; the table has them)")
+            }
+            Err(e) => tracing::warn!(error = %e, "the Kafka offset commit task failed"),
+        }
+        let ops = &self.cx.ops;
+        let metrics = &ops.metrics;
+        metrics.flushes.inc();
+        metrics.flush_duration.observe(meta.sealed_at.elapsed().as_secs_f64());
+        metrics.data_files.inc_by(committed.files as u64);
+        metrics.data_file_bytes.inc_by(committed.bytes);
+        if let Some(ts) = meta.max_timestamp_ms {
+            metrics.newest_committed_timestamp_ms.set(metrics.newest_committed_timestamp_ms.get().max(ts));
+        }
+        ops.committed(
+            LastCommit {
+                snapshot_id: committed.snapshot_id,
+                at: humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string(),
+                files: committed.files,
+                rows: meta.rows,
+            },
+            meta.ranges.iter().map(|(tp, r)| (tp.clone(), r.end)),
+        );
+        let offsets: Vec<String> = meta.ranges.iter().map(|(tp, r)| format!("{tp}:[{},{})", r.start, r.end)).collect();
+        tracing::info!(
+            table = %self.cx.table_ref.table_name(),
+            snapshot_id = committed.snapshot_id,
+            commit_id = %meta.commit_id,
+            rows = meta.rows,
+            skipped = meta.skipped,
+            files = committed.files,
+            bytes = committed.bytes,
+            duration_ms = meta.sealed_at.elapsed().as_millis() as u64,
+            offsets = %offsets.join(" "),
+            "committed flush"
+        );
+        CommitReport { ranges: meta.ranges.clone(), rows: meta.rows, skipped: meta.skipped, files: committed.files }
+    }
+
+    /// Adds columns, at most once per `schema_update_min_interval` (the job waits; the records it is for
+    /// stay unconsumed meanwhile), in order with the table's flushes.
+    async fn evolve(&mut self, additions: &[Addition]) -> Result<Arc<Schema>> {
+        if let Some(wait) =
+            self.last_schema_update.map(|t| self.schema_interval.saturating_sub(t.elapsed())).filter(|w| !w.is_zero())
+        {
+            tracing::info!(
+                wait_ms = wait.as_millis() as u64,
+                "waiting for schema_update_min_interval before the next schema update"
+            );
+            tokio::time::sleep(wait).await;
+        }
+        let table = catalog::add_columns(&self.cx.table_ref, additions).await?;
+        self.last_schema_update = Some(Instant::now());
+        self.cx.ops.metrics.schema_columns_added.inc_by(additions.len() as u64);
+        self.cx.append(Record::SchemaChange {
+            schema_id: table.metadata().current_schema_id(),
+            columns: additions.iter().map(schema::Addition::full_name).collect(),
+        })?;
+        let schema = table.metadata().current_schema().clone();
+        self.table = table;
+        Ok(schema)
+    }
+}
+
+/// Waits for a job's reply from the polling thread (which is not a runtime thread, so it may block).
+pub fn wait_reply<T>(reply: oneshot::Receiver<Result<T>>, table: &str) -> Result<T> {
+    reply.blocking_recv().map_err(|_| gone(table))?
+}
+
+/// The error for a job whose actor has stopped (its table failed).
+pub fn gone(table: &str) -> Error {
+    Error::new(crate::error::ErrorKind::Internal, "the table's commit actor has stopped").with("table", table)
+}

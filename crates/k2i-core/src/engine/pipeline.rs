@@ -1,0 +1,620 @@
+//! One table's pipeline on the polling thread: its buffer, flush policy, pending flush, pause reasons and
+//! state, the partitions it owns, and what it knows of the table's progress.
+//!
+//! ```text
+//!  polled batch ─► decode stage ─► TableBuffer ─► (policy due) Sealed ─► pending ─► Job::Flush ─► actor
+//!                                                                          ▲                         │
+//!                           pause(BufferFull) while pending and a flush is in flight     Outcome ◄───┘
+//! ```
+//!
+//! At most one flush per table is in flight: while the actor writes and commits flush N, the pipeline keeps
+//! decoding into the buffer (double buffering). If flush N+1 is due before N's outcome is back, it waits as
+//! the pending flush and the table's partitions pause (reason `BufferFull`) until it is handed over. Flushes
+//! commit in order, so each partition's ranges stay contiguous. A failed table pauses its partitions for
+//! good and takes no more records; other tables of the process go on.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::time::{Duration, Instant};
+
+use prometheus::IntCounter;
+use rdkafka::Offset;
+use rdkafka::TopicPartitionList;
+use rdkafka::consumer::Consumer;
+use rdkafka::message::{BorrowedMessage, Headers, Message};
+use tokio::sync::{mpsc, oneshot};
+
+use super::actor::{self, Job, Outcome};
+use super::{IngestSummary, METADATA_TIMEOUT};
+use crate::buffer::policy::FlushPolicy;
+use crate::buffer::{Header, RecordMeta, TableBuffer};
+use crate::config::{Config, ErrorPolicy};
+use crate::decode::Outcome as Decoded;
+use crate::error::{Error, ErrorKind, Result};
+use crate::flush::Sealed;
+use crate::ops::Ops;
+use crate::progress::{OffsetRange, Progress, TopicPartition};
+use crate::source::{self, KafkaConsumer, Resume, Start};
+
+/// Readiness turns false when buffered data has waited this many flush intervals without a commit.
+const STALL_FLUSH_INTERVALS: u32 = 10;
+
+/// Why a table's partitions are paused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum PauseReason {
+    /// A flush is due while the previous one is still in flight.
+    BufferFull,
+    /// The table failed.
+    Failed,
+}
+
+/// What a table does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TableState {
+    /// Consuming.
+    Running,
+    /// Its partitions are paused for at least one reason.
+    Paused,
+    /// Stopped by an error; the process goes on with its other tables.
+    Failed,
+}
+
+/// One table's pipeline.
+pub struct TablePipeline {
+    /// Index in the engine's list (the actor's outcomes carry it).
+    pub index: usize,
+    /// `namespace.table`.
+    pub name: String,
+    buffer: TableBuffer,
+    policy: FlushPolicy,
+    /// Sealed but not yet handed to the actor.
+    pending: Option<Sealed>,
+    /// Flushes handed to the actor whose outcome is not back yet (at most one while running; the stop may
+    /// hand over the pending flush and the rest of the buffer together).
+    in_flight: usize,
+    pause: BTreeSet<PauseReason>,
+    /// Whether the consumer's partitions of this table are paused right now.
+    paused: bool,
+    failed: Option<Error>,
+    jobs: mpsc::Sender<Job>,
+    assigned: HashSet<TopicPartition>,
+    /// The table's next offset per partition, as far as this pipeline knows (lookups + own commits).
+    committed: HashMap<TopicPartition, i64>,
+    /// Offsets skipped because Kafka had deleted them, until the next flush of their partition records them.
+    gaps: BTreeMap<TopicPartition, OffsetRange>,
+    /// Assigned partitions the table has never recorded, until their first record is read.
+    unrecorded: HashSet<TopicPartition>,
+    /// The first offset read from each partition the table had never recorded (for a resync).
+    first_read: HashMap<TopicPartition, i64>,
+    /// Per-partition record and byte counters, looked up once per partition, not per record.
+    counters: HashMap<TopicPartition, (IntCounter, IntCounter)>,
+    last_counters: Option<(TopicPartition, IntCounter, IntCounter)>,
+    summary: IngestSummary,
+    last_commit_at: Instant,
+    /// A progress lookup in flight (`--until-caught-up` refreshes).
+    refresh: Option<oneshot::Receiver<Result<Progress>>>,
+    /// The stop has begun: nothing more will be consumed.
+    stopping: bool,
+}
+
+impl TablePipeline {
+    /// A pipeline whose flushes go to `jobs`.
+    pub fn new(index: usize, name: String, buffer: TableBuffer, config: &Config, jobs: mpsc::Sender<Job>) -> Self {
+        Self {
+            index,
+            name,
+            buffer,
+            policy: FlushPolicy::new(&config.buffer),
+            pending: None,
+            in_flight: 0,
+            pause: BTreeSet::new(),
+            paused: false,
+            failed: None,
+            jobs,
+            assigned: HashSet::new(),
+            committed: HashMap::new(),
+            gaps: BTreeMap::new(),
+            unrecorded: HashSet::new(),
+            first_read: HashMap::new(),
+            counters: HashMap::new(),
+            last_counters: None,
+            summary: IngestSummary::default(),
+            last_commit_at: Instant::now(),
+            refresh: None,
+            stopping: false,
+        }
+    }
+
+    /// Running, paused or failed.
+    pub fn state(&self) -> TableState {
+        if self.failed.is_some() {
+            TableState::Failed
+        } else if self.pause.is_empty() {
+            TableState::Running
+        } else {
+            TableState::Paused
+        }
+    }
+
+    /// What this table did so far.
+    pub fn summary(&self) -> &IngestSummary {
+        &self.summary
+    }
+
+    /// The error that stopped the table.
+    pub fn take_error(&mut self) -> Option<Error> {
+        self.failed.take()
+    }
+
+    /// Stops the table: its partitions pause for good, nothing more is flushed (the last commit is where
+    /// the next start resumes).
+    pub fn fail(&mut self, error: Error, consumer: &KafkaConsumer, ops: &Ops) {
+        if self.failed.is_some() {
+            return;
+        }
+        tracing::error!(table = %self.name, error = %error, "the table stopped");
+        ops.table_failed(error.to_string());
+        self.failed = Some(error);
+        self.pending = None;
+        self.pause.insert(PauseReason::Failed);
+        self.apply_pause(consumer, ops);
+    }
+
+    /// Whether a flush of this table is in flight.
+    pub fn in_flight(&self) -> bool {
+        self.in_flight > 0
+    }
+
+    /// Nothing buffered, pending or in flight.
+    pub fn idle(&self) -> bool {
+        self.pending.is_none() && self.in_flight == 0 && self.buffer.ranges().is_empty()
+    }
+
+    /// Records the table's known progress (start lookup, refreshes): never moves a partition backwards.
+    pub fn learn(&mut self, progress: impl IntoIterator<Item = (TopicPartition, i64)>) {
+        for (tp, next) in progress {
+            let entry = self.committed.entry(tp).or_insert(next);
+            *entry = (*entry).max(next);
+        }
+    }
+
+    /// The table's known next offset of a partition.
+    pub fn committed(&self, tp: &TopicPartition) -> Option<i64> {
+        self.committed.get(tp).copied()
+    }
+
+    /// Whether the table records any partition of `topic`.
+    pub fn records_topic(&self, topic: &str) -> bool {
+        self.committed.keys().any(|tp| tp.topic == topic)
+    }
+
+    /// The offset after the last consumed record of a partition (or where it was assigned).
+    pub fn position(&self, tp: &TopicPartition) -> Option<i64> {
+        self.buffer.position(tp)
+    }
+
+    /// How many more records the buffer takes before `flush_batch_size` makes it due (at least 1), so a
+    /// polled batch never overshoots the trigger.
+    pub fn room(&self) -> usize {
+        self.policy.max_records.saturating_sub(self.buffer.records()).max(1)
+    }
+
+    /// Whether anything was consumed since the last flush.
+    pub fn has_buffered(&self) -> bool {
+        !self.buffer.ranges().is_empty()
+    }
+
+    /// Marks a partition consumed up to `end` although no record was delivered (trailing transaction
+    /// markers, compaction), for `--until-caught-up`.
+    pub fn cover(&mut self, tp: &TopicPartition, end: i64) {
+        if self.buffer.position(tp).is_some_and(|p| p < end) {
+            self.buffer.cover(tp, end);
+        }
+    }
+
+    /// Partitions assigned to this table, with where they start.
+    pub fn assign(&mut self, partitions: Vec<(TopicPartition, Start)>, consumer: &KafkaConsumer, ops: &Ops) {
+        for (tp, start) in partitions {
+            if let Some(next) = start.recorded {
+                // Also after a gap: the next range starts at the table's progress and so covers the gap,
+                // which the flush records in its summary.
+                self.buffer.set_position(tp.clone(), next);
+                self.learn([(tp.clone(), next)]);
+            }
+            if let Some(gap) = start.gap {
+                self.record_gap(&tp, gap, ops);
+            }
+            ops.assigned(&tp, start.recorded);
+            if start.recorded.is_none() {
+                self.unrecorded.insert(tp.clone());
+            }
+            self.assigned.insert(tp);
+        }
+        // Newly assigned partitions of a paused (or failed) table are paused too.
+        if self.paused {
+            self.paused = false;
+            self.apply_pause(consumer, ops);
+        }
+    }
+
+    /// Partitions taken away: their buffered rows and their part of the pending flush are dropped (the next
+    /// owner re-reads them from the table's progress).
+    pub fn revoke(&mut self, partitions: &[TopicPartition], ops: &Ops) -> Result<()> {
+        if let Some(pending) = self.pending.take() {
+            self.pending = pending.without(partitions)?;
+        }
+        let dropped = self.buffer.drop_partitions(partitions)?;
+        if dropped > 0 {
+            tracing::info!(table = %self.name, rows = dropped, "dropped buffered rows of revoked partitions");
+        }
+        for tp in partitions {
+            self.assigned.remove(tp);
+            ops.revoked(tp);
+            self.counters.remove(tp);
+            self.unrecorded.remove(tp);
+            self.first_read.remove(tp);
+            self.gaps.remove(tp);
+        }
+        self.last_counters = None;
+        Ok(())
+    }
+
+    /// The decoder stage: decodes a batch of polled records of this table into its buffer, in order. A
+    /// later issue runs this on a worker pool sharded by partition; the batch is the unit it will hand over.
+    pub fn decode<'m>(
+        &mut self,
+        messages: impl Iterator<Item = &'m BorrowedMessage<'m>>,
+        config: &Config,
+        ops: &Ops,
+    ) -> Result<()> {
+        if self.failed.is_some() {
+            return Ok(());
+        }
+        for message in messages {
+            self.record(message, config, ops)?;
+        }
+        Ok(())
+    }
+
+    fn record(&mut self, message: &BorrowedMessage<'_>, config: &Config, ops: &Ops) -> Result<()> {
+        // Collected only when the table stores headers: no per-record allocation otherwise.
+        let headers: Option<Vec<Header<'_>>> = match (config.kafka.include_headers, message.headers()) {
+            // rdkafka panics on a header name that is not UTF-8; such a record goes to the error policy.
+            (true, Some(h)) => match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                h.iter().map(|header| (header.key, header.value)).collect::<Vec<_>>()
+            })) {
+                Ok(headers) => Some(headers),
+                Err(_) => {
+                    let reason = "a header name is not valid UTF-8".to_owned();
+                    return self.invalid(message, "header_not_utf8", reason, config, ops);
+                }
+            },
+            (true, None) => Some(Vec::new()),
+            (false, _) => None,
+        };
+        let meta = RecordMeta {
+            topic: message.topic(),
+            partition: message.partition(),
+            offset: message.offset(),
+            timestamp_ms: message.timestamp().to_millis(),
+            key: message.key(),
+            headers: headers.as_deref(),
+        };
+        // Rare: a partition the table has never recorded remembers where this instance started reading it.
+        if !self.unrecorded.is_empty() {
+            let tp = TopicPartition { topic: meta.topic.to_owned(), partition: meta.partition };
+            if self.unrecorded.remove(&tp) {
+                self.first_read.insert(tp, meta.offset);
+            }
+        }
+        // Records come in runs from one partition: reuse its counters without building a key per record.
+        let same = self
+            .last_counters
+            .as_ref()
+            .is_some_and(|(tp, _, _)| tp.partition == meta.partition && tp.topic == meta.topic);
+        if !same {
+            let tp = TopicPartition { topic: meta.topic.to_owned(), partition: meta.partition };
+            let metrics = &ops.metrics;
+            let (records, bytes) = self.counters.entry(tp.clone()).or_insert_with(|| {
+                let labels = [meta.topic, &meta.partition.to_string()];
+                (metrics.records_consumed.with_label_values(&labels), metrics.bytes_consumed.with_label_values(&labels))
+            });
+            self.last_counters = Some((tp, records.clone(), bytes.clone()));
+        }
+        if let Some((_, records, bytes)) = &self.last_counters {
+            records.inc();
+            bytes.inc_by((message.payload_len() + meta.key.map_or(0, <[u8]>::len)) as u64);
+        }
+        for _ in 0..3 {
+            match self.buffer.push(&meta, message.payload())? {
+                Decoded::Appended => return Ok(()),
+                Decoded::NeedsColumns(additions) => self.evolve(additions)?,
+                Decoded::Invalid { kind, reason } => return self.invalid(message, kind, reason, config, ops),
+            }
+        }
+        Err(Error::new(ErrorKind::Internal, "a record still needs new columns after the schema update")
+            .with("topic", meta.topic)
+            .with("partition", meta.partition)
+            .with("offset", meta.offset))
+    }
+
+    /// Routes a record that cannot be stored per `errors.policy`.
+    fn invalid(
+        &mut self,
+        message: &BorrowedMessage<'_>,
+        kind: &'static str,
+        reason: String,
+        config: &Config,
+        ops: &Ops,
+    ) -> Result<()> {
+        let (topic, partition, offset) = (message.topic(), message.partition(), message.offset());
+        ops.metrics.decode_errors.with_label_values(&[kind]).inc();
+        match config.errors.policy {
+            ErrorPolicy::Skip => {
+                ops.metrics.records_skipped.inc();
+                tracing::debug!(topic, partition, offset, reason, "skipped a record");
+                self.buffer.skip(topic, partition, offset);
+                Ok(())
+            }
+            ErrorPolicy::Fail | ErrorPolicy::DeadLetter => {
+                Err(Error::new(ErrorKind::InvalidRecord, format!("cannot store a record: {reason}"))
+                    .with("topic", topic)
+                    .with("partition", partition)
+                    .with("offset", offset))
+            }
+        }
+    }
+
+    /// Asks the actor for new columns and waits: the record cannot be decoded before the table has them.
+    /// The job runs in order with the table's flushes (after the one in flight).
+    fn evolve(&mut self, additions: Vec<crate::schema::Addition>) -> Result<()> {
+        let (reply, answer) = oneshot::channel();
+        self.jobs.blocking_send(Job::Evolve { additions, reply }).map_err(|_| actor::gone(&self.name))?;
+        let schema = actor::wait_reply(answer, &self.name)?;
+        self.buffer.set_schema(schema)
+    }
+
+    /// Seals the buffer when the policy (or `force`, for `--until-caught-up`) says so and no flush is
+    /// pending, then hands over what it can. Returns whether a flush was handed over.
+    pub fn maybe_flush(
+        &mut self,
+        now: Option<Instant>,
+        force: bool,
+        consumer: &KafkaConsumer,
+        ops: &Ops,
+    ) -> Result<bool> {
+        if self.failed.is_some() {
+            return Ok(false);
+        }
+        if self.pending.is_none() {
+            let due = force
+                || self
+                    .policy
+                    .due(self.buffer.records(), self.buffer.bytes(), self.buffer.first_record_at(), now)
+                    .is_some();
+            if due && let Some(batch) = self.buffer.take()? {
+                let mut sealed = Sealed::new(batch);
+                let covered: Vec<TopicPartition> =
+                    self.gaps.keys().filter(|tp| sealed.meta().ranges.contains_key(*tp)).cloned().collect();
+                for tp in covered {
+                    if let Some(gap) = self.gaps.remove(&tp) {
+                        sealed.add_gap(tp, gap);
+                    }
+                }
+                self.pending = Some(sealed);
+                // The gauges follow the flush at once, not at the next idle poll.
+                ops.buffer(self.buffer.rows(), self.buffer.bytes(), self.paused);
+            }
+        }
+        let handed = self.hand_over()?;
+        // Pause while a flush waits for the one in flight; a pending flush can also vanish without being
+        // handed over (a resync, or all its partitions revoked): never stay paused for it.
+        let full = self.pending.is_some();
+        if full {
+            self.pause.insert(PauseReason::BufferFull)
+        } else {
+            self.pause.remove(&PauseReason::BufferFull)
+        };
+        self.apply_pause(consumer, ops);
+        Ok(handed)
+    }
+
+    /// Hands the pending flush to the actor if none is in flight. Returns whether one was handed over.
+    pub fn hand_over(&mut self) -> Result<bool> {
+        if self.in_flight > 0 || self.failed.is_some() {
+            return Ok(false);
+        }
+        let Some(sealed) = self.pending.take() else { return Ok(false) };
+        match self.jobs.try_send(Job::Flush(sealed)) {
+            Ok(()) => {
+                self.in_flight += 1;
+                Ok(true)
+            }
+            Err(mpsc::error::TrySendError::Full(Job::Flush(sealed))) => {
+                self.pending = Some(sealed);
+                Ok(false)
+            }
+            Err(_) => Err(actor::gone(&self.name)),
+        }
+    }
+
+    /// At a clean stop: hands over whatever is buffered, waiting for room in the actor's queue. Returns how
+    /// many flushes were handed over.
+    pub fn drain(&mut self) -> Result<usize> {
+        self.stopping = true;
+        if self.failed.is_some() {
+            return Ok(0);
+        }
+        let mut last = self.buffer.take()?.map(Sealed::new);
+        if let Some(sealed) = last.as_mut() {
+            for (tp, gap) in std::mem::take(&mut self.gaps) {
+                if sealed.meta().ranges.contains_key(&tp) {
+                    sealed.add_gap(tp, gap);
+                }
+            }
+        }
+        let mut sent = 0;
+        for sealed in self.pending.take().into_iter().chain(last) {
+            self.jobs.blocking_send(Job::Flush(sealed)).map_err(|_| actor::gone(&self.name))?;
+            self.in_flight += 1;
+            sent += 1;
+        }
+        Ok(sent)
+    }
+
+    /// Applies a flush's outcome.
+    pub fn on_outcome(&mut self, outcome: Outcome, consumer: &KafkaConsumer, config: &Config, ops: &Ops) -> Result<()> {
+        self.in_flight = self.in_flight.saturating_sub(1);
+        match outcome {
+            Outcome::Committed(report) => {
+                for (tp, range) in &report.ranges {
+                    self.committed.insert(tp.clone(), range.end);
+                }
+                self.summary.rows += report.rows as u64;
+                self.summary.skipped += report.skipped as u64;
+                self.summary.commits += 1;
+                self.summary.files += report.files as u64;
+                self.last_commit_at = Instant::now();
+                ops.stalled(None);
+            }
+            // While stopping nothing more is consumed: the next start resumes from the table anyway.
+            Outcome::Fenced if self.stopping => {
+                self.pending = None;
+            }
+            Outcome::Fenced => self.resync(consumer, config)?,
+            Outcome::Failed(error) => self.fail(error, consumer, ops),
+        }
+        Ok(())
+    }
+
+    /// After a fenced flush: drop everything not yet committed and restart every owned partition from the
+    /// table's progress (which another writer may have advanced).
+    fn resync(&mut self, consumer: &KafkaConsumer, config: &Config) -> Result<()> {
+        let owned: Vec<TopicPartition> = self.assigned.iter().cloned().collect();
+        self.pending = None;
+        let dropped = self.buffer.drop_partitions(&owned)?;
+        let (reply, answer) = oneshot::channel();
+        self.jobs.blocking_send(Job::Progress { reply }).map_err(|_| actor::gone(&self.name))?;
+        let recorded = actor::wait_reply(answer, &self.name)?;
+        for tp in &owned {
+            let known = recorded.get(tp).copied();
+            if let Some(next) = known {
+                self.buffer.set_position(tp.clone(), next);
+            }
+            // Never committed yet: back to the first offset this instance read (with `latest`, `End` would skip
+            // what the fenced flush held), else per auto_offset_reset.
+            let start = known.or_else(|| self.first_read.get(tp).copied());
+            let offset = source::start_offset(start, config.kafka.auto_offset_reset);
+            consumer.seek(&tp.topic, tp.partition, offset, METADATA_TIMEOUT).map_err(|e| {
+                Error::new(ErrorKind::Transient, "cannot seek back to the table's progress")
+                    .with("partition", tp)
+                    .source(e)
+            })?;
+        }
+        self.learn(recorded.into_iter().filter(|(tp, _)| owned.contains(tp)));
+        tracing::warn!(
+            table = %self.name,
+            partitions = owned.len(),
+            dropped_rows = dropped,
+            "a flush was fenced; restarted owned partitions from the table's progress"
+        );
+        Ok(())
+    }
+
+    /// After an out-of-range fetch: checks every owned partition's position against its watermarks.
+    pub fn check_positions(&mut self, consumer: &KafkaConsumer, config: &Config, ops: &Ops) -> Result<()> {
+        let owned: Vec<TopicPartition> = self.assigned.iter().cloned().collect();
+        for tp in owned {
+            let Some(next) = self.buffer.position(&tp) else { continue };
+            match source::check_position(consumer, &tp, next, config.kafka.on_data_loss)? {
+                Resume::At(_) => {}
+                Resume::AfterGap(gap) => {
+                    self.record_gap(&tp, gap, ops);
+                    consumer.seek(&tp.topic, tp.partition, Offset::Offset(gap.end), METADATA_TIMEOUT).map_err(|e| {
+                        Error::new(ErrorKind::Transient, "cannot seek to the low watermark")
+                            .with("partition", &tp)
+                            .source(e)
+                    })?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn record_gap(&mut self, tp: &TopicPartition, gap: OffsetRange, ops: &Ops) {
+        ops.metrics.offsets_lost.inc_by(u64::try_from(gap.end - gap.start).unwrap_or_default());
+        self.gaps.entry(tp.clone()).and_modify(|g| g.end = g.end.max(gap.end)).or_insert(gap);
+    }
+
+    /// Readiness turns false while data has waited more than [`STALL_FLUSH_INTERVALS`] flush intervals for
+    /// a commit (a hung catalog, a stuck flush), and true again once commits flow.
+    pub fn watch_stall(&self, interval: Duration, ops: &Ops) {
+        let waiting = self.buffer.records() > 0 || self.in_flight > 0 || self.pending.is_some();
+        let since = self.last_commit_at.elapsed();
+        let stalled = waiting && since > interval * STALL_FLUSH_INTERVALS;
+        ops.stalled(
+            stalled.then(|| format!("no commit of {} for {}s while data is buffered", self.name, since.as_secs())),
+        );
+    }
+
+    /// Publishes the buffer gauges.
+    pub fn report(&self, ops: &Ops) {
+        ops.buffer(self.buffer.rows(), self.buffer.bytes(), self.paused);
+    }
+
+    /// With `--until-caught-up` and several instances, partitions other instances own reach the high
+    /// watermark only in the table: asks the actor for the table's progress (at most one lookup at a time;
+    /// [`TablePipeline::poll_refresh`] learns the answer without waiting for it).
+    pub fn refresh(&mut self) {
+        if self.refresh.is_some() {
+            return;
+        }
+        let (reply, answer) = oneshot::channel();
+        if self.jobs.try_send(Job::Progress { reply }).is_ok() {
+            self.refresh = Some(answer);
+        }
+    }
+
+    /// Learns the answer of a progress lookup, if it has arrived.
+    pub fn poll_refresh(&mut self) {
+        let Some(answer) = &mut self.refresh else { return };
+        match answer.try_recv() {
+            Ok(Ok(progress)) => self.learn(progress),
+            Ok(Err(e)) => tracing::warn!(table = %self.name, error = %e, "cannot refresh the table's progress"),
+            Err(oneshot::error::TryRecvError::Empty) => return,
+            Err(oneshot::error::TryRecvError::Closed) => {}
+        }
+        self.refresh = None;
+    }
+
+    /// Pauses or resumes this table's partitions to match its pause reasons.
+    fn apply_pause(&mut self, consumer: &KafkaConsumer, ops: &Ops) {
+        let pause = !self.pause.is_empty();
+        if pause == self.paused {
+            return;
+        }
+        let mut tpl = TopicPartitionList::new();
+        for tp in &self.assigned {
+            tpl.add_partition(&tp.topic, tp.partition);
+        }
+        let result = if pause { consumer.pause(&tpl) } else { consumer.resume(&tpl) };
+        match result {
+            Ok(()) => {
+                let metrics = &ops.metrics;
+                if pause {
+                    metrics.consumer_pauses.inc()
+                } else {
+                    metrics.consumer_resumes.inc()
+                }
+                self.paused = pause;
+                tracing::debug!(
+                    table = %self.name,
+                    partitions = self.assigned.len(),
+                    paused = pause,
+                    reasons = ?self.pause,
+                    "paused or resumed the table's partitions"
+                );
+            }
+            Err(e) => tracing::warn!(error = %e, paused = pause, "cannot pause or resume partitions"),
+        }
+    }
+}
