@@ -14,7 +14,7 @@ pub const LONG_VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (git ", env!
 #[command(name = "k2i", version = LONG_VERSION, propagate_version = true)]
 #[command(
     after_help = "Exit codes: 0 success, 1 runtime error, 2 usage or configuration error, 3 a record could not be stored \
-                  (errors.policy = \"fail\"), 6 k2i status: not healthy, 7 k2i status: unreachable.\nDocs: docs/commands.md"
+                  (errors.policy = \"fail\"), 4 damaged state or unknown table progress (see k2i table), 6 k2i status: not healthy, 7 k2i status: unreachable.\nDocs: docs/commands.md"
 )]
 pub struct Cli {
     #[command(flatten)]
@@ -55,6 +55,8 @@ pub enum Command {
     Ingest(IngestArgs),
     /// Show the health, partitions, lag, buffer and last commit of a running `k2i ingest`.
     Status(StatusArgs),
+    /// Inspect or repair the Iceberg table's Kafka progress.
+    Table(TableArgs),
     /// Print a shell completion script to standard output.
     Completions(CompletionsArgs),
     /// Write one man page per command into a directory.
@@ -106,6 +108,45 @@ pub struct StatusArgs {
     /// Print the status document as JSON instead of a table.
     #[arg(long)]
     pub json: bool,
+}
+
+/// `k2i table`.
+#[derive(Debug, Args)]
+pub struct TableArgs {
+    #[command(subcommand)]
+    pub action: TableAction,
+}
+
+/// What `k2i table` does.
+#[derive(Debug, Subcommand)]
+pub enum TableAction {
+    /// Print the next offset of every partition the table records, and where it was found.
+    Progress(TableProgressArgs),
+    /// Set the next offset of partitions explicitly (when the table's progress cannot be established, or
+    /// to skip or replay records). Commits an empty snapshot that records it; stop the instances first.
+    SetProgress(SetProgressArgs),
+}
+
+/// `k2i table progress`.
+#[derive(Debug, Args)]
+pub struct TableProgressArgs {
+    /// The configuration file naming the catalog and table.
+    #[arg(short, long, env = "K2I_CONFIG", value_name = "FILE")]
+    pub config: PathBuf,
+    /// Print JSON (`{"source": …, "progress": {"<topic>": {"<partition>": next}}}`) instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `k2i table set-progress`.
+#[derive(Debug, Args)]
+pub struct SetProgressArgs {
+    /// The configuration file naming the catalog and table.
+    #[arg(short, long, env = "K2I_CONFIG", value_name = "FILE")]
+    pub config: PathBuf,
+    /// A partition's next offset, as `TOPIC/PARTITION=OFFSET` (repeat for several partitions).
+    #[arg(long = "offset", value_name = "TOPIC/PARTITION=OFFSET", required = true)]
+    pub offsets: Vec<String>,
 }
 
 /// `k2i completions`.

@@ -1,4 +1,4 @@
-//! The commands that exist today: `validate`, `completions`, `man`.
+//! The commands: `validate`, `ingest`, `status`, `table`, `completions`, `man`.
 
 use std::io::Write;
 
@@ -6,7 +6,7 @@ use anyhow::Context;
 use clap::CommandFactory;
 
 use crate::Failure;
-use crate::cli::{Cli, CompletionsArgs, IngestArgs, ManArgs, ValidateArgs};
+use crate::cli::{Cli, CompletionsArgs, IngestArgs, ManArgs, TableAction, TableArgs, ValidateArgs};
 
 /// Validates the configuration. Warnings (keys accepted and ignored, features not built yet) go to standard
 /// error and do not change the exit code; `k2i ingest` refuses what is not built.
@@ -67,6 +67,64 @@ pub fn ingest(args: &IngestArgs) -> Result<(), Failure> {
         plural(summary.files, "data file"),
     );
     Ok(())
+}
+
+/// `k2i table progress` and `k2i table set-progress`.
+pub fn table(args: &TableArgs) -> Result<(), Failure> {
+    match &args.action {
+        TableAction::Progress(args) => {
+            let config = k2i_core::config::load(&args.config).map_err(Failure::config)?;
+            let recorded = k2i_core::table::progress(&config).map_err(Failure::engine)?;
+            let source = match recorded.source {
+                k2i_core::progress::Source::Nothing => "nothing recorded".to_owned(),
+                k2i_core::progress::Source::Snapshot(id) => format!("snapshot {id}"),
+                k2i_core::progress::Source::TableProperty => "table property k2i.progress".to_owned(),
+            };
+            if args.json {
+                let progress: serde_json::Value =
+                    serde_json::from_str(&k2i_core::progress::encode_progress(&recorded.progress))
+                        .context("cannot encode the progress")
+                        .map_err(Failure::runtime)?;
+                println!("{}", serde_json::json!({"source": source, "progress": progress}));
+            } else {
+                println!("source: {source}");
+                println!("{:<40} {:>10} {:>14}", "TOPIC", "PARTITION", "NEXT OFFSET");
+                for (tp, next) in &recorded.progress {
+                    println!("{:<40} {:>10} {:>14}", tp.topic, tp.partition, next);
+                }
+            }
+            Ok(())
+        }
+        TableAction::SetProgress(args) => {
+            let config = k2i_core::config::load(&args.config).map_err(Failure::config)?;
+            let mut offsets = k2i_core::progress::Progress::new();
+            for text in &args.offsets {
+                let (tp, next) = parse_offset(text).map_err(Failure::config)?;
+                offsets.insert(tp, next);
+            }
+            let (progress, snapshot) = k2i_core::table::set_progress(&config, &offsets).map_err(Failure::engine)?;
+            println!(
+                "set the progress of {} partition(s) in snapshot {snapshot}; the table now records:",
+                offsets.len()
+            );
+            for (tp, next) in &progress {
+                println!("  {tp} next offset {next}");
+            }
+            Ok(())
+        }
+    }
+}
+
+/// Parses `TOPIC/PARTITION=OFFSET` (topic names cannot contain `/` or `=`).
+fn parse_offset(text: &str) -> anyhow::Result<(k2i_core::progress::TopicPartition, i64)> {
+    let parse = || {
+        let (tp, next) = text.split_once('=')?;
+        let (topic, partition) = tp.rsplit_once('/')?;
+        let partition: i32 = partition.parse().ok().filter(|p: &i32| *p >= 0)?;
+        let next: i64 = next.parse().ok().filter(|n: &i64| *n >= 0)?;
+        (!topic.is_empty()).then(|| (k2i_core::progress::TopicPartition { topic: topic.to_owned(), partition }, next))
+    };
+    parse().with_context(|| format!("--offset {text:?} is not TOPIC/PARTITION=OFFSET (partition and offset ≥ 0)"))
 }
 
 pub fn completions(args: &CompletionsArgs) -> Result<(), Failure> {

@@ -21,6 +21,9 @@ pub mod exit {
     pub const CONFIG: u8 = 2;
     /// A record could not be stored and `errors.policy = "fail"`.
     pub const INVALID_RECORD: u8 = 3;
+    /// Persistent state is damaged or unreadable, or the table's Kafka progress cannot be established: an
+    /// operator must look (`k2i table progress`, `k2i table set-progress`); restarting alone will not help.
+    pub const CORRUPT: u8 = 4;
     /// `k2i status`: the instance answers but is not healthy (not ready). K2I used 6 too.
     pub const UNHEALTHY: u8 = 6;
     /// `k2i status`: nothing answers at the URL.
@@ -34,6 +37,7 @@ fn main() -> ExitCode {
         Command::Validate(args) => commands::validate(&args),
         Command::Ingest(args) => commands::ingest(&args),
         Command::Status(args) => commands::status(&args),
+        Command::Table(args) => commands::table(&args),
         Command::Completions(args) => commands::completions(&args),
         Command::Man(args) => commands::man(&args),
     };
@@ -72,6 +76,7 @@ impl Failure {
         let code = match error.kind() {
             k2i_core::ErrorKind::Config => exit::CONFIG,
             k2i_core::ErrorKind::InvalidRecord => exit::INVALID_RECORD,
+            k2i_core::ErrorKind::Corrupt => exit::CORRUPT,
             _ => exit::RUNTIME,
         };
         Self { error: error.into(), code }

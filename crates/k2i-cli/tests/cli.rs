@@ -252,7 +252,7 @@ fn checked_in_man_pages_match_the_cli() {
     let generated = names(dir.path());
     assert_eq!(
         generated,
-        ["k2i-completions.1", "k2i-ingest.1", "k2i-man.1", "k2i-status.1", "k2i-validate.1", "k2i.1"]
+        ["k2i-completions.1", "k2i-ingest.1", "k2i-man.1", "k2i-status.1", "k2i-table.1", "k2i-validate.1", "k2i.1"]
     );
     let stale = || panic!("docs/man is stale: run `cargo run -p k2i-cli -- man --output-dir docs/man`");
     if names(&checked_in) != generated {

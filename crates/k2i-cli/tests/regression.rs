@@ -236,3 +236,50 @@ result = catalog.load_table(table.name()).scan().to_arrow().num_rows
     ingest_ok(&config);
     assert_eq!(kafka_rows(stack, &setup), (300, 300));
 }
+
+#[tokio::test]
+async fn progress_that_cannot_be_established_stops_with_exit_4_and_set_progress_repairs_it() {
+    let stack = stack();
+    let setup = Setup::new(stack, "reg-unknown-progress", 1).await;
+    stack.produce(&setup.topic, raw_records(1, 200, "a")).await;
+    let config = setup.sql_config(stack, "raw", "[buffer]\nflush_batch_size = 100\n");
+    ingest_ok(&config);
+    // A table written before k2i kept its progress in a table property, then expired by another engine.
+    pyiceberg(
+        stack,
+        &setup,
+        r#"
+with table.transaction() as tx:
+    tx.remove_properties("k2i.progress")
+table = catalog.load_table(table.name())
+row = table.scan(limit=1).to_arrow()
+row = row.set_column(row.schema.get_field_index("_kafka_partition"), row.schema.field("_kafka_partition"), pa.array([99], pa.int32()))
+table.append(row)
+current = table.current_snapshot().snapshot_id
+table.maintenance.expire_snapshots().by_ids([s.snapshot_id for s in table.snapshots() if s.snapshot_id != current]).commit()
+result = True
+"#,
+    );
+    stack.produce(&setup.topic, raw_records(1, 50, "b")).await;
+    let out = ingest(&config);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(4), "never guess:\n{stderr}");
+    assert!(
+        stderr.contains("cannot establish the table's Kafka progress") && stderr.contains("k2i table set-progress"),
+        "{stderr}"
+    );
+    assert_eq!(kafka_rows(stack, &setup), (200, 200), "nothing was re-read");
+
+    let mut cmd = k2i();
+    cmd.args(["table", "set-progress", "--config"]).arg(&config).arg("--offset").arg(format!("{}/0=200", setup.topic));
+    let out = run(cmd);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let mut cmd = k2i();
+    cmd.args(["table", "progress", "--json", "--config"]).arg(&config);
+    let out = run(cmd);
+    let shown: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(shown["progress"][&setup.topic]["0"], 200, "{shown}");
+
+    ingest_ok(&config);
+    assert_eq!(kafka_rows(stack, &setup), (250, 250), "resumed exactly where it was set");
+}

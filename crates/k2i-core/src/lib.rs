@@ -22,6 +22,7 @@ pub mod recovery;
 pub mod schema;
 pub mod sink;
 pub mod source;
+pub mod table;
 pub mod txlog;
 
 pub use error::{Error, ErrorKind, Result};

@@ -329,15 +329,19 @@ fn without_chain(metadata: &TableMetadata, missing: Option<i64>) -> Result<Recor
         let (_, progress) = decode_table_property(text).map_err(|e| corrupt(metadata, None, e))?;
         return Ok(Recorded { progress, source: Source::TableProperty });
     }
-    match missing {
+    // A table k2i wrote whose chain no longer shows any of it: truncated by expiry (some implementations
+    // also clear the kept snapshot's parent id, so an ended chain with data is treated the same).
+    let cut = missing
+        .or_else(|| metadata.current_snapshot_id().filter(|_| metadata.properties().contains_key(PROP_CREATED_BY)));
+    match cut {
         Some(missing) if holds_k2i_data(metadata) => Err(Error::new(
             ErrorKind::Corrupt,
             "cannot establish the table's Kafka progress: the snapshot chain was expired past every k2i snapshot \
              and the table has no k2i.progress property",
         )
         .with("table_uuid", metadata.uuid())
-        .with("missing_snapshot_id", missing)
-        .with("fix", "set it explicitly with `k2i table set-progress`")),
+        .with("chain_cut_at_snapshot", missing)
+        .with("fix", "set it explicitly with `k2i table set-progress --offset TOPIC/PARTITION=OFFSET`")),
         _ => Ok(Recorded::default()),
     }
 }
