@@ -127,7 +127,10 @@ pub async fn open(config: &Config, ops: Arc<Ops>) -> Result<TableRef> {
             (Arc::new(catalog), location)
         }
         CatalogType::Rest => {
-            let uri = ice.rest_uri.clone().unwrap_or_default();
+            let uri = ice.rest_uri.clone().ok_or_else(|| {
+                Error::new(ErrorKind::Config, "iceberg.rest_uri is required for the REST catalog")
+                    .with("key", "iceberg.rest_uri")
+            })?;
             props.insert("uri".to_owned(), uri.clone());
             if let Some(w) = &ice.rest.warehouse {
                 props.insert("warehouse".to_owned(), w.clone());

@@ -47,6 +47,28 @@ pub enum PauseReason {
     Failed,
 }
 
+/// The set of reasons a table's partitions are paused: paused while it is not empty, whichever reasons
+/// come and go (a later issue adds a breaking schema change; one reason lifting never resumes a table
+/// another reason still holds).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PauseReasons(BTreeSet<PauseReason>);
+
+impl PauseReasons {
+    /// Sets or clears one reason.
+    pub fn set(&mut self, reason: PauseReason, on: bool) {
+        if on {
+            self.0.insert(reason);
+        } else {
+            self.0.remove(&reason);
+        }
+    }
+
+    /// Whether any reason holds.
+    pub fn any(&self) -> bool {
+        !self.0.is_empty()
+    }
+}
+
 /// What a table does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TableState {
@@ -71,7 +93,7 @@ pub struct TablePipeline {
     /// Flushes handed to the actor whose outcome is not back yet (at most one while running; the stop may
     /// hand over the pending flush and the rest of the buffer together).
     in_flight: usize,
-    pause: BTreeSet<PauseReason>,
+    pause: PauseReasons,
     /// Whether the consumer's partitions of this table are paused right now.
     paused: bool,
     failed: Option<Error>,
@@ -106,7 +128,7 @@ impl TablePipeline {
             policy: FlushPolicy::new(&config.buffer),
             pending: None,
             in_flight: 0,
-            pause: BTreeSet::new(),
+            pause: PauseReasons::default(),
             paused: false,
             failed: None,
             jobs,
@@ -128,7 +150,7 @@ impl TablePipeline {
     pub fn state(&self) -> TableState {
         if self.failed.is_some() {
             TableState::Failed
-        } else if self.pause.is_empty() {
+        } else if !self.pause.any() {
             TableState::Running
         } else {
             TableState::Paused
@@ -155,7 +177,7 @@ impl TablePipeline {
         ops.table_failed(error.to_string());
         self.failed = Some(error);
         self.pending = None;
-        self.pause.insert(PauseReason::Failed);
+        self.pause.set(PauseReason::Failed, true);
         self.apply_pause(consumer, ops);
     }
 
@@ -409,11 +431,7 @@ impl TablePipeline {
         // Pause while a flush waits for the one in flight; a pending flush can also vanish without being
         // handed over (a resync, or all its partitions revoked): never stay paused for it.
         let full = self.pending.is_some();
-        if full {
-            self.pause.insert(PauseReason::BufferFull)
-        } else {
-            self.pause.remove(&PauseReason::BufferFull)
-        };
+        self.pause.set(PauseReason::BufferFull, full);
         self.apply_pause(consumer, ops);
         Ok(handed)
     }
@@ -588,7 +606,7 @@ impl TablePipeline {
 
     /// Pauses or resumes this table's partitions to match its pause reasons.
     fn apply_pause(&mut self, consumer: &KafkaConsumer, ops: &Ops) {
-        let pause = !self.pause.is_empty();
+        let pause = self.pause.any();
         if pause == self.paused {
             return;
         }
@@ -616,5 +634,23 @@ impl TablePipeline {
             }
             Err(e) => tracing::warn!(error = %e, paused = pause, "cannot pause or resume partitions"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_table_stays_paused_while_any_reason_holds() {
+        let mut reasons = PauseReasons::default();
+        assert!(!reasons.any());
+        reasons.set(PauseReason::BufferFull, true);
+        reasons.set(PauseReason::Failed, true);
+        reasons.set(PauseReason::BufferFull, false);
+        assert!(reasons.any(), "the flush was handed over, but the table failed");
+        reasons.set(PauseReason::Failed, false);
+        reasons.set(PauseReason::Failed, false);
+        assert!(!reasons.any());
     }
 }

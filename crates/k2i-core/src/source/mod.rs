@@ -97,7 +97,7 @@ impl SourceContext {
     }
 
     fn fail(&self, error: Error) {
-        tracing::error!(error = %error, "partition assignment failed");
+        tracing::error!(error = %error, "the consumer stopped the ingest");
         if let Ok(mut fatal) = self.fatal.lock() {
             fatal.get_or_insert(error);
         }
@@ -187,6 +187,14 @@ impl ClientContext for SourceContext {
     }
 
     fn error(&self, error: KafkaError, reason: &str) {
+        // A fatal error (a fenced static member, an idempotence violation) leaves the client unusable:
+        // stop with it instead of polling a dead consumer.
+        if error.rdkafka_error_code() == Some(rdkafka::types::RDKafkaErrorCode::Fatal) {
+            self.fail(
+                Error::new(ErrorKind::Transient, format!("the Kafka client hit a fatal error: {reason}")).source(error),
+            );
+            return;
+        }
         tracing::warn!(error = %error, "kafka client error: {reason}");
         self.ops.kafka(false, format!("{error}: {reason}"));
     }
