@@ -4,11 +4,15 @@
 #   scripts/bench.sh                         # 1,000,000 JSON records (10 mixed fields) over 8 partitions
 #   scripts/bench.sh --shape raw --records 300000        # 1 KiB opaque values
 #   scripts/bench.sh --help                  # every option of k2i-bench
+#   scripts/bench.sh commit-history          # commit latency at 10 vs 20,000 snapshots (issue 9, B.7)
 #
 # Builds k2i and k2i-bench in release mode, starts the local stack if needed (and stops it afterwards),
 # preloads a fresh topic, then measures (a) a plain librdkafka consumer that only counts bytes and (b)
 # `k2i ingest --until-caught-up` (records/s, MB/s, CPU seconds, peak RSS, snapshots, files). It prints the
 # ratio (b)/(a) and RSS against the buffer cap as a table, and writes JSON to target/bench/.
+# `commit-history` instead times k2i commits (and k2i's fencing decision alone) on a SQLite-catalog table with
+# a small history and with a synthesised long one, in process (no Kafka needed), and prints the ratios; see
+# docs/operations.md, "Benchmark".
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/k2i/target}"

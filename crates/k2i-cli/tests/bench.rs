@@ -47,3 +47,23 @@ fn bench_harness_measures_raw_and_k2i_in_a_tiny_configuration() {
         assert!(report["k2i_summary"].as_str().unwrap().starts_with(&format!("ingested {records} rows")), "{report}");
     }
 }
+
+#[test]
+fn commit_history_mode_measures_a_small_and_a_synthesised_history() {
+    let out_dir = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_k2i-bench"))
+        .args(["commit-history", "--snapshots", "200", "--small", "3", "--samples", "3"])
+        .arg("--out")
+        .arg(out_dir.path())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    let report = std::fs::read_dir(out_dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|e| e == "json"))
+        .unwrap_or_else(|| panic!("no JSON report in {stdout}"));
+    let report: Value = serde_json::from_slice(&std::fs::read(report).unwrap()).unwrap();
+    assert!(report.to_string().contains("200"), "the large history is in the report: {report}");
+}

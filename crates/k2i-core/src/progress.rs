@@ -364,7 +364,8 @@ pub enum Landed {
 
 /// Looks for `commit_id` in the current chain. `bases` are the snapshots the commit's attempts were pinned
 /// to: a commit lands as a child of its base, so the walk stops at the first base it meets (a commit costs
-/// O(snapshots since its base), not O(table history)). With no bases known it walks the whole chain.
+/// O(snapshots since its base), not O(table history)). With no bases known it walks the whole chain (recovery
+/// of an intent logged before attempts were recorded); the live path never asks before its first attempt.
 pub fn find_commit(metadata: &TableMetadata, commit_id: &CommitId, bases: &[Option<i64>]) -> Landed {
     for step in walk(metadata) {
         match step {

@@ -6,6 +6,9 @@
 //! a raw rdkafka consumer, (b) run `k2i ingest --until-caught-up` into a fresh SQLite-catalog table while
 //! sampling the process's CPU time and peak RSS from /proc, then write a table to stdout and JSON to
 //! `--out`.
+//!
+//! `k2i-bench commit-history` measures instead how a commit's latency depends on the table's history (see
+//! [`commit_history`]); it needs no Kafka and no `--k2i`.
 
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
@@ -21,6 +24,10 @@ use rdkafka::message::Message;
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
 use rdkafka::{Offset, TopicPartitionList};
 
+// A crate root looks for modules beside itself; this binary's live in a folder named after it.
+#[path = "k2i-bench/commit_history.rs"]
+mod commit_history;
+
 /// Record shapes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum Shape {
@@ -32,14 +39,17 @@ enum Shape {
 
 /// Benchmark k2i against the raw consume rate of the same topic.
 #[derive(Debug, Parser)]
-#[command(name = "k2i-bench")]
+#[command(name = "k2i-bench", subcommand_negates_reqs = true)]
 struct Args {
+    /// Another measurement instead of the throughput benchmark.
+    #[command(subcommand)]
+    mode: Option<Mode>,
     /// Kafka bootstrap servers.
     #[arg(long, env = "K2I_TEST_KAFKA", default_value = "127.0.0.1:19092")]
     bootstrap_servers: String,
     /// The k2i binary to measure.
-    #[arg(long)]
-    k2i: PathBuf,
+    #[arg(long, required = true)]
+    k2i: Option<PathBuf>,
     /// Record shape.
     #[arg(long, value_enum, default_value_t = Shape::Json)]
     shape: Shape,
@@ -59,8 +69,16 @@ struct Args {
     #[arg(long, default_value_t = 100_000)]
     flush_batch_size: usize,
     /// Where the run's files go (warehouse, logs, the JSON report).
-    #[arg(long, default_value = "target/bench")]
+    #[arg(long, global = true, default_value = "target/bench")]
     out: PathBuf,
+}
+
+/// Measurements other than the default throughput benchmark.
+#[derive(Debug, clap::Subcommand)]
+enum Mode {
+    /// Commit latency on a table with a small history and with a long one (issue 9, B.7), with k2i's
+    /// fencing decision timed on its own; in process, on a SQLite SQL catalog in a temp dir.
+    CommitHistory(commit_history::Args),
 }
 
 fn json_record(i: usize) -> String {
@@ -180,16 +198,16 @@ fn clock_ticks() -> f64 {
 }
 
 /// (b) `k2i ingest --until-caught-up`, sampling CPU time and peak RSS from /proc while it runs.
-fn run_k2i(args: &Args, config: &std::path::Path) -> Result<Sampled> {
+fn run_k2i(k2i: &std::path::Path, config: &std::path::Path) -> Result<Sampled> {
     let ticks = clock_ticks();
     let started = Instant::now();
-    let mut child = Command::new(&args.k2i)
+    let mut child = Command::new(k2i)
         .args(["-q", "ingest", "--until-caught-up", "--config"])
         .arg(config)
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
-        .with_context(|| format!("cannot run {}", args.k2i.display()))?;
+        .with_context(|| format!("cannot run {}", k2i.display()))?;
     let (mut cpu_secs, mut peak_kb) = (0.0f64, 0u64);
     let pid = child.id();
     loop {
@@ -236,6 +254,12 @@ fn commits_and_files(summary: &str) -> (u64, u64) {
 
 fn main() -> Result<()> {
     let args = Args::parse();
+    let k2i_binary = match (&args.mode, &args.k2i) {
+        (Some(Mode::CommitHistory(history)), _) => return commit_history::run(history, &args.out),
+        (None, Some(binary)) => binary.clone(),
+        // clap requires --k2i when no mode is given.
+        (None, None) => bail!("--k2i is required"),
+    };
     let stamp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_secs();
     let shape = format!("{:?}", args.shape).to_lowercase();
     let topic = format!("bench-{shape}-{}p-{}-{stamp}", args.partitions, args.records);
@@ -274,7 +298,7 @@ fn main() -> Result<()> {
         ),
     )?;
     eprintln!("k2i-bench: (b) k2i ingest --until-caught-up");
-    let k2i = run_k2i(&args, &config)?;
+    let k2i = run_k2i(&k2i_binary, &config)?;
     let (commits, files) = commits_and_files(&k2i.stdout);
 
     let mb = raw_bytes as f64 / 1e6;
