@@ -511,11 +511,20 @@ pub struct MonitoringConfig {
     /// Port of `/healthz`, `/readyz`, `/health` and `/status`.
     #[schemars(range(min = 1))]
     pub health_port: u16,
+    /// `/readyz` turns 503 (`commits stalled`) when data has waited this many `buffer.flush_interval`s
+    /// without a commit (a hung catalog, a stuck flush), and 200 again at the next commit.
+    #[schemars(range(min = 1))]
+    pub stall_flush_intervals: u32,
 }
 
 impl Default for MonitoringConfig {
     fn default() -> Self {
-        Self { listen_address: IpAddr::V4(Ipv4Addr::LOCALHOST), metrics_port: 9090, health_port: 8080 }
+        Self {
+            listen_address: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            metrics_port: 9090,
+            health_port: 8080,
+            stall_flush_intervals: 10,
+        }
     }
 }
 

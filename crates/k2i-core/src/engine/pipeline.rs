@@ -35,9 +35,6 @@ use crate::ops::Ops;
 use crate::progress::{OffsetRange, Progress, TopicPartition};
 use crate::source::{self, KafkaConsumer, Resume, Start};
 
-/// Readiness turns false when buffered data has waited this many flush intervals without a commit.
-const STALL_FLUSH_INTERVALS: u32 = 10;
-
 /// Why a table's partitions are paused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum PauseReason {
@@ -563,12 +560,12 @@ impl TablePipeline {
         self.gaps.entry(tp.clone()).and_modify(|g| g.end = g.end.max(gap.end)).or_insert(gap);
     }
 
-    /// Readiness turns false while data has waited more than [`STALL_FLUSH_INTERVALS`] flush intervals for
-    /// a commit (a hung catalog, a stuck flush), and true again once commits flow.
-    pub fn watch_stall(&self, interval: Duration, ops: &Ops) {
+    /// Readiness turns false while data has waited more than `limit` (`monitoring.stall_flush_intervals` ×
+    /// `buffer.flush_interval`) for a commit (a hung catalog, a stuck flush), and true again once commits flow.
+    pub fn watch_stall(&self, limit: Duration, ops: &Ops) {
         let waiting = self.buffer.records() > 0 || self.in_flight > 0 || self.pending.is_some();
         let since = self.last_commit_at.elapsed();
-        let stalled = waiting && since > interval * STALL_FLUSH_INTERVALS;
+        let stalled = waiting && since > limit;
         ops.stalled(
             stalled.then(|| format!("no commit of {} for {}s while data is buffered", self.name, since.as_secs())),
         );

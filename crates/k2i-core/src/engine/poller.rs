@@ -168,7 +168,8 @@ impl<'a> Poller<'a> {
                 }
                 p.report(self.ops);
                 if self.targets.is_none() {
-                    p.watch_stall(self.config.buffer.flush_interval.get(), self.ops);
+                    let limit = self.config.buffer.flush_interval.get() * self.config.monitoring.stall_flush_intervals;
+                    p.watch_stall(limit, self.ops);
                 }
             }
             if self.targets.is_some() && self.pipelines.iter().all(TablePipeline::idle) && self.all_committed() {
