@@ -30,7 +30,7 @@ use crate::ops::Ops;
 use crate::progress::{CommitId, OffsetRange, TopicPartition};
 use crate::recovery::{self, Aborted};
 use crate::sink::{self, WriteOptions};
-use crate::txlog::{Pending, RangeRecord, Record, TxLog};
+use crate::txlog::{FilesRecord, IntentRecord, Pending, RangeRecord, Record, TxLog};
 
 /// What every flush of one table works with.
 pub struct FlushContext {
@@ -117,7 +117,7 @@ impl Sealed {
 
     /// Announces the flush in the transaction log before any data file exists.
     pub fn intend(self, table: &Table, cx: &FlushContext) -> Result<Intended> {
-        let intent = Record::Intent {
+        let intent = IntentRecord {
             commit_id: self.meta.commit_id.to_string(),
             table: cx.table_ref.table_name(),
             data_dir: format!("{}/data", table.metadata().location().trim_end_matches('/')),
@@ -134,7 +134,7 @@ impl Sealed {
                 .collect(),
             schema_id: self.batch.chunks.last().map_or(table.metadata().current_schema_id(), |c| c.schema.schema_id()),
         };
-        cx.append(intent.clone())?;
+        cx.append(Record::Intent(intent.clone()))?;
         fault::hit(Point::AfterIntent);
         Ok(Intended { meta: self.meta, batch: self.batch, intent })
     }
@@ -144,7 +144,7 @@ impl Sealed {
 pub struct Intended {
     meta: FlushMeta,
     batch: FlushBatch,
-    intent: Record,
+    intent: IntentRecord,
 }
 
 impl Intended {
@@ -155,8 +155,8 @@ impl Intended {
         let chunks = std::mem::take(&mut self.batch.chunks);
         let files = sink::write(table, chunks, self.meta.commit_id.as_str(), cx.write).await?;
         let paths: Vec<String> = files.iter().map(|f| f.file_path().to_owned()).collect();
-        let files_record = Record::Files { commit_id: self.meta.commit_id.to_string(), files: paths };
-        cx.append(files_record.clone())?;
+        let files_record = FilesRecord { commit_id: self.meta.commit_id.to_string(), files: paths };
+        cx.append(Record::Files(files_record.clone()))?;
         fault::hit(Point::AfterDataFiles);
         for file in &files {
             cx.ops.metrics.data_file_size.observe(file.file_size_in_bytes() as f64);

@@ -48,9 +48,8 @@ pub async fn recover(log: &mut TxLog, table: &Table, table_name: &str, remote: b
     let metadata = table.metadata();
     for flush in pending {
         let commit_id = CommitId::from(flush.commit_id());
-        if let Record::Intent { table: intent_table, .. } = &flush.intent
-            && intent_table != table_name
-        {
+        if flush.intent.table != table_name {
+            let intent_table = &flush.intent.table;
             // Written while this log served another table: that table's flushes are not ours to judge.
             tracing::warn!(%commit_id, table = intent_table, "recovery: skipping a flush of another table");
             continue;
@@ -126,10 +125,7 @@ pub async fn abort(table: &Table, flush: &Pending) -> Result<Aborted> {
 }
 
 fn flush_files(flush: &Pending) -> Vec<String> {
-    match &flush.files {
-        Some(Record::Files { files, .. }) => files.clone(),
-        _ => Vec::new(),
-    }
+    flush.files().to_vec()
 }
 
 /// Every data file the table's current snapshot references.
@@ -157,7 +153,7 @@ pub async fn live_data_files(table: &Table) -> Result<HashSet<String>> {
 
 /// Deletes the data files of a flush that will never be committed; returns how many existed.
 async fn delete_flush_files(table: &Table, flush: &Pending) -> Result<usize> {
-    let Record::Intent { commit_id, data_dir, .. } = &flush.intent else { return Ok(0) };
+    let (commit_id, data_dir) = (&flush.intent.commit_id, &flush.intent.data_dir);
     let mut files = flush_files(flush);
     // Files written before the files record (a crash mid-write) are found by name in a local warehouse.
     if let Some(dir) = local_path(data_dir) {

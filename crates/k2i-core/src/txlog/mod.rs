@@ -101,30 +101,39 @@ pub struct RangeRecord {
     pub end: i64,
 }
 
-/// A record of the log.
+/// A flush is about to write data files named `k2i-<commit_id>-…` into `data_dir`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IntentRecord {
+    /// The flush's commit id.
+    pub commit_id: String,
+    /// `namespace.table`.
+    pub table: String,
+    /// Where the data files go (their names start with `k2i-<commit_id>-`).
+    pub data_dir: String,
+    /// The offset ranges the flush covers.
+    pub ranges: Vec<RangeRecord>,
+    /// The table schema the flush was decoded with.
+    pub schema_id: i32,
+}
+
+/// The flush's data files are written.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FilesRecord {
+    /// The flush's commit id.
+    pub commit_id: String,
+    /// Full paths of the files.
+    pub files: Vec<String>,
+}
+
+/// A record of the log. On disk a JSON object whose `type` names the variant, with the variant's fields
+/// beside it (`{"type":"intent","commit_id":…}`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum Record {
-    /// A flush is about to write data files named `k2i-<commit_id>-…` into `data_dir`.
-    Intent {
-        /// The flush's commit id.
-        commit_id: String,
-        /// `namespace.table`.
-        table: String,
-        /// Where the data files go (their names start with `k2i-<commit_id>-`).
-        data_dir: String,
-        /// The offset ranges the flush covers.
-        ranges: Vec<RangeRecord>,
-        /// The table schema the flush was decoded with.
-        schema_id: i32,
-    },
+    /// A flush is about to write data files.
+    Intent(IntentRecord),
     /// The flush's data files are written.
-    Files {
-        /// The flush's commit id.
-        commit_id: String,
-        /// Full paths of the files.
-        files: Vec<String>,
-    },
+    Files(FilesRecord),
     /// A commit attempt of the flush is about to start. Appended before each attempt, so after a crash
     /// recovery knows every snapshot an attempt may have been committed on top of.
     Attempt {
@@ -161,19 +170,6 @@ pub enum Record {
     },
 }
 
-impl Record {
-    fn commit_id(&self) -> Option<&str> {
-        match self {
-            Self::Intent { commit_id, .. }
-            | Self::Files { commit_id, .. }
-            | Self::Attempt { commit_id, .. }
-            | Self::Committed { commit_id, .. }
-            | Self::Aborted { commit_id, .. } => Some(commit_id),
-            Self::SchemaChange { .. } | Self::Checkpoint { .. } => None,
-        }
-    }
-}
-
 /// How records reach the disk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Durability {
@@ -185,57 +181,26 @@ pub enum Durability {
 
 /// A flush that was started and not yet resolved.
 ///
-/// `intent` and `files` hold the records as they were read; [`Pending::intent`] and [`Pending::files`] give
-/// them typed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Pending {
-    /// The intent record.
-    pub intent: Record,
+    /// The intent.
+    pub intent: IntentRecord,
     /// The files record, if the files were written.
-    pub files: Option<Record>,
+    pub files: Option<FilesRecord>,
     /// The base snapshot of every commit attempt, in order (from its [`Record::Attempt`]; `None`: the table
     /// had no snapshot). Empty if no attempt started.
     pub bases: Vec<Option<i64>>,
 }
 
-/// A flush's intent, borrowed from its [`Record::Intent`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Intent<'a> {
-    /// The flush's commit id.
-    pub commit_id: &'a str,
-    /// `namespace.table`.
-    pub table: &'a str,
-    /// Where the data files go (their names start with `k2i-<commit_id>-`).
-    pub data_dir: &'a str,
-    /// The offset ranges the flush covers.
-    pub ranges: &'a [RangeRecord],
-    /// The table schema the flush was decoded with.
-    pub schema_id: i32,
-}
-
 impl Pending {
     /// The commit id.
     pub fn commit_id(&self) -> &str {
-        self.intent.commit_id().unwrap_or_default()
-    }
-
-    /// The flush's intent. Always `Some` for a flush the log hands out (it is built from an intent record);
-    /// `None` only for one built by hand around another record.
-    pub fn intent(&self) -> Option<Intent<'_>> {
-        match &self.intent {
-            Record::Intent { commit_id, table, data_dir, ranges, schema_id } => {
-                Some(Intent { commit_id, table, data_dir, ranges, schema_id: *schema_id })
-            }
-            _ => None,
-        }
+        &self.intent.commit_id
     }
 
     /// Full paths of the flush's data files; empty until its files record is written.
     pub fn files(&self) -> &[String] {
-        match &self.files {
-            Some(Record::Files { files, .. }) => files,
-            _ => &[],
-        }
+        self.files.as_ref().map_or(&[], |f| &f.files)
     }
 }
 
@@ -394,7 +359,9 @@ impl TxLog {
                     .bases
                     .iter()
                     .map(|base| Record::Attempt { commit_id: p.commit_id().to_owned(), base_snapshot_id: *base });
-                std::iter::once(p.intent.clone()).chain(p.files.clone()).chain(attempts)
+                std::iter::once(Record::Intent(p.intent.clone()))
+                    .chain(p.files.clone().map(Record::Files))
+                    .chain(attempts)
             })
             .collect();
         let frame = encode(&Record::Checkpoint { pending: records })?;
@@ -451,12 +418,12 @@ impl TxLog {
 /// Applies one record to the pending flushes.
 fn apply(pending: &mut BTreeMap<String, Pending>, record: Record) {
     match record {
-        Record::Intent { ref commit_id, .. } => {
-            pending.insert(commit_id.clone(), Pending { intent: record.clone(), files: None, bases: Vec::new() });
+        Record::Intent(intent) => {
+            pending.insert(intent.commit_id.clone(), Pending { intent, files: None, bases: Vec::new() });
         }
-        Record::Files { ref commit_id, .. } => {
-            if let Some(p) = pending.get_mut(commit_id) {
-                p.files = Some(record.clone());
+        Record::Files(files) => {
+            if let Some(p) = pending.get_mut(&files.commit_id) {
+                p.files = Some(files);
             }
         }
         Record::Attempt { commit_id, base_snapshot_id } => {
