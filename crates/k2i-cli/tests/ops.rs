@@ -7,35 +7,11 @@ mod common;
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::{Setup, free_port, k2i, text, wait};
+use common::{Setup, eventually, free_port, http_get as get, k2i, text, wait};
 use k2i_testkit::{TestRecord, stack};
 use serde_json::Value;
-
-fn get(url: &str) -> Option<(u16, String)> {
-    // reqwest's blocking client owns a runtime, which must not live inside the test's async runtime.
-    let url = url.to_owned();
-    std::thread::spawn(move || {
-        let response = reqwest::blocking::Client::new().get(url).timeout(Duration::from_secs(5)).send().ok()?;
-        let code = response.status().as_u16();
-        Some((code, response.text().unwrap_or_default()))
-    })
-    .join()
-    .unwrap()
-}
-
-/// Polls until `check` holds, failing with `what` after `limit`.
-fn eventually<T>(what: &str, limit: Duration, mut check: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Some(v) = check() {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
 
 /// The sum of a Prometheus metric's samples (all label sets), if present.
 fn metric(text: &str, name: &str) -> Option<f64> {

@@ -8,6 +8,8 @@
 //!
 //! Each test should use its own names ([`Stack::unique`]) for topics, groups, subjects and namespaces.
 
+pub mod proxy;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;

@@ -32,17 +32,34 @@ pub fn run(mut cmd: Command) -> Output {
     wait(child, TIMEOUT)
 }
 
+/// Waits for a child, failing the test after `timeout`. Its piped output is read while it runs: a child
+/// whose log outgrows the pipe buffer (64 KiB) would otherwise block in `write` and never finish.
 pub fn wait(mut child: Child, timeout: Duration) -> Output {
+    fn drain(pipe: Option<impl std::io::Read + Send + 'static>) -> std::thread::JoinHandle<Vec<u8>> {
+        std::thread::spawn(move || {
+            let mut bytes = Vec::new();
+            if let Some(mut pipe) = pipe {
+                let _ = pipe.read_to_end(&mut bytes);
+            }
+            bytes
+        })
+    }
+    let stdout = drain(child.stdout.take());
+    let stderr = drain(child.stderr.take());
     let deadline = Instant::now() + timeout;
-    while child.try_wait().unwrap().is_none() {
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
         if Instant::now() > deadline {
             child.kill().unwrap();
-            let out = child.wait_with_output().unwrap();
-            panic!("k2i did not finish within {timeout:?}:\n{}", String::from_utf8_lossy(&out.stderr));
+            child.wait().unwrap();
+            let stderr = stderr.join().unwrap();
+            panic!("k2i did not finish within {timeout:?}:\n{}", String::from_utf8_lossy(&stderr));
         }
         std::thread::sleep(Duration::from_millis(50));
-    }
-    child.wait_with_output().unwrap()
+    };
+    Output { status, stdout: stdout.join().unwrap(), stderr: stderr.join().unwrap() }
 }
 
 pub fn text(bytes: &[u8]) -> String {
@@ -75,6 +92,26 @@ impl Setup {
 
     /// Writes `k2i.toml` for the SQL catalog; `extra` is appended (more tables or keys of them).
     pub fn sql_config(&self, stack: &Stack, format: &str, extra: &str) -> PathBuf {
+        let catalog = format!("warehouse_path = \"{}\"", self.warehouse().display());
+        self.write_config(stack, "k2i.toml", &catalog, format, extra)
+    }
+
+    /// Writes `name` for the REST catalog at `uri` (the stack's, or a proxy in front of it); `extra` is
+    /// appended.
+    pub fn rest_config(&self, stack: &Stack, name: &str, uri: &str, format: &str, extra: &str) -> PathBuf {
+        let catalog = format!("catalog_type = \"rest\"\nrest_uri = \"{uri}\"");
+        self.write_config(stack, name, &catalog, format, extra)
+    }
+
+    /// Writes `k2i.toml` for `catalog` (the REST one: the stack's, directly).
+    pub fn config(&self, stack: &Stack, catalog: Catalog, format: &str, extra: &str) -> PathBuf {
+        match catalog {
+            Catalog::Sql => self.sql_config(stack, format, extra),
+            Catalog::Rest => self.rest_config(stack, "k2i.toml", &stack.rest, format, extra),
+        }
+    }
+
+    fn write_config(&self, stack: &Stack, name: &str, catalog: &str, format: &str, extra: &str) -> PathBuf {
         let text = format!(
             r#"
 [kafka]
@@ -89,7 +126,7 @@ type = "{format}"
 schema_update_min_interval = "0s"
 
 [iceberg]
-warehouse_path = "{warehouse}"
+{catalog}
 database_name = "{namespace}"
 table_name = "events"
 
@@ -100,23 +137,45 @@ log_dir = "{dir}/txlog"
             kafka = stack.kafka,
             topic = self.topic,
             group = self.group,
-            warehouse = self.warehouse().display(),
             namespace = self.namespace,
             dir = self.dir.path().display(),
         );
-        let path = self.dir.path().join("k2i.toml");
+        let path = self.dir.path().join(name);
         std::fs::write(&path, text).unwrap();
         path
     }
 
     /// Reads the SQL catalog's table with pyiceberg: rows, distinct (partition, offset), snapshot summaries.
     pub fn inspect_sql(&self, stack: &Stack, columns: &str) -> Value {
+        self.inspect(stack, Catalog::Sql, columns)
+    }
+
+    /// Reads the table through `catalog` (the REST one directly, never through a test's proxy) with pyiceberg:
+    /// rows, distinct (partition, offset), snapshot summaries, the data files the current snapshot references.
+    pub fn inspect(&self, stack: &Stack, catalog: Catalog, columns: &str) -> Value {
+        let open = match catalog {
+            Catalog::Sql => format!(
+                "from pyiceberg.catalog.sql import SqlCatalog\n\
+                 catalog = SqlCatalog(\"k2i\", uri=\"sqlite:///{}\", warehouse=\"file://{}\")",
+                self.warehouse().join("catalog.db").display(),
+                self.warehouse().display()
+            ),
+            Catalog::Rest => "import os\nfrom pyiceberg.catalog import load_catalog\n\
+                              catalog = load_catalog(\"rest\", type=\"rest\", uri=os.environ[\"K2I_TEST_REST\"])"
+                .to_owned(),
+        };
         let script = format!(
             r#"
-import json
-from pyiceberg.catalog.sql import SqlCatalog
-catalog = SqlCatalog("k2i", uri="sqlite:///{db}", warehouse="file://{wh}")
+import json, os
+{open}
 table = catalog.load_table("{ns}.events")
+referenced = sorted(task.file.file_path for task in table.scan().plan_files())
+local = lambda f: f[len("file://"):] if f.startswith("file://") else f[len("file:"):] if f.startswith("file:") else f
+# A referenced file that is gone would make the scan fail: report it instead of crashing.
+missing = [f for f in referenced if not os.path.exists(local(f))]
+if missing:
+    print(json.dumps({{"metadata": table.metadata_location, "missing": missing, "referenced": referenced}}))
+    raise SystemExit(0)
 data = table.scan().to_arrow().sort_by([("_kafka_partition", "ascending"), ("_kafka_offset", "ascending")])
 keys = list(zip(data["_kafka_partition"].to_pylist(), data["_kafka_offset"].to_pylist()))
 print(json.dumps({{
@@ -126,11 +185,11 @@ print(json.dumps({{
     "columns": [f.name for f in table.schema().fields],
     "sample": data.select([{columns}]).slice(0, 3).to_pylist() if {has_columns} else [],
     "summaries": [dict(s.summary.additional_properties) for s in sorted(table.snapshots(), key=lambda s: s.sequence_number)],
-    "referenced": sorted(task.file.file_path for task in table.scan().plan_files()),
+    "referenced": referenced,
+    "missing": [],
+    "location": table.location(),
 }}, default=str))
 "#,
-            db = self.warehouse().join("catalog.db").display(),
-            wh = self.warehouse().display(),
             ns = self.namespace,
             has_columns = if columns.is_empty() { "False" } else { "True" },
         );
@@ -168,22 +227,68 @@ pub fn recorded_offsets(summaries: &Value, topic: &str) -> std::collections::BTr
 }
 
 impl Setup {
-    /// Data files on disk that the table's current snapshot does not reference (orphans).
+    /// Data files on disk that the table's current snapshot does not reference (orphans), for the SQL catalog.
     pub fn unreferenced_files(&self, seen: &Value) -> Vec<String> {
-        let referenced: Vec<String> = seen["referenced"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|f| f.as_str().unwrap().trim_start_matches("file://").trim_start_matches("file:").to_owned())
-            .collect();
-        let data = self.warehouse().join(&self.namespace).join("events").join("data");
-        let mut on_disk: Vec<String> = match std::fs::read_dir(&data) {
+        self.unreferenced_files_in(&self.warehouse().join(&self.namespace).join("events").join("data"), seen)
+    }
+
+    /// The table's data directory (both catalogs' warehouses are local directories).
+    pub fn data_dir(&self, stack: &Stack, catalog: Catalog) -> PathBuf {
+        let warehouse = match catalog {
+            Catalog::Sql => self.warehouse(),
+            Catalog::Rest => PathBuf::from(local_path(&stack.warehouse)),
+        };
+        warehouse.join(&self.namespace).join("events").join("data")
+    }
+
+    /// Data files the table's current snapshot references that are not on disk (a flush's files deleted
+    /// although its commit landed): readers would fail. When any is missing, [`Setup::inspect`] reports only
+    /// these (and the references), not rows.
+    pub fn missing_files(seen: &Value) -> Vec<String> {
+        seen["missing"].as_array().unwrap().iter().map(|f| f.as_str().unwrap().to_owned()).collect()
+    }
+
+    /// Data files in `data` that the table's current snapshot does not reference (orphans).
+    pub fn unreferenced_files_in(&self, data: &std::path::Path, seen: &Value) -> Vec<String> {
+        let referenced = referenced(seen);
+        let mut on_disk: Vec<String> = match std::fs::read_dir(data) {
             Ok(entries) => entries.map(|e| e.unwrap().path().display().to_string()).collect(),
             Err(_) => Vec::new(),
         };
         on_disk.sort();
         on_disk.into_iter().filter(|f| !referenced.iter().any(|r| r == f)).collect()
     }
+}
+
+/// The local paths of the data files an [`Setup::inspect`] result references.
+fn referenced(seen: &Value) -> Vec<String> {
+    seen["referenced"].as_array().unwrap().iter().map(|f| local_path(f.as_str().unwrap()).to_owned()).collect()
+}
+
+/// The path of a `file:` location.
+pub fn local_path(location: &str) -> &str {
+    location.strip_prefix("file://").or_else(|| location.strip_prefix("file:")).unwrap_or(location)
+}
+
+/// Which catalog an ingest writes through. The REST catalog's warehouse is the stack's local directory, so
+/// the orphan-file checks work on both.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Catalog {
+    /// The embedded SQLite catalog in the test's own warehouse.
+    Sql,
+    /// The stack's Iceberg REST catalog.
+    Rest,
+}
+
+/// The commit ids of the flushes whose files recovery kept because their commit could still land (a REST
+/// catalog may apply a request the dead process sent): their files may stay as orphans, by design.
+pub fn kept_commit_ids(stderr: &str) -> Vec<String> {
+    stderr
+        .lines()
+        .filter(|l| l.contains("could still land; keeping its files"))
+        .filter_map(|l| l.split_whitespace().find_map(|w| w.strip_prefix("commit_id=")))
+        .map(|id| id.trim_matches('"').to_owned())
+        .collect()
 }
 
 /// Kills a spawned process when dropped, so a failing test leaves no instance running.
@@ -194,4 +299,66 @@ impl Drop for KillOnDrop {
         // Harmless when the process already exited (kill reports that and nothing happens).
         let _ = Command::new("kill").args(["-KILL", &self.0.to_string()]).stderr(Stdio::null()).status();
     }
+}
+
+/// Consumer settings for tests that restart an instance: a short session, so a dead member is noticed in
+/// seconds, and (for one instance at a time) static membership, so a restarted instance takes its
+/// partitions back at once instead of waiting for the dead one's session to expire.
+pub fn fast_group(static_member: bool) -> String {
+    let mut props =
+        "\n[kafka.properties]\n\"session.timeout.ms\" = \"6000\"\n\"heartbeat.interval.ms\" = \"500\"\n".to_owned();
+    if static_member {
+        props.push_str("\"group.instance.id\" = \"k2i-test-instance\"\n");
+    }
+    props
+}
+
+/// `per_partition` raw records in each of `partitions`, interleaved: `p<partition>-r<i>`.
+pub fn raw_records(partitions: i32, per_partition: usize) -> Vec<TestRecord> {
+    (0..per_partition)
+        .flat_map(|i| (0..partitions).map(move |p| TestRecord::value(format!("p{p}-r{i}")).partition(p)))
+        .collect()
+}
+
+/// Sends `signal` (`KILL`, `STOP`, `CONT`, `TERM`) to a child.
+pub fn kill(child: &Child, signal: &str) {
+    let status = Command::new("kill").args([&format!("-{signal}"), &child.id().to_string()]).status().unwrap();
+    assert!(status.success(), "kill -{signal} {}", child.id());
+}
+
+/// GETs a URL: the status and body, `None` when nothing answered within 5 s.
+pub fn http_get(url: &str) -> Option<(u16, String)> {
+    // reqwest's blocking client owns a runtime, which must not live inside the test's async runtime.
+    let url = url.to_owned();
+    std::thread::spawn(move || {
+        let response = reqwest::blocking::Client::new().get(url).timeout(Duration::from_secs(5)).send().ok()?;
+        let code = response.status().as_u16();
+        Some((code, response.text().unwrap_or_default()))
+    })
+    .join()
+    .unwrap()
+}
+
+/// Polls until `check` holds, failing with `what` after `limit`.
+pub fn eventually<T>(what: &str, limit: Duration, mut check: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(v) = check() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out after {limit:?} waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Spawns a long-running command with its standard error in `log` (a pipe nobody reads would fill up and
+/// block it), standard output discarded.
+pub fn spawn_logged(mut cmd: Command, log: &std::path::Path) -> Child {
+    let file = std::fs::File::create(log).unwrap();
+    cmd.stdout(Stdio::null()).stderr(file).spawn().unwrap()
+}
+
+/// What a process has logged to `log` so far.
+pub fn read_log(log: &std::path::Path) -> String {
+    std::fs::read_to_string(log).unwrap_or_default()
 }

@@ -108,7 +108,9 @@ pub struct TablePipeline {
     counters: HashMap<TopicPartition, (IntCounter, IntCounter)>,
     last_counters: Option<(TopicPartition, IntCounter, IntCounter)>,
     summary: IngestSummary,
-    last_commit_at: Instant,
+    /// When the oldest record not yet committed arrived (of a flush pending or in flight; the buffer keeps
+    /// its own): the readiness stall clock.
+    waiting_since: Option<Instant>,
     /// A progress lookup in flight (`--until-caught-up` refreshes).
     refresh: Option<oneshot::Receiver<Result<Progress>>>,
     /// The stop has begun: nothing more will be consumed.
@@ -137,7 +139,7 @@ impl TablePipeline {
             counters: HashMap::new(),
             last_counters: None,
             summary: IngestSummary::default(),
-            last_commit_at: Instant::now(),
+            waiting_since: None,
             refresh: None,
             stopping: false,
         }
@@ -260,6 +262,9 @@ impl TablePipeline {
     pub fn revoke(&mut self, partitions: &[TopicPartition], ops: &Ops) -> Result<()> {
         if let Some(pending) = self.pending.take() {
             self.pending = pending.without(partitions)?;
+        }
+        if self.pending.is_none() && self.in_flight == 0 {
+            self.waiting_since = None;
         }
         let dropped = self.buffer.drop_partitions(partitions)?;
         if dropped > 0 {
@@ -410,7 +415,9 @@ impl TablePipeline {
                     .policy
                     .due(self.buffer.records(), self.buffer.bytes(), self.buffer.first_record_at(), now)
                     .is_some();
+            let first_record_at = self.buffer.first_record_at();
             if due && let Some(batch) = self.buffer.take()? {
+                self.waiting_since = self.waiting_since.or(first_record_at).or_else(|| Some(Instant::now()));
                 let mut sealed = Sealed::new(batch);
                 let covered: Vec<TopicPartition> =
                     self.gaps.keys().filter(|tp| sealed.meta().ranges.contains_key(*tp)).cloned().collect();
@@ -488,14 +495,19 @@ impl TablePipeline {
                 self.summary.skipped += report.skipped as u64;
                 self.summary.commits += 1;
                 self.summary.files += report.files as u64;
-                self.last_commit_at = Instant::now();
+                // Whatever still waits (a flush pending or in flight) has waited at most since now.
+                let more = self.in_flight > 0 || self.pending.is_some();
+                self.waiting_since = more.then(Instant::now);
                 ops.stalled(None);
             }
             // While stopping nothing more is consumed: the next start resumes from the table anyway.
             Outcome::Fenced if self.stopping => {
                 self.pending = None;
             }
-            Outcome::Fenced => self.resync(consumer, config)?,
+            Outcome::Fenced => {
+                self.waiting_since = None;
+                self.resync(consumer, config)?
+            }
             Outcome::Failed(error) => self.fail(error, consumer, ops),
         }
         Ok(())
@@ -563,12 +575,16 @@ impl TablePipeline {
     /// Readiness turns false while data has waited more than `limit` (`monitoring.stall_flush_intervals` ×
     /// `buffer.flush_interval`) for a commit (a hung catalog, a stuck flush), and true again once commits flow.
     pub fn watch_stall(&self, limit: Duration, ops: &Ops) {
-        let waiting = self.buffer.records() > 0 || self.in_flight > 0 || self.pending.is_some();
-        let since = self.last_commit_at.elapsed();
-        let stalled = waiting && since > limit;
-        ops.stalled(
-            stalled.then(|| format!("no commit of {} for {}s while data is buffered", self.name, since.as_secs())),
-        );
+        let buffered = self.buffer.first_record_at().filter(|_| self.buffer.records() > 0);
+        let oldest = match (self.waiting_since, buffered) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        // Waiting since the oldest uncommitted record arrived, not since the last commit: after an idle spell
+        // new records have not waited long just because the previous commit is old.
+        let since = oldest.map(|t| t.elapsed()).unwrap_or_default();
+        let stalled = since > limit;
+        ops.stalled(stalled.then(|| format!("data of {} has waited {}s for a commit", self.name, since.as_secs())));
     }
 
     /// Publishes the buffer gauges.
