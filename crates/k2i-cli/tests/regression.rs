@@ -283,3 +283,69 @@ result = True
     ingest_ok(&config);
     assert_eq!(kafka_rows(stack, &setup), (250, 250), "resumed exactly where it was set");
 }
+
+#[tokio::test]
+async fn compaction_of_k2is_files_by_another_engine_keeps_every_partitions_progress() {
+    let stack = stack();
+    let setup = Setup::new(stack, "reg-compaction", 2).await;
+    stack.produce(&setup.topic, raw_records(2, 300, "a")).await;
+    let config = setup.sql_config(stack, "raw", "[buffer]\nflush_batch_size = 100\n");
+    ingest_ok(&config);
+    // Another engine rewrites every data file into one (same rows, new files, an `overwrite` snapshot with
+    // no k2i properties), then expires the older snapshots.
+    let files = pyiceberg(
+        stack,
+        &setup,
+        r#"
+data = table.scan().to_arrow()
+table.overwrite(data)
+table = catalog.load_table(table.name())
+current = table.current_snapshot().snapshot_id
+table.maintenance.expire_snapshots().by_ids([s.snapshot_id for s in table.snapshots() if s.snapshot_id != current]).commit()
+table = catalog.load_table(table.name())
+result = len(list(table.scan().plan_files()))
+"#,
+    );
+    assert_eq!(files.as_i64(), Some(1), "compacted into one file");
+    stack.produce(&setup.topic, raw_records(2, 50, "b")).await;
+    ingest_ok(&config);
+    assert_eq!(kafka_rows(stack, &setup), (700, 700));
+}
+
+#[tokio::test]
+async fn a_table_dropped_and_recreated_under_a_running_ingest_stops_it_at_the_next_commit() {
+    let stack = stack();
+    let setup = Setup::new(stack, "reg-recreated-table", 1).await;
+    let config = setup.sql_config(stack, "raw", "[buffer]\nflush_interval = \"300ms\"\n");
+    let mut cmd = k2i();
+    cmd.args(["ingest", "--config"])
+        .arg(&config)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped());
+    let child = cmd.spawn().unwrap();
+    let _guard = common::KillOnDrop(child.id());
+    stack.produce(&setup.topic, raw_records(1, 20, "a")).await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !setup.warehouse().join("catalog.db").exists() || setup.inspect_sql(stack, "")["rows"] != 20 {
+        assert!(std::time::Instant::now() < deadline, "the first records never landed");
+        std::thread::sleep(std::time::Duration::from_millis(300));
+    }
+    // Another engine drops the table and creates one with the same name and schema.
+    pyiceberg(
+        stack,
+        &setup,
+        r#"
+schema = table.schema()
+catalog.drop_table(table.name())
+catalog.create_table(table.name(), schema=schema)
+result = True
+"#,
+    );
+    stack.produce(&setup.topic, raw_records(1, 5, "b")).await;
+    let out = common::wait(child, std::time::Duration::from_secs(60));
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("the table was dropped and recreated while k2i was writing it"), "{stderr}");
+    let rows = pyiceberg(stack, &setup, "result = catalog.load_table(table.name()).scan().to_arrow().num_rows");
+    assert_eq!(rows.as_i64(), Some(0), "nothing was written into the new table");
+}

@@ -18,6 +18,7 @@ pub mod env;
 mod error;
 mod model;
 pub mod reference;
+mod tables;
 mod types;
 mod unbuilt;
 mod validate;
@@ -27,6 +28,7 @@ use std::path::Path;
 
 pub use error::{ConfigError, ConfigErrorKind, ConfigErrors, ConfigWarning};
 pub use model::*;
+pub use tables::TableConfig;
 pub use types::{
     ColumnType, HumanDuration, PartitionField, REDACTED, Secret, SecretSource, Transform, is_sensitive_key,
 };

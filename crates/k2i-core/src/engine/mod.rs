@@ -170,6 +170,8 @@ pub fn run(config: Config, options: IngestOptions, shutdown: Arc<AtomicBool>) ->
     let buffer =
         TableBuffer::new(config.kafka.format.kind, table.metadata().current_schema().clone(), evolve, CHUNK_ROWS)?;
     let (jobs, queue) = mpsc::channel(JOB_QUEUE);
+    // One table today (`Config::tables` turns the single-table keys into one); the multi-table issue opens a
+    // catalog table, a pipeline and an actor per entry.
     let mut pipeline = TablePipeline::new(0, table_ref.table_name(), buffer, &config, jobs);
 
     let targets = if options.until_caught_up {

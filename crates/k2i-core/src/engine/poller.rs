@@ -108,6 +108,8 @@ pub struct Poller<'a> {
     pub pipelines: Vec<TablePipeline>,
     /// With `--until-caught-up`: every partition's (low, high) watermarks read at start.
     pub targets: Option<HashMap<TopicPartition, (i64, i64)>>,
+    /// Which pipeline a topic's records go to (from [`Config::tables`]).
+    routes: HashMap<String, usize>,
     last_refresh: Instant,
 }
 
@@ -121,12 +123,19 @@ impl<'a> Poller<'a> {
         pipelines: Vec<TablePipeline>,
         targets: Option<HashMap<TopicPartition, (i64, i64)>>,
     ) -> Self {
-        Self { config, consumer, inbox, ops, pipelines, targets, last_refresh: Instant::now() }
+        let routes = config
+            .tables()
+            .into_iter()
+            .enumerate()
+            .flat_map(|(index, table)| table.topics.into_iter().map(move |topic| (topic, index)))
+            .collect();
+        Self { config, consumer, inbox, ops, pipelines, targets, routes, last_refresh: Instant::now() }
     }
 
-    /// The table a topic's records go to.
-    fn route(&self, _topic: &str) -> usize {
-        0
+    /// The table a topic's records go to. The consumer subscribes to exactly the configured topics, so
+    /// every topic has a route; `0` is never reached with one table either way.
+    fn route(&self, topic: &str) -> usize {
+        self.routes.get(topic).copied().unwrap_or(0)
     }
 
     /// Runs until shutdown, caught up, or every table failed; then stops cleanly (the last flushes are
