@@ -78,8 +78,10 @@ pub fn warehouse_url(path: &str) -> Result<String> {
 /// Opens the configured catalog.
 pub async fn open(config: &Config, ops: Arc<Ops>) -> Result<TableRef> {
     let ice = &config.iceberg;
-    let mut props: HashMap<String, String> =
-        ice.storage.iter().map(|(k, v)| (k.clone(), v.expose().to_owned())).collect();
+    let mut props: HashMap<String, String> = HashMap::new();
+    for (key, value) in &ice.storage {
+        props.insert(key.clone(), value.expose()?.to_owned());
+    }
     let (catalog, location): (Arc<dyn Catalog>, String) = match ice.catalog_type {
         CatalogType::Sql => {
             // Only the SQL catalog uses warehouse_path itself (a REST catalog owns its warehouse), so only it
@@ -95,7 +97,7 @@ pub async fn open(config: &Config, ops: Arc<Ops>) -> Result<TableRef> {
             static DRIVERS: Once = Once::new();
             DRIVERS.call_once(sqlx::any::install_default_drivers);
             let uri = match &ice.sql.uri {
-                Some(uri) => uri.expose().to_owned(),
+                Some(uri) => uri.expose()?.to_owned(),
                 None => match warehouse.strip_prefix("file://") {
                     Some(dir) => format!("sqlite:{dir}/catalog.db"),
                     None => {
@@ -136,10 +138,10 @@ pub async fn open(config: &Config, ops: Arc<Ops>) -> Result<TableRef> {
                 props.insert("warehouse".to_owned(), w.clone());
             }
             if let Some(token) = &ice.rest.token {
-                props.insert("token".to_owned(), token.expose().to_owned());
+                props.insert("token".to_owned(), token.expose()?.to_owned());
             }
             if let Some(credential) = &ice.rest.credential {
-                props.insert("credential".to_owned(), credential.expose().to_owned());
+                props.insert("credential".to_owned(), credential.expose()?.to_owned());
             }
             if let Some(uri) = &ice.rest.oauth2_server_uri {
                 props.insert("oauth2-server-uri".to_owned(), uri.clone());
@@ -148,7 +150,7 @@ pub async fn open(config: &Config, ops: Arc<Ops>) -> Result<TableRef> {
                 props.insert("scope".to_owned(), scope.clone());
             }
             for (name, value) in &ice.rest.headers {
-                props.insert(format!("header.{name}"), value.expose().to_owned());
+                props.insert(format!("header.{name}"), value.expose()?.to_owned());
             }
             let catalog = RestCatalogBuilder::default()
                 .with_storage_factory(Arc::new(LocalFsStorageFactory))

@@ -286,7 +286,7 @@ fn kafka_rules() {
         "{MINIMAL}\n[kafka.properties]\n\"fetch.min.bytes\" = 1024\n\"security.protocol\" = \"SASL_SSL\"\n"
     ))
     .unwrap();
-    assert_eq!(props.kafka.properties["fetch.min.bytes"].expose(), "1024");
+    assert_eq!(props.kafka.properties["fetch.min.bytes"].expose().unwrap(), "1024");
 }
 
 #[test]
@@ -409,7 +409,7 @@ fn catalog_rules() {
         ]
     );
     let sql = parse(&with("iceberg", "[iceberg.sql]\nuri = \"sqlite:/tmp/c.db\"")).unwrap();
-    assert_eq!(sql.iceberg.sql.uri.unwrap().expose(), "sqlite:/tmp/c.db");
+    assert_eq!(sql.iceberg.sql.uri.unwrap().expose().unwrap(), "sqlite:/tmp/c.db");
 }
 
 #[test]
@@ -463,15 +463,15 @@ fn env_overrides_any_key_typed_by_the_schema() {
     assert_eq!(config.buffer.max_size_mb.get(), 64);
     assert!(config.rpc.enabled);
     assert_eq!(config.iceberg.catalog_type, CatalogType::Rest);
-    assert_eq!(config.kafka.properties["security.protocol"].expose(), "SSL");
+    assert_eq!(config.kafka.properties["security.protocol"].expose().unwrap(), "SSL");
 }
 
 #[test]
 fn env_tables_merge_into_the_file() {
     let text = format!("{MINIMAL}\n[kafka.properties]\n\"client.id\" = \"file\"\n");
     let config = parse_env(&text, &[("K2I_KAFKA__PROPERTIES", "{ \"fetch.max.bytes\" = 1 }")]).unwrap();
-    assert_eq!(config.kafka.properties["client.id"].expose(), "file");
-    assert_eq!(config.kafka.properties["fetch.max.bytes"].expose(), "1");
+    assert_eq!(config.kafka.properties["client.id"].expose().unwrap(), "file");
+    assert_eq!(config.kafka.properties["fetch.max.bytes"].expose().unwrap(), "1");
 }
 
 #[test]
@@ -512,8 +512,8 @@ fn secrets_come_from_env_or_file_and_are_redacted() {
         token_file.display().to_string()
     );
     let config = parse_env(&text, &[("KAFKA_PW", "pw-from-env")]).unwrap();
-    assert_eq!(config.kafka.properties["sasl.password"].expose(), "pw-from-env");
-    assert_eq!(config.iceberg.rest.token.as_ref().unwrap().expose(), "tok-from-file");
+    assert_eq!(config.kafka.properties["sasl.password"].expose().unwrap(), "pw-from-env");
+    assert_eq!(config.iceberg.rest.token.as_ref().unwrap().expose().unwrap(), "tok-from-file");
 
     let debug = format!("{config:?}");
     let printed = config.to_redacted_toml();
@@ -606,7 +606,7 @@ const K2I_FULL: &str = include_str!("../../../../testdata/k2i-full.toml");
 #[test]
 fn k2i_full_config_validates_with_the_same_meaning() {
     let config = parse(K2I_FULL).unwrap_or_else(|e| panic!("{e}"));
-    let property = |key: &str| config.kafka.properties.get(key).map(|s| s.expose().to_owned());
+    let property = |key: &str| config.kafka.properties.get(key).map(|s| s.expose().unwrap().to_owned());
     assert_eq!(property("session.timeout.ms").as_deref(), Some("45000"));
     assert_eq!(property("heartbeat.interval.ms").as_deref(), Some("3000"));
     assert_eq!(property("max.poll.interval.ms").as_deref(), Some("600000"));
@@ -637,7 +637,7 @@ fn k2i_full_config_validates_with_the_same_meaning() {
     assert_eq!(ice.target_file_size_mb.get(), 512);
     let partitions: Vec<String> = ice.partition_by.iter().map(ToString::to_string).collect();
     assert_eq!(partitions, ["day(placed_at)", "bucket(16, customer_id)"]);
-    let storage: Vec<(&str, &str)> = ice.storage.iter().map(|(k, v)| (k.as_str(), v.expose())).collect();
+    let storage: Vec<(&str, &str)> = ice.storage.iter().map(|(k, v)| (k.as_str(), v.expose().unwrap())).collect();
     assert_eq!(
         storage,
         [
@@ -650,12 +650,12 @@ fn k2i_full_config_validates_with_the_same_meaning() {
             ("s3.secret-access-key", "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"),
         ]
     );
-    assert_eq!(ice.rest.credential.as_ref().unwrap().expose(), "k2i-orders:9a4c2f0e-client-secret");
+    assert_eq!(ice.rest.credential.as_ref().unwrap().expose().unwrap(), "k2i-orders:9a4c2f0e-client-secret");
     assert_eq!(ice.rest.token, None);
     assert_eq!(ice.rest.scope.as_deref(), Some("catalog"));
-    assert_eq!(ice.rest.headers["X-Tenant"].expose(), "sales");
+    assert_eq!(ice.rest.headers["X-Tenant"].expose().unwrap(), "sales");
     assert_eq!(ice.glue.catalog_id.as_deref(), Some("123456789012"));
-    assert_eq!(ice.sql.uri.as_ref().unwrap().expose(), "postgres://k2i@catalog-db.prod.internal:5432/iceberg");
+    assert_eq!(ice.sql.uri.as_ref().unwrap().expose().unwrap(), "postgres://k2i@catalog-db.prod.internal:5432/iceberg");
     assert_eq!(ice.sql.catalog_name.as_deref(), Some("k2i"));
 
     assert_eq!(config.buffer.max_size_mb.get(), 2000);
@@ -835,7 +835,7 @@ fn a_k2i_key_and_its_k2i_key_that_disagree_are_a_problem_naming_both() {
     );
     // Both given and agreeing is not a conflict (librdkafka reads 45000 and "45000" alike).
     let agreeing = with("kafka", "session_timeout_ms = 45000\n[kafka.properties]\n\"session.timeout.ms\" = \"45000\"");
-    assert_eq!(parse(&agreeing).unwrap().kafka.properties["session.timeout.ms"].expose(), "45000");
+    assert_eq!(parse(&agreeing).unwrap().kafka.properties["session.timeout.ms"].expose().unwrap(), "45000");
 }
 
 #[test]

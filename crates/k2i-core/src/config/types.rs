@@ -135,10 +135,19 @@ impl Secret {
         &self.source
     }
 
-    /// The value. Secrets read from the environment or a file are resolved by [`super::load`].
-    pub fn expose(&self) -> &str {
-        // Deliberate: a `Config` only leaves `load` after `resolve` succeeded for every secret.
-        self.value.as_deref().expect("secrets are resolved when the configuration is loaded")
+    /// The value. Secrets read from the environment or a file are resolved by [`super::load`]; a secret that
+    /// was not (a `Config` built some other way) is an error naming where its value should come from, never
+    /// a panic or an empty string.
+    pub fn expose(&self) -> crate::Result<&str> {
+        self.value.as_deref().ok_or_else(|| {
+            let from = match &self.source {
+                SecretSource::Inline => "the configuration".to_owned(),
+                SecretSource::Env(var) => format!("environment variable {var}"),
+                SecretSource::File(path) => format!("file {path}"),
+            };
+            crate::Error::new(crate::ErrorKind::Config, "a secret was not resolved when the configuration was loaded")
+                .with("from", from)
+        })
     }
 
     /// The value, if it has been read.
@@ -610,7 +619,7 @@ mod tests {
         let secret = Secret::inline("hunter2");
         assert_eq!(format!("{secret:?}"), "Secret(<redacted>)");
         assert_eq!(serde_json::to_string(&secret).unwrap(), "\"<redacted>\"");
-        assert_eq!(secret.expose(), "hunter2");
+        assert_eq!(secret.expose().unwrap(), "hunter2");
     }
 
     #[test]
@@ -621,7 +630,7 @@ mod tests {
         let mut from_file: Secret =
             serde_json::from_str(&format!("{{\"file\":{:?}}}", path.display().to_string())).unwrap();
         from_file.resolve(&Env::new()).unwrap();
-        assert_eq!(from_file.expose(), "s3cret");
+        assert_eq!(from_file.expose().unwrap(), "s3cret");
         assert!(format!("{from_file:?}").contains("<redacted>"));
 
         let mut missing: Secret = serde_json::from_str(r#"{"env":"K2I_TEST_SURELY_UNSET_VARIABLE"}"#).unwrap();
@@ -631,7 +640,7 @@ mod tests {
         );
         let env = Env::from([("K2I_TEST_SURELY_UNSET_VARIABLE".to_owned(), "from-env".to_owned())]);
         missing.resolve(&env).unwrap();
-        assert_eq!(missing.expose(), "from-env");
+        assert_eq!(missing.expose().unwrap(), "from-env");
         assert_eq!(serde_json::to_string(&missing).unwrap(), r#"{"env":"K2I_TEST_SURELY_UNSET_VARIABLE"}"#);
     }
 

@@ -324,7 +324,7 @@ fn partitions_of(tpl: &TopicPartitionList) -> Vec<TopicPartition> {
 }
 
 /// librdkafka properties set by k2i, before the user's `kafka.properties`.
-fn base_config(kafka: &KafkaConfig) -> ClientConfig {
+fn base_config(kafka: &KafkaConfig) -> Result<ClientConfig> {
     let mut config = ClientConfig::new();
     config
         .set("bootstrap.servers", kafka.bootstrap_servers.join(","))
@@ -346,9 +346,9 @@ fn base_config(kafka: &KafkaConfig) -> ClientConfig {
         // Per-partition lag and high watermarks for /status and /metrics come from these statistics.
         .set("statistics.interval.ms", "1000");
     for (key, value) in &kafka.properties {
-        config.set(key, value.expose());
+        config.set(key, value.expose()?);
     }
-    config
+    Ok(config)
 }
 
 /// Creates the consumer and subscribes it to the topics.
@@ -367,7 +367,7 @@ pub fn subscribe(
         changes: Mutex::new(Vec::new()),
         fatal: Mutex::new(None),
     };
-    let consumer: KafkaConsumer = base_config(kafka)
+    let consumer: KafkaConsumer = base_config(kafka)?
         .create_with_context(context)
         .map_err(|e| Error::new(ErrorKind::Config, "cannot create the Kafka consumer").source(e))?;
     let topics = kafka.topic_list();
