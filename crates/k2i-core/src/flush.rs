@@ -208,7 +208,7 @@ pub struct Fenced {
 impl Written {
     /// Commits the snapshot (see [`commit::commit`]); each attempt's base is durable in the log before the
     /// attempt is sent, so recovery can tell whether an attempt with an unknown outcome could still land.
-    pub async fn commit(self, table: &Table, cx: &FlushContext) -> Result<Landing> {
+    pub async fn commit(self, cx: &FlushContext) -> Result<Landing> {
         let Self { meta, files, mut pending } = self;
         let file_count = files.len();
         let bytes: u64 = files.iter().map(DataFile::file_size_in_bytes).sum();
@@ -245,7 +245,10 @@ impl Written {
             }
             Err(reason) if reason.kind() == ErrorKind::Fenced => {
                 pending.bases = bases.into_inner().unwrap_or_else(std::sync::PoisonError::into_inner);
-                match recovery::abort(table, &pending).await? {
+                // Judged against the table as it is now, not the actor's copy from before this commit: an
+                // earlier attempt may have landed (its answer lost, its snapshot since expired).
+                let current = cx.table_ref.load().await?;
+                match recovery::abort(&current, &pending).await? {
                     Aborted::Deleted(deleted) => {
                         cx.append(Record::Aborted {
                             commit_id: meta.commit_id.to_string(),

@@ -225,7 +225,11 @@ pub enum Step<'a> {
 /// the only walk of a snapshot chain in k2i: progress lookup, "did my commit land" and recovery all use it.
 pub fn walk(metadata: &TableMetadata) -> impl Iterator<Item = Step<'_>> {
     let mut next = metadata.current_snapshot_id().map(Ok::<i64, i64>);
+    // Bounded by the number of snapshots: malformed metadata with a parent cycle must not loop forever
+    // (this also runs inside the rebalance callback).
+    let mut left = metadata.snapshots().len() + 1;
     std::iter::from_fn(move || {
+        left = left.checked_sub(1)?;
         let id = next.take()?.ok()?;
         match metadata.snapshot_by_id(id) {
             Some(snapshot) => {
@@ -320,14 +324,21 @@ fn truncated(metadata: &TableMetadata, legacy: Progress, legacy_at: Option<i64>,
 }
 
 fn without_chain(metadata: &TableMetadata, missing: Option<i64>) -> Result<Recorded> {
-    // k2i snapshots still in the metadata but not in the current chain: the table was rolled back to before
-    // any k2i data, so nothing is recorded and every partition starts over (the data is gone from the table).
+    let in_metadata = |id: &str| metadata.snapshots().any(|s| commit_id_of(s) == Some(id));
+    if let Some(text) = metadata.properties().get(PROP_PROGRESS) {
+        let (id, progress) = decode_table_property(text).map_err(|e| corrupt(metadata, None, e))?;
+        // The commit the property names is still in the metadata but not in the current chain: the table was
+        // rolled back to before any k2i data, which is gone from the table — every partition starts over.
+        // Otherwise that commit was expired and the property is the truth (k2i snapshots kept off the chain
+        // by a tag or a branch do not change that).
+        if in_metadata(id.as_str()) {
+            return Ok(Recorded::default());
+        }
+        return Ok(Recorded { progress, source: Source::TableProperty });
+    }
+    // No property (a table written before it existed): k2i snapshots off the chain mean a rollback.
     if metadata.snapshots().any(|s| commit_id_of(s).is_some()) {
         return Ok(Recorded::default());
-    }
-    if let Some(text) = metadata.properties().get(PROP_PROGRESS) {
-        let (_, progress) = decode_table_property(text).map_err(|e| corrupt(metadata, None, e))?;
-        return Ok(Recorded { progress, source: Source::TableProperty });
     }
     // A table k2i wrote whose chain no longer shows any of it: truncated by expiry (some implementations
     // also clear the kept snapshot's parent id, so an ended chain with data is treated the same).

@@ -95,6 +95,8 @@ impl CommitActor {
     /// Runs jobs until the queue closes or a flush fails (a failed table takes no more jobs: its queue is
     /// dropped, so whoever waits on a reply learns it at once).
     pub async fn run(mut self, mut jobs: mpsc::Receiver<Job>) {
+        // A panic must still deliver an outcome: the pipeline would otherwise wait for its flush forever.
+        let _guard = PanicGuard { index: self.index, outcomes: self.outcomes.clone() };
         while let Some(job) = jobs.recv().await {
             match job {
                 Job::Flush(sealed) => {
@@ -127,7 +129,7 @@ impl CommitActor {
     async fn flush(&mut self, sealed: Sealed) -> Result<Outcome> {
         let intended = sealed.intend(&self.table, &self.cx)?;
         let written = intended.write(&self.table, &self.cx).await?;
-        match written.commit(&self.table, &self.cx).await? {
+        match written.commit(&self.cx).await? {
             Landing::Committed(committed) => {
                 let report = self.after_commit(&committed).await;
                 self.table = committed.table;
@@ -221,6 +223,21 @@ impl CommitActor {
         let schema = table.metadata().current_schema().clone();
         self.table = table;
         Ok(schema)
+    }
+}
+
+/// Reports a panicking actor's table as failed (runs while the panic unwinds the actor's future).
+struct PanicGuard {
+    index: usize,
+    outcomes: std::sync::mpsc::Sender<Delivered>,
+}
+
+impl Drop for PanicGuard {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            let error = Error::new(crate::error::ErrorKind::Internal, "the table's commit actor panicked");
+            let _ = self.outcomes.send(Delivered { table: self.index, outcome: Outcome::Failed(error) });
+        }
     }
 }
 

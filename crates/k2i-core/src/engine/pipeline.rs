@@ -185,11 +185,6 @@ impl TablePipeline {
         self.in_flight > 0
     }
 
-    /// Nothing buffered, pending or in flight.
-    pub fn idle(&self) -> bool {
-        self.pending.is_none() && self.in_flight == 0 && self.buffer.ranges().is_empty()
-    }
-
     /// Records the table's known progress (start lookup, refreshes): never moves a partition backwards.
     pub fn learn(&mut self, progress: impl IntoIterator<Item = (TopicPartition, i64)>) {
         for (tp, next) in progress {
@@ -419,8 +414,7 @@ impl TablePipeline {
             if due && let Some(batch) = self.buffer.take()? {
                 self.waiting_since = self.waiting_since.or(first_record_at).or_else(|| Some(Instant::now()));
                 let mut sealed = Sealed::new(batch);
-                let covered: Vec<TopicPartition> =
-                    self.gaps.keys().filter(|tp| sealed.meta().ranges.contains_key(*tp)).cloned().collect();
+                let covered = self.covered_gaps(&sealed);
                 for tp in covered {
                     if let Some(gap) = self.gaps.remove(&tp) {
                         sealed.add_gap(tp, gap);
@@ -468,8 +462,8 @@ impl TablePipeline {
         }
         let mut last = self.buffer.take()?.map(Sealed::new);
         if let Some(sealed) = last.as_mut() {
-            for (tp, gap) in std::mem::take(&mut self.gaps) {
-                if sealed.meta().ranges.contains_key(&tp) {
+            for tp in self.covered_gaps(sealed) {
+                if let Some(gap) = self.gaps.remove(&tp) {
                     sealed.add_gap(tp, gap);
                 }
             }
@@ -528,9 +522,10 @@ impl TablePipeline {
                 self.buffer.set_position(tp.clone(), next);
             }
             // Never committed yet: back to the first offset this instance read (with `latest`, `End` would skip
-            // what the fenced flush held), else per auto_offset_reset.
-            let start = known.or_else(|| self.first_read.get(tp).copied());
-            let offset = source::start_offset(start, config.kafka.auto_offset_reset);
+            // what the fenced flush held). Nothing read yet: the consumer's position is still where the
+            // assignment put it (a new partition of a recorded topic at its beginning): leave it there.
+            let Some(start) = known.or_else(|| self.first_read.get(tp).copied()) else { continue };
+            let offset = source::start_offset(Some(start), config.kafka.auto_offset_reset);
             consumer.seek(&tp.topic, tp.partition, offset, METADATA_TIMEOUT).map_err(|e| {
                 Error::new(ErrorKind::Transient, "cannot seek back to the table's progress")
                     .with("partition", tp)
@@ -553,7 +548,15 @@ impl TablePipeline {
         for tp in owned {
             let Some(next) = self.buffer.position(&tp) else { continue };
             match source::check_position(consumer, &tp, next, config.kafka.on_data_loss)? {
-                Resume::At(_) => {}
+                // In range after all (e.g. a broker's log was truncated above our position and then grew
+                // back): with auto.offset.reset = error the fetcher stopped, so restart it where we are.
+                Resume::At(at) => {
+                    consumer.seek(&tp.topic, tp.partition, Offset::Offset(at), METADATA_TIMEOUT).map_err(|e| {
+                        Error::new(ErrorKind::Transient, "cannot restart a partition's fetch")
+                            .with("partition", &tp)
+                            .source(e)
+                    })?;
+                }
                 Resume::AfterGap(gap) => {
                     self.record_gap(&tp, gap, ops);
                     consumer.seek(&tp.topic, tp.partition, Offset::Offset(gap.end), METADATA_TIMEOUT).map_err(|e| {
@@ -565,6 +568,17 @@ impl TablePipeline {
             }
         }
         Ok(())
+    }
+
+    /// The partitions whose recorded gap this flush covers: its range reaches past the gap (an idle
+    /// partition's empty range at the table's progress does not).
+    fn covered_gaps(&self, sealed: &Sealed) -> Vec<TopicPartition> {
+        let ranges = &sealed.meta().ranges;
+        self.gaps
+            .iter()
+            .filter(|(tp, gap)| ranges.get(*tp).is_some_and(|r| r.end >= gap.end))
+            .map(|(tp, _)| tp.clone())
+            .collect()
     }
 
     fn record_gap(&mut self, tp: &TopicPartition, gap: OffsetRange, ops: &Ops) {

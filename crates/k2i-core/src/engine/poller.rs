@@ -162,8 +162,12 @@ impl<'a> Poller<'a> {
             }
             let idle = self.poll_batch()?;
             // The rebalance callback runs inside poll: an error it raised must stop the loop before anything
-            // below (a caught-up check) reads the state it left.
+            // below (a caught-up check) reads the state it left, and partitions it revoked must leave the
+            // buffers before the next flush is sealed (else that flush, or the new owner's, is fenced).
             self.take_fatal()?;
+            for change in self.consumer.context().take_changes() {
+                self.apply(change)?;
+            }
             let now = Instant::now();
             if idle && self.targets.is_some() {
                 self.cover_gaps();
@@ -181,15 +185,27 @@ impl<'a> Poller<'a> {
                     p.watch_stall(limit, self.ops);
                 }
             }
-            if self.targets.is_some() && self.pipelines.iter().all(TablePipeline::idle) && self.all_committed() {
+            // Everything below the start's high watermarks is in the table; what is buffered beyond them is
+            // drained below (so the stop does not wait for an idle moment under continuous production).
+            if self.targets.is_some() && self.all_committed() {
                 tracing::info!("caught up with the high watermarks read at start");
                 break;
             }
         }
-        // Clean stop: whatever is buffered is flushed and committed before the process exits.
-        for p in &mut self.pipelines {
-            for _ in 0..p.drain()? {
-                self.inbox.sent();
+        // Clean stop: whatever is buffered is flushed and committed before the process exits — after the last
+        // revocations and outcomes are applied (a revoked partition's rows must not be drained; a table whose
+        // actor already failed reports that failure, not "the actor has stopped").
+        for change in self.consumer.context().take_changes() {
+            self.apply(change)?;
+        }
+        self.apply_outcomes()?;
+        for index in 0..self.pipelines.len() {
+            match self.pipelines[index].drain() {
+                Ok(sent) => (0..sent).for_each(|_| self.inbox.sent()),
+                Err(error) => {
+                    self.apply_outcomes()?;
+                    self.pipelines[index].fail(error, self.consumer, self.ops);
+                }
             }
         }
         Ok(())
@@ -261,6 +277,8 @@ impl<'a> Poller<'a> {
                 batch.iter().filter(|m| single || self.route(m.topic()) == index).collect();
             let result = self.pipelines[index].decode(mine.into_iter(), self.config, self.ops);
             if let Err(error) = result {
+                // A schema job refused because the actor failed: its own outcome has the real error.
+                self.apply_outcomes()?;
                 self.pipelines[index].fail(error, self.consumer, self.ops);
             }
         }

@@ -121,11 +121,36 @@ pub async fn abort(table: &Table, flush: &Pending) -> Result<Aborted> {
             return Ok(Aborted::Referenced);
         }
     }
-    delete_flush_files(table, flush).await.map(Aborted::Deleted)
+    delete_files(table, files).await.map(Aborted::Deleted)
 }
 
+/// The flush's data files: those in its files record and — for a local warehouse — every file in the data
+/// directory whose name starts with `k2i-<commit id>-` (files written before the files record, a crash
+/// mid-write).
 fn flush_files(flush: &Pending) -> Vec<String> {
-    flush.files().to_vec()
+    let (commit_id, data_dir) = (&flush.intent.commit_id, &flush.intent.data_dir);
+    let mut files = flush.files().to_vec();
+    if let Some(dir) = local_path(data_dir) {
+        let prefix = format!("k2i-{commit_id}-");
+        if let Ok(entries) = std::fs::read_dir(&dir) {
+            for entry in entries.flatten() {
+                let name = entry.file_name();
+                if name.to_str().is_some_and(|n| n.starts_with(&prefix)) {
+                    let path = format!("{}/{}", data_dir.trim_end_matches('/'), name.to_string_lossy());
+                    if !files.iter().any(|f| same_file(f, &path)) {
+                        files.push(path);
+                    }
+                }
+            }
+        }
+    } else if flush.files.is_none() {
+        tracing::warn!(
+            commit_id,
+            data_dir,
+            "cannot list an object-store data directory; files of this flush may remain as orphans"
+        );
+    }
+    files
 }
 
 /// Every data file the table's current snapshot references.
@@ -151,31 +176,8 @@ pub async fn live_data_files(table: &Table) -> Result<HashSet<String>> {
     Ok(live)
 }
 
-/// Deletes the data files of a flush that will never be committed; returns how many existed.
-async fn delete_flush_files(table: &Table, flush: &Pending) -> Result<usize> {
-    let (commit_id, data_dir) = (&flush.intent.commit_id, &flush.intent.data_dir);
-    let mut files = flush_files(flush);
-    // Files written before the files record (a crash mid-write) are found by name in a local warehouse.
-    if let Some(dir) = local_path(data_dir) {
-        let prefix = format!("k2i-{commit_id}-");
-        if let Ok(entries) = std::fs::read_dir(&dir) {
-            for entry in entries.flatten() {
-                let name = entry.file_name();
-                if name.to_str().is_some_and(|n| n.starts_with(&prefix)) {
-                    let path = format!("{}/{}", data_dir.trim_end_matches('/'), name.to_string_lossy());
-                    if !files.iter().any(|f| same_file(f, &path)) {
-                        files.push(path);
-                    }
-                }
-            }
-        }
-    } else if flush.files.is_none() {
-        tracing::warn!(
-            commit_id,
-            data_dir,
-            "cannot list an object-store data directory; files of this flush may remain as orphans"
-        );
-    }
+/// Deletes files that no snapshot references; returns how many existed.
+async fn delete_files(table: &Table, files: Vec<String>) -> Result<usize> {
     let io = table.file_io();
     let mut deleted = 0;
     for file in files {

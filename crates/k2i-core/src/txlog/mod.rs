@@ -318,16 +318,21 @@ impl TxLog {
         self.poisoned
     }
 
-    /// Appends a record (and makes it durable per the policy); rotates the file when it is large. If writing
-    /// the record fails, the file is cut back to where it was (or the log is poisoned) and the record is not
-    /// applied; if only the rotation after it fails, the record is in the log and the error is the rotation's.
+    /// Appends a record (and makes it durable per the policy; `attempt` records always); rotates the file
+    /// when it is large. If writing the record fails, the file is cut back to where it was (or the log is
+    /// poisoned) and the record is not applied; if only the rotation after it fails, the record is in the log,
+    /// the append succeeds and the failure is logged (a failed rotation poisons the log or is retried by the
+    /// next append: a durable `committed` record must not turn a landed commit into a failure).
     pub fn append(&mut self, record: Record) -> Result<()> {
         self.check_not_poisoned()?;
         let frame = encode(&record)?;
-        let sync = match self.durability {
-            Durability::Always => true,
-            Durability::Interval(every) => self.last_sync.elapsed() >= every,
-        };
+        // An attempt record is always made durable before its request is sent, whatever the policy: recovery
+        // keeps a flush's files only while an attempt could still land, and it can only know that from it.
+        let sync = matches!(record, Record::Attempt { .. })
+            || match self.durability {
+                Durability::Always => true,
+                Durability::Interval(every) => self.last_sync.elapsed() >= every,
+            };
         if let Err(failure) = append_frame(&mut self.file, &self.path, self.size, &frame, sync) {
             return Err(self.undo_failed(failure));
         }
@@ -338,7 +343,9 @@ impl TxLog {
         apply(&mut self.pending, record);
         if self.size > ROTATE_BYTES {
             // The record is durable (per the policy) even if rotating fails.
-            self.checkpoint()?;
+            if let Err(e) = self.checkpoint() {
+                tracing::warn!(error = %e, file = %self.path.display(), "cannot rotate the transaction log; the record is in it");
+            }
         }
         Ok(())
     }
