@@ -473,7 +473,8 @@ pub struct TransactionLogConfig {
     /// leave orphan data files for maintenance to remove. One directory per running instance.
     pub log_dir: PathBuf,
     /// `always` fsyncs every record before going on (safe, the default); `interval` fsyncs at most every
-    /// `fsync_interval` (a record lost to a power cut can only leave orphan files).
+    /// `fsync_interval` (a record lost to a power cut can only leave orphan files), except the record of each
+    /// commit attempt, which is always fsynced before the attempt is sent.
     pub durability: TxlogDurability,
     /// With `durability = "interval"`: the longest time between two fsyncs.
     pub fsync_interval: HumanDuration,
