@@ -103,7 +103,13 @@ struct State {
     failed: Option<String>,
     /// Set while buffered data has waited too long for a commit.
     stalled: Option<String>,
+    /// When the rebalance callback began waiting for the table's progress (cleared when it is done).
+    #[serde(skip)]
+    assigning_since: Option<std::time::Instant>,
 }
+
+/// How long an assignment's progress lookup may take before the instance reports itself not ready.
+pub const ASSIGN_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Health, status and metrics of one ingest.
 pub struct Ops {
@@ -143,6 +149,7 @@ impl Ops {
                 recovery: None,
                 failed: None,
                 stalled: None,
+                assigning_since: None,
             }),
         }
     }
@@ -241,6 +248,12 @@ impl Ops {
         self.with(|s| s.failed = Some(reason.into()));
     }
 
+    /// The rebalance callback starts (`true`) or ends (`false`) the progress lookup of an assignment; while
+    /// it takes longer than [`ASSIGN_GRACE`] the instance is not ready (the polling thread is blocked in it).
+    pub fn assigning(&self, active: bool) {
+        self.with(|s| s.assigning_since = active.then(std::time::Instant::now));
+    }
+
     /// Buffered data has waited too long for a commit (`Some`), or commits flow again (`None`).
     pub fn stalled(&self, reason: Option<String>) {
         self.with(|s| s.stalled = reason);
@@ -256,6 +269,10 @@ impl Ops {
             Phase::Running if !s.catalog.ok => Err(format!("catalog unavailable: {}", s.catalog.detail)),
             Phase::Running if !s.txlog.ok => Err(format!("transaction log unavailable: {}", s.txlog.detail)),
             Phase::Running if !s.kafka.ok => Err(format!("kafka unavailable: {}", s.kafka.detail)),
+            Phase::Running if s.assigning_since.is_some_and(|t| t.elapsed() > ASSIGN_GRACE) => Err(format!(
+                "assigning partitions: waiting {}s for the table's progress",
+                s.assigning_since.map(|t| t.elapsed().as_secs()).unwrap_or_default()
+            )),
             Phase::Running if s.stalled.is_some() => {
                 Err(format!("commits stalled: {}", s.stalled.as_deref().unwrap_or_default()))
             }

@@ -105,7 +105,10 @@ impl SourceContext {
 
     fn assign(&self, consumer: &KafkaConsumer, tpl: &TopicPartitionList) {
         let partitions = partitions_of(tpl);
-        let recorded = match (self.lookup)() {
+        self.ops.assigning(true);
+        let recorded = (self.lookup)();
+        self.ops.assigning(false);
+        let recorded = match recorded {
             Ok(r) => r,
             Err(e) => {
                 // Assigning without knowing the table's progress could duplicate or skip records; assign
