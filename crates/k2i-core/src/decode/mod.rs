@@ -6,6 +6,8 @@
 //! an intermediate conversion. Records that need new columns are reported as [`Outcome::NeedsColumns`]
 //! and not consumed: the caller evolves the table and retries them with a decoder for the new schema.
 
+pub mod framing;
+
 use std::sync::Arc;
 
 use arrow_array::builder::LargeBinaryBuilder;
