@@ -7,6 +7,7 @@
 //! and not consumed: the caller evolves the table and retries them with a decoder for the new schema.
 
 pub mod framing;
+pub mod registry;
 
 use std::sync::Arc;
 
