@@ -165,6 +165,27 @@ struct Shared {
 }
 
 impl Shared {
+    /// Waits until `check` returns a value, woken by every change.
+    ///
+    /// # Panics
+    /// After `timeout`, naming `what` and listing the requests seen.
+    fn wait_until<T>(&self, what: &str, timeout: Duration, check: impl Fn(&State) -> Option<T>) -> T {
+        let deadline = Instant::now() + timeout;
+        let mut state = self.lock();
+        loop {
+            if let Some(value) = check(&state) {
+                return value;
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                let seen: Vec<String> = state.seen.iter().map(describe).collect();
+                drop(state);
+                panic!("proxy: timed out after {timeout:?} waiting for {what}; requests seen:\n{}", seen.join("\n"));
+            }
+            state = self.changed.wait_timeout(state, deadline - now).unwrap_or_else(PoisonError::into_inner).0;
+        }
+    }
+
     fn lock(&self) -> MutexGuard<'_, State> {
         // Plain data: a panicking connection thread cannot leave it inconsistent.
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
@@ -275,20 +296,7 @@ impl Proxy {
     /// # Panics
     /// After `timeout`, naming `what` and listing the requests seen.
     pub fn wait_for(&self, what: &str, timeout: Duration, check: impl Fn(&[Seen]) -> bool) -> Vec<Seen> {
-        let deadline = Instant::now() + timeout;
-        let mut state = self.shared.lock();
-        loop {
-            if check(&state.seen) {
-                return state.seen.clone();
-            }
-            let now = Instant::now();
-            if now >= deadline {
-                let seen: Vec<String> = state.seen.iter().map(describe).collect();
-                drop(state);
-                panic!("proxy: timed out after {timeout:?} waiting for {what}; requests seen:\n{}", seen.join("\n"));
-            }
-            state = self.shared.changed.wait_timeout(state, deadline - now).unwrap_or_else(PoisonError::into_inner).0;
-        }
+        self.shared.wait_until(what, timeout, |state| check(&state.seen).then(|| state.seen.clone()))
     }
 }
 
@@ -362,21 +370,9 @@ impl Rule {
     }
 
     fn wait(&self, what: &str, timeout: Duration, check: impl Fn(&RuleState) -> bool) {
-        let deadline = Instant::now() + timeout;
-        let mut state = self.shared.lock();
-        loop {
-            let rule = state.rules.iter().find(|r| r.id == self.id);
-            if rule.is_some_and(&check) {
-                return;
-            }
-            let now = Instant::now();
-            if now >= deadline {
-                let seen: Vec<String> = state.seen.iter().map(describe).collect();
-                drop(state);
-                panic!("proxy: timed out after {timeout:?} waiting for {what}; requests seen:\n{}", seen.join("\n"));
-            }
-            state = self.shared.changed.wait_timeout(state, deadline - now).unwrap_or_else(PoisonError::into_inner).0;
-        }
+        self.shared.wait_until(what, timeout, |state| {
+            state.rules.iter().find(|r| r.id == self.id).is_some_and(&check).then_some(())
+        })
     }
 
     /// Lets the requests the rule holds go on to the server, and stops the rule selecting more.

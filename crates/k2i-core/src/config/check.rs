@@ -227,17 +227,7 @@ impl SchemaDoc {
     }
 
     fn check_secret(&self, value: &Value, schema: &Value, path: &str, errors: &mut Vec<ConfigError>) -> bool {
-        let ok = match value {
-            Value::String(_) | Value::Bool(_) => true,
-            Value::Number(n) => n.is_i64(),
-            Value::Object(map) => {
-                map.len() == 1
-                    && ["env", "file"]
-                        .iter()
-                        .any(|k| map.get(*k).is_some_and(|v| v.as_str().is_some_and(|s| !s.is_empty())))
-            }
-            _ => false,
-        };
+        let ok = is_secret(value);
         if !ok {
             errors.push(ConfigError::invalid(path, self.describe(schema), found(value)));
         }
@@ -340,6 +330,20 @@ pub(crate) fn suggest<S: AsRef<str>>(key: &str, candidates: impl IntoIterator<It
         .filter(|(distance, c)| *distance <= (c.chars().count() / 4).max(2))
         .min_by_key(|(distance, _)| *distance)
         .map(|(_, c)| c)
+}
+
+/// Whether a value has the shape of a secret: a plain string (or a boolean or integer, written as text), or
+/// exactly one of `{ env = "VAR" }` / `{ file = "path" }` with a non-empty name.
+pub(crate) fn is_secret(value: &Value) -> bool {
+    match value {
+        Value::String(_) | Value::Bool(_) => true,
+        Value::Number(n) => n.is_i64(),
+        Value::Object(map) => {
+            map.len() == 1
+                && ["env", "file"].iter().any(|k| map.get(*k).and_then(Value::as_str).is_some_and(|s| !s.is_empty()))
+        }
+        _ => false,
+    }
 }
 
 #[cfg(test)]

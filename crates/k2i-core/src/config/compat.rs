@@ -404,18 +404,7 @@ impl Kind {
             Self::Text => (value.is_string(), "a string".to_owned()),
             Self::Table => (value.is_object(), "a table".to_owned()),
             Self::Secret => {
-                let ok = match value {
-                    Value::String(_) | Value::Bool(_) => true,
-                    Value::Number(n) => n.is_i64(),
-                    Value::Object(map) => {
-                        map.len() == 1
-                            && ["env", "file"]
-                                .iter()
-                                .any(|k| map.get(*k).and_then(Value::as_str).is_some_and(|s| !s.is_empty()))
-                    }
-                    _ => false,
-                };
-                (ok, "a string, { env = \"VAR\" } or { file = \"path\" }".to_owned())
+                (super::check::is_secret(value), "a string, { env = \"VAR\" } or { file = \"path\" }".to_owned())
             }
             Self::OneOf(values) => {
                 let ok = value.as_str().is_some_and(|v| values.contains(&v));
