@@ -24,7 +24,7 @@
 //! The read-state issue adds a log sequence number per table: it will be one more summary property
 //! (`k2i.lsn`) decoded here, next to the offsets.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
 use iceberg::spec::{Snapshot, TableMetadata};
 use serde_json::Value;
@@ -397,12 +397,6 @@ pub fn find_commit(metadata: &TableMetadata, commit_id: &CommitId, bases: &[Opti
         .and_then(|text| decode_table_property(text).ok())
         .is_some_and(|(id, _)| &id == commit_id);
     if named { Landed::Expired } else { Landed::No }
-}
-
-/// The next offsets of `wanted` partitions as the table records them (absent: never recorded).
-pub fn recorded_for(metadata: &TableMetadata, wanted: &[TopicPartition]) -> Result<HashMap<TopicPartition, i64>> {
-    let recorded = recorded(metadata)?;
-    Ok(wanted.iter().filter_map(|tp| recorded.progress.get(tp).map(|&n| (tp.clone(), n))).collect())
 }
 
 #[cfg(test)]

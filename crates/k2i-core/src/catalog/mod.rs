@@ -213,7 +213,7 @@ pub async fn ensure_table(table: &TableRef, schema: &Schema) -> Result<Table> {
         .schema(schema.clone())
         .properties(HashMap::from([
             ("write.parquet.compression-codec".to_owned(), "zstd".to_owned()),
-            ("k2i.created-by".to_owned(), format!("k2i {}", env!("CARGO_PKG_VERSION"))),
+            (crate::progress::PROP_CREATED_BY.to_owned(), format!("k2i {}", env!("CARGO_PKG_VERSION"))),
         ]))
         .build();
     match table.catalog.create_table(namespace, creation).await {

@@ -273,9 +273,10 @@ impl<'a> Poller<'a> {
         let idle = batch.is_empty();
         let single = self.pipelines.len() == 1;
         for index in 0..self.pipelines.len() {
-            let mine: Vec<&BorrowedMessage<'_>> =
-                batch.iter().filter(|m| single || self.route(m.topic()) == index).collect();
-            let result = self.pipelines[index].decode(mine.into_iter(), self.config, self.ops);
+            // Borrowed apart so the routing lookup and the pipeline can be used together (no copy of the batch).
+            let (routes, pipeline) = (&self.routes, &mut self.pipelines[index]);
+            let mine = batch.iter().filter(|m| single || routes.get(m.topic()).copied().unwrap_or(0) == index);
+            let result = pipeline.decode(mine, self.config, self.ops);
             if let Err(error) = result {
                 // A schema job refused because the actor failed: its own outcome has the real error.
                 self.apply_outcomes()?;
