@@ -14,7 +14,7 @@ pub const LONG_VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (git ", env!
 #[command(name = "k2i", version = LONG_VERSION, propagate_version = true)]
 #[command(
     after_help = "Exit codes: 0 success, 1 runtime error, 2 usage or configuration error, 3 a record could not be stored \
-                  (errors.policy = \"fail\"), 4 damaged state or unknown table progress (see k2i table), 6 k2i status: not healthy, 7 k2i status: unreachable.\nDocs: docs/commands.md"
+                  (errors.policy = \"fail\"), 4 damaged state or unknown table progress (see k2i table), 6 k2i status: not healthy / k2i resume: no table is paused, 7 k2i status: unreachable.\nDocs: docs/commands.md"
 )]
 pub struct Cli {
     #[command(flatten)]
@@ -55,6 +55,14 @@ pub enum Command {
     Ingest(IngestArgs),
     /// Show the health, partitions, lag, buffer and last commit of a running `k2i ingest`.
     Status(StatusArgs),
+    /// Tell a running `k2i ingest` what to do with a table paused by a breaking schema change.
+    ///
+    /// With `schema_evolution.on_breaking_change = "pause"`, a record whose writer schema cannot be stored in
+    /// the table pauses the table (`/readyz` answers 503 with the reason) until an operator decides. This
+    /// command POSTs the decision to `/resume?action=...` on the instance's health port and prints the answer.
+    #[command(after_help = "Exit codes: 0 the instance accepted the action, 6 no table is paused (HTTP 409), 1 the \
+                      instance cannot be reached or gave another answer, 2 the configuration cannot be loaded.")]
+    Resume(ResumeArgs),
     /// Inspect or repair the Iceberg table's Kafka progress.
     Table(TableArgs),
     /// Print a shell completion script to standard output.
@@ -108,6 +116,49 @@ pub struct StatusArgs {
     /// Print the status document as JSON instead of a table.
     #[arg(long)]
     pub json: bool,
+}
+
+/// `k2i resume`.
+#[derive(Debug, Args)]
+pub struct ResumeArgs {
+    /// Base URL of the instance's health port (default: from --config, else http://127.0.0.1:8080). Takes
+    /// precedence over --config and K2I_CONFIG.
+    #[arg(long, value_name = "URL")]
+    pub url: Option<String>,
+    /// Derive the URL from this configuration's [monitoring] listen_address and health_port (0.0.0.0 and ::
+    /// become 127.0.0.1 and ::1).
+    #[arg(short, long, env = "K2I_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// What to do with the records of the paused schema.
+    #[arg(long, value_enum, default_value_t = ResumeAction::Retry)]
+    pub action: ResumeAction,
+    /// Print the instance's answer as JSON instead of a line of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// What `k2i resume` asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ResumeAction {
+    /// Check the paused schema again, against the table as it is now and against the subject's latest
+    /// registered schema: a compatible version registered meanwhile reads the paused records.
+    Retry,
+    /// Skip the records of the paused schema id from now on (counted in k2i_records_skipped_total).
+    Skip,
+    /// Send the records of the paused schema id to the dead-letter topic. Not built yet: the table stays
+    /// paused and the log says so.
+    DeadLetter,
+}
+
+impl ResumeAction {
+    /// The value of `/resume?action=`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Retry => "retry",
+            Self::Skip => "skip",
+            Self::DeadLetter => "dead-letter",
+        }
+    }
 }
 
 /// `k2i table`.

@@ -1,4 +1,4 @@
-//! The commands: `validate`, `ingest`, `status`, `table`, `completions`, `man`.
+//! The commands: `validate`, `ingest`, `status`, `resume`, `table`, `completions`, `man`.
 
 use std::io::Write;
 
@@ -6,7 +6,9 @@ use anyhow::Context;
 use clap::CommandFactory;
 
 use crate::Failure;
-use crate::cli::{Cli, CompletionsArgs, IngestArgs, ManArgs, TableAction, TableArgs, ValidateArgs};
+use crate::cli::{
+    Cli, CompletionsArgs, IngestArgs, ManArgs, ResumeAction, ResumeArgs, TableAction, TableArgs, ValidateArgs,
+};
 
 /// Validates the configuration. Warnings (keys accepted and ignored, features not built yet) go to standard
 /// error and do not change the exit code; `k2i ingest` refuses what is not built.
@@ -206,6 +208,82 @@ pub fn status(args: &crate::cli::StatusArgs) -> Result<(), Failure> {
         let reason = health["reason"].as_str().unwrap_or("unknown").to_owned();
         Err(Failure::with_code(anyhow::anyhow!("k2i at {base} is not healthy: {reason}"), crate::exit::UNHEALTHY))
     }
+}
+
+/// The base URL of the health port of the instance the configuration at `path` describes: `0.0.0.0` and `::`
+/// (listen on every address) become the loopback address of the same family.
+fn health_url(path: &std::path::Path) -> Result<String, Failure> {
+    let config = k2i_core::config::load(path).map_err(Failure::config)?;
+    let m = &config.monitoring;
+    let host = match m.listen_address {
+        std::net::IpAddr::V4(a) if a.is_unspecified() => "127.0.0.1".to_owned(),
+        std::net::IpAddr::V6(a) if a.is_unspecified() => "[::1]".to_owned(),
+        std::net::IpAddr::V4(a) => a.to_string(),
+        std::net::IpAddr::V6(a) => format!("[{a}]"),
+    };
+    Ok(format!("http://{host}:{}", m.health_port))
+}
+
+/// POSTs an operator's decision for a table paused by a breaking schema change to a running instance's
+/// `/resume`: exit 0 when it is accepted (202), `UNHEALTHY` (6) when no table is paused (409), `RUNTIME` (1)
+/// when nothing answers or the answer is anything else.
+pub fn resume(args: &ResumeArgs) -> Result<(), Failure> {
+    let base = match (&args.url, &args.config) {
+        (Some(url), _) => url.trim_end_matches('/').to_owned(),
+        (None, Some(path)) => health_url(path)?,
+        (None, None) => "http://127.0.0.1:8080".to_owned(),
+    };
+    let action = args.action.as_str();
+    let url = format!("{base}/resume?action={action}");
+    let client = reqwest::blocking::Client::builder()
+        .timeout(std::time::Duration::from_secs(5))
+        .build()
+        .context("cannot create an HTTP client")
+        .map_err(Failure::runtime)?;
+    let response = client
+        .post(&url)
+        .send()
+        .with_context(|| format!("k2i is unreachable at {base} (POST {url})"))
+        .map_err(Failure::runtime)?;
+    let code = response.status();
+    let text =
+        response.text().with_context(|| format!("cannot read the answer of POST {url}")).map_err(Failure::runtime)?;
+    let answer: Option<serde_json::Value> = serde_json::from_str(&text).ok().filter(serde_json::Value::is_object);
+    let Some(answer) = answer.filter(|_| matches!(code.as_u16(), 202 | 409)) else {
+        let snippet: String = text.trim().chars().take(200).collect();
+        let body = if snippet.is_empty() { "an empty body".to_owned() } else { format!("`{snippet}`") };
+        return Err(Failure::runtime(anyhow::anyhow!(
+            "POST {url} answered {code} with {body}, not a k2i resume answer (is {base} a k2i health port?)"
+        )));
+    };
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&answer).unwrap_or_default());
+    }
+    let text_of = |key: &str| answer[key].as_str().unwrap_or("unknown").to_owned();
+    if code == reqwest::StatusCode::CONFLICT {
+        let reason = text_of("reason");
+        return Err(Failure::with_code(
+            anyhow::anyhow!("nothing to resume at {base}: {reason}"),
+            crate::exit::UNHEALTHY,
+        ));
+    }
+    let not_built = "the dead-letter topic is not built yet: the table stays paused and the instance logs it";
+    if args.json {
+        if args.action == ResumeAction::DeadLetter {
+            eprintln!("warning: {not_built}");
+        }
+    } else {
+        let what = match args.action {
+            ResumeAction::Retry => {
+                "the paused schema is checked again against the table and the subject's latest registered schema"
+            }
+            ResumeAction::Skip => "the records of the paused schema id are skipped from now on",
+            ResumeAction::DeadLetter => not_built,
+        };
+        println!("k2i at {base} accepted {action}: {what}");
+        println!("  paused: {}", text_of("paused"));
+    }
+    Ok(())
 }
 
 fn render_status(base: &str, health: &serde_json::Value, status: &serde_json::Value) -> String {

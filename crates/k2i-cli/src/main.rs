@@ -25,6 +25,7 @@ pub mod exit {
     /// operator must look (`k2i table progress`, `k2i table set-progress`); restarting alone will not help.
     pub const CORRUPT: u8 = 4;
     /// `k2i status`: the instance answers but is not healthy (not ready). K2I used 6 too.
+    /// `k2i resume`: the instance answers but no table is paused (HTTP 409): there is nothing to resume.
     pub const UNHEALTHY: u8 = 6;
     /// `k2i status`: nothing answers at the URL.
     pub const UNREACHABLE: u8 = 7;
@@ -37,6 +38,7 @@ fn main() -> ExitCode {
         Command::Validate(args) => commands::validate(&args),
         Command::Ingest(args) => commands::ingest(&args),
         Command::Status(args) => commands::status(&args),
+        Command::Resume(args) => commands::resume(&args),
         Command::Table(args) => commands::table(&args),
         Command::Completions(args) => commands::completions(&args),
         Command::Man(args) => commands::man(&args),

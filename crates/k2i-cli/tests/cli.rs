@@ -125,8 +125,6 @@ fn validate_accepts_a_full_k2i_config_and_warns_about_what_it_ignores() {
     };
     let later = "the tables/maintenance issue";
     let unbuilt = [
-        refused("kafka.format.type", "decoding Protobuf", "issue 10"),
-        refused("schema_evolution.on_breaking_change", "skipping records on a breaking schema change", "issue 10"),
         refused("iceberg.warehouse_path", "writing to object stores", "issue 11"),
         refused("iceberg.partition_by", "writing partitioned tables", later),
         refused("iceberg.storage", "using object-store settings", "issue 11"),
@@ -252,7 +250,16 @@ fn checked_in_man_pages_match_the_cli() {
     let generated = names(dir.path());
     assert_eq!(
         generated,
-        ["k2i-completions.1", "k2i-ingest.1", "k2i-man.1", "k2i-status.1", "k2i-table.1", "k2i-validate.1", "k2i.1"]
+        [
+            "k2i-completions.1",
+            "k2i-ingest.1",
+            "k2i-man.1",
+            "k2i-resume.1",
+            "k2i-status.1",
+            "k2i-table.1",
+            "k2i-validate.1",
+            "k2i.1"
+        ]
     );
     let stale = || panic!("docs/man is stale: run `cargo run -p k2i-cli -- man --output-dir docs/man`");
     if names(&checked_in) != generated {
@@ -263,4 +270,114 @@ fn checked_in_man_pages_match_the_cli() {
             stale();
         }
     }
+}
+
+#[test]
+fn resume_help_explains_the_actions_and_exit_codes() {
+    let out = k2i(&["resume", "--help"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let help = stdout(&out).split_whitespace().collect::<Vec<_>>().join(" ");
+    for text in [
+        "Usage: k2i resume [OPTIONS]",
+        "--action <ACTION>",
+        "- retry: Check the paused schema again, against the table as it is now and against the subject's latest \
+         registered schema",
+        "- skip: Skip the records of the paused schema id from now on (counted in k2i_records_skipped_total)",
+        "- dead-letter: Send the records of the paused schema id to the dead-letter topic. Not built yet: the table \
+         stays paused and the log says so",
+        "[default: retry]",
+        "--url <URL>",
+        "--config <FILE>",
+        "Exit codes: 0 the instance accepted the action, 6 no table is paused (HTTP 409), 1 the instance cannot be \
+         reached",
+    ] {
+        assert!(help.contains(text), "k2i resume --help lacks {text:?}:\n{help}");
+    }
+}
+
+/// A port on the loopback address with nothing listening on it (bound, then released).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// Answers one HTTP request on a loopback port with `status` and the JSON `body`; the thread returns the
+/// request line it received.
+fn respond_once(status: &'static str, body: String) -> (String, std::thread::JoinHandle<String>) {
+    use std::io::{BufRead, BufReader, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let handle = std::thread::spawn(move || {
+        let (stream, _) = listener.accept().unwrap();
+        let mut reader = BufReader::new(stream);
+        let mut request_line = String::new();
+        reader.read_line(&mut request_line).unwrap();
+        // The headers, up to the empty line; `k2i resume` sends no body.
+        loop {
+            let mut line = String::new();
+            if reader.read_line(&mut line).unwrap() == 0 || line == "\r\n" {
+                break;
+            }
+        }
+        let mut stream = reader.into_inner();
+        write!(
+            stream,
+            "HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+            body.len()
+        )
+        .unwrap();
+        stream.flush().unwrap();
+        request_line.trim_end().to_owned()
+    });
+    (url, handle)
+}
+
+#[test]
+fn resume_names_the_url_when_nothing_answers() {
+    let url = format!("http://127.0.0.1:{}", free_port());
+    let out = k2i(&["resume", "--url", &url]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert_eq!(stdout(&out), "");
+    let err = stderr(&out);
+    assert!(
+        err.starts_with(&format!("error: k2i is unreachable at {url} (POST {url}/resume?action=retry)\n")),
+        "{err}"
+    );
+}
+
+#[test]
+fn resume_exits_6_when_no_table_is_paused() {
+    let (url, server) = respond_once("409 Conflict", r#"{"accepted":false,"reason":"no table is paused"}"#.to_owned());
+    let out = k2i(&["resume", "--url", &url, "--action", "skip"]);
+    assert_eq!(server.join().unwrap(), "POST /resume?action=skip HTTP/1.1");
+    assert_eq!(out.status.code(), Some(6), "{}", stderr(&out));
+    assert_eq!(stdout(&out), "");
+    assert_eq!(stderr(&out), format!("error: nothing to resume at {url}: no table is paused\n"));
+}
+
+#[test]
+fn resume_prints_the_accepted_action() {
+    let paused = "table db.t paused by a breaking schema change: schema id 7";
+    let body = serde_json::json!({"accepted": true, "action": "retry", "paused": paused}).to_string();
+    let (url, server) = respond_once("202 Accepted", body);
+    let out = k2i(&["resume", "--url", &format!("{url}/")]);
+    assert_eq!(server.join().unwrap(), "POST /resume?action=retry HTTP/1.1");
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(
+        stdout(&out),
+        format!(
+            "k2i at {url} accepted retry: the paused schema is checked again against the table and the subject's \
+             latest registered schema\n  paused: {paused}\n"
+        )
+    );
+    let (url, server) =
+        respond_once("202 Accepted", r#"{"accepted":true,"action":"dead-letter","paused":"p"}"#.to_owned());
+    let out = k2i(&["resume", "--url", &url, "--action", "dead-letter", "--json"]);
+    assert_eq!(server.join().unwrap(), "POST /resume?action=dead-letter HTTP/1.1");
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let answer: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(answer, serde_json::json!({"accepted": true, "action": "dead-letter", "paused": "p"}));
+    assert_eq!(
+        stderr(&out),
+        "warning: the dead-letter topic is not built yet: the table stays paused and the instance logs it\n"
+    );
 }

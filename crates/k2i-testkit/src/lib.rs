@@ -11,8 +11,9 @@
 pub mod proxy;
 
 use std::collections::BTreeMap;
+use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -136,6 +137,15 @@ pub struct SchemaReference {
     pub subject: String,
     /// The referenced version.
     pub version: u32,
+}
+
+/// What [`Stack::produce_protobuf`] produced, in the order of its input records.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+pub struct ProtoProduced {
+    /// Each record's (partition, offset).
+    pub offsets: Vec<(i32, i64)>,
+    /// The schema id in each record's framing (bytes 1..5), `None` for tombstones.
+    pub schema_ids: Vec<Option<u32>>,
 }
 
 impl Stack {
@@ -338,6 +348,64 @@ impl Stack {
         serde_json::from_str(&text).unwrap_or_else(|e| panic!("schema registry {url} answered non-JSON ({e}): {text}"))
     }
 
+    /// Produces Protobuf records framed and registered by Confluent's own serializer (confluent-kafka's
+    /// `ProtobufSerializer`, subject `<topic>-value`), through `scripts/stack/pb_produce.py`, and returns
+    /// once all are acknowledged (idempotent producer, `acks=all`).
+    ///
+    /// `proto_file` (e.g. `events/order.proto`) is compiled from the import root `proto_dir`, with Google's
+    /// well-known types available; `message` is the fully qualified message (`k2i.test.Order`, or a nested
+    /// `k2i.test.Order.Line`). The serializer registers the file under the subject and each imported file
+    /// of `proto_dir` as a reference (subject = its import path); well-known types are not registered.
+    ///
+    /// Each record is a JSON object: `{"value": {...}}` with the message in the Protobuf JSON mapping (64-bit
+    /// integers may be strings, bytes base64, enums by name, fields in lowerCamelCase or as declared), or
+    /// `{"value": null}` for a tombstone; optionally `"key": "text"`, `"partition": 0` and
+    /// `"headers": {"name": "text"}`. The topic must exist: the stack's broker does not create topics.
+    pub fn produce_protobuf(
+        &self,
+        topic: &str,
+        proto_dir: &Path,
+        proto_file: &str,
+        message: &str,
+        records: &[Value],
+    ) -> ProtoProduced {
+        self.produce_protobuf_with(topic, proto_dir, proto_file, message, records, "topic")
+    }
+
+    /// Like [`Stack::produce_protobuf`] with a subject name strategy: `topic` (`<topic>-value`), `record`
+    /// (`<message full name>`) or `topic_record` (`<topic>-<message full name>`).
+    pub fn produce_protobuf_with(
+        &self,
+        topic: &str,
+        proto_dir: &Path,
+        proto_file: &str,
+        message: &str,
+        records: &[Value],
+        strategy: &str,
+    ) -> ProtoProduced {
+        let script = repo_root().join("scripts/stack/pb_produce.py");
+        // One record per line: compact JSON never contains a raw newline.
+        let mut input = String::new();
+        for record in records {
+            input.push_str(&record.to_string());
+            input.push('\n');
+        }
+        let out = run_python_input(
+            &self.python,
+            Command::new(&self.python)
+                .arg(script)
+                .args(["--bootstrap", &self.kafka, "--registry", &self.registry, "--topic", topic])
+                .arg("--proto-path")
+                .arg(proto_dir)
+                .args(["--proto", proto_file, "--message", message, "--strategy", strategy]),
+            input.as_bytes(),
+        );
+        let produced: ProtoProduced =
+            serde_json::from_str(&out).unwrap_or_else(|e| panic!("pb_produce.py printed unexpected JSON ({e}): {out}"));
+        assert_eq!(produced.offsets.len(), records.len(), "pb_produce.py answered for a different count: {out}");
+        produced
+    }
+
     /// Runs SQL in DuckDB (with the Iceberg extension, offline) and returns the rows as JSON objects.
     /// Use `iceberg_scan('<metadata.json location>')` to read a table.
     pub fn duckdb(&self, sql: &str) -> Vec<BTreeMap<String, Value>> {
@@ -376,7 +444,27 @@ fn is_queue_full(code: rdkafka::types::RDKafkaErrorCode) -> bool {
 }
 
 fn run_python(python: &Path, command: &mut Command) -> String {
-    let out = command.output().unwrap_or_else(|e| panic!("cannot run {}: {e}", python.display()));
+    // An empty stdin, at end of file at once: what `Command::output` gives a child.
+    run_python_input(python, command, &[])
+}
+
+/// Runs a Python command with `input` on its stdin; returns its stdout, or panics with its stderr.
+fn run_python_input(python: &Path, command: &mut Command, input: &[u8]) -> String {
+    let mut child = command
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run {}: {e}", python.display()));
+    let mut stdin = child.stdin.take().unwrap_or_else(|| panic!("no stdin for {}", python.display()));
+    // Written from another thread, so a child that answers before reading everything cannot deadlock us.
+    let input = input.to_vec();
+    let writer = std::thread::spawn(move || {
+        // A child that exits without reading is judged by its exit status below, not by this error.
+        let _ = stdin.write_all(&input);
+    });
+    let out = child.wait_with_output().unwrap_or_else(|e| panic!("cannot run {}: {e}", python.display()));
+    let _ = writer.join();
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(
         out.status.success(),

@@ -22,8 +22,7 @@ use arrow_array::{ArrayRef, RecordBatch};
 use arrow_schema::{Schema as ArrowSchema, SchemaRef};
 use iceberg::spec::Schema;
 
-use crate::config::FormatType;
-use crate::decode::{Decoder, Outcome};
+use crate::decode::{Decoder, Format, Outcome};
 use crate::error::{Error, ErrorKind, Result};
 use crate::schema::METADATA_COLUMNS;
 
@@ -102,7 +101,7 @@ const ROW_OVERHEAD_BYTES: usize = 48;
 
 /// The hot buffer of one table.
 pub struct TableBuffer {
-    format: FormatType,
+    format: Format,
     evolve: bool,
     chunk_rows: usize,
     schema: Arc<Schema>,
@@ -133,8 +132,8 @@ pub struct TableBuffer {
 
 impl TableBuffer {
     /// An empty buffer for a table with `schema`.
-    pub fn new(format: FormatType, schema: Arc<Schema>, evolve: bool, chunk_rows: usize) -> Result<Self> {
-        let (arrow, payload_arrow, decoder) = Self::codec(format, &schema, evolve, chunk_rows)?;
+    pub fn new(format: Format, schema: Arc<Schema>, evolve: bool, chunk_rows: usize) -> Result<Self> {
+        let (arrow, payload_arrow, decoder) = Self::codec(&format, &schema, evolve, chunk_rows)?;
         let headers = headers_builder(&arrow);
         Ok(Self {
             format,
@@ -164,7 +163,7 @@ impl TableBuffer {
     }
 
     fn codec(
-        format: FormatType,
+        format: &Format,
         schema: &Schema,
         evolve: bool,
         chunk_rows: usize,
@@ -188,13 +187,20 @@ impl TableBuffer {
     /// Switches to a new table schema (after evolution); rows decoded so far keep theirs.
     pub fn set_schema(&mut self, schema: Arc<Schema>) -> Result<()> {
         self.seal()?;
-        let (arrow, payload_arrow, decoder) = Self::codec(self.format, &schema, self.evolve, self.chunk_rows)?;
+        let (arrow, payload_arrow, decoder) = Self::codec(&self.format, &schema, self.evolve, self.chunk_rows)?;
         self.headers = headers_builder(&arrow);
         self.schema = schema;
         self.arrow = arrow;
         self.payload_arrow = payload_arrow;
         self.decoder = decoder;
         Ok(())
+    }
+
+    /// Forgets the Protobuf decoder's plans (an operator's retry of a paused schema).
+    pub fn forget_plans(&mut self) {
+        if let Decoder::Protobuf(decoder) = &mut self.decoder {
+            decoder.forget_plans();
+        }
     }
 
     /// Decodes and buffers one record. Anything but [`Outcome::Appended`] leaves the buffer unchanged.
@@ -444,7 +450,7 @@ mod tests {
     }
 
     fn json_buffer(chunk_rows: usize) -> TableBuffer {
-        TableBuffer::new(FormatType::Json, schema_for("json", ""), true, chunk_rows).unwrap()
+        TableBuffer::new(Format::Json, schema_for("json", ""), true, chunk_rows).unwrap()
     }
 
     fn schema_for(format: &str, extra: &str) -> Arc<Schema> {
@@ -458,7 +464,7 @@ mod tests {
     #[test]
     fn raw_rows_keep_metadata_and_ranges() {
         let schema = schema_for("raw", "");
-        let mut buffer = TableBuffer::new(FormatType::Raw, schema, true, 2).unwrap();
+        let mut buffer = TableBuffer::new(Format::Raw, schema, true, 2).unwrap();
         for offset in 10..15 {
             assert!(matches!(buffer.push(&meta(0, offset), Some(b"v")).unwrap(), Outcome::Appended));
         }
@@ -493,7 +499,7 @@ mod tests {
 
     #[test]
     fn ranges_start_at_the_assigned_position_across_gaps() {
-        let mut buffer = TableBuffer::new(FormatType::Raw, schema_for("raw", ""), true, 10).unwrap();
+        let mut buffer = TableBuffer::new(Format::Raw, schema_for("raw", ""), true, 10).unwrap();
         let tp = TopicPartition { topic: "t".into(), partition: 0 };
         buffer.set_position(tp.clone(), 100);
         buffer.push(&meta(0, 103), Some(b"a")).unwrap();
@@ -510,8 +516,7 @@ mod tests {
     #[test]
     fn headers_become_a_map_with_the_last_value_per_name() {
         use arrow_array::Array;
-        let mut buffer =
-            TableBuffer::new(FormatType::Raw, schema_for("raw", "include_headers = true"), true, 10).unwrap();
+        let mut buffer = TableBuffer::new(Format::Raw, schema_for("raw", "include_headers = true"), true, 10).unwrap();
         let headers: [(&str, Option<&[u8]>); 3] = [("a", Some(b"1")), ("b", None), ("a", Some(b"2"))];
         let mut m = meta(0, 0);
         m.headers = Some(&headers);
@@ -526,7 +531,7 @@ mod tests {
 
     #[test]
     fn idle_owned_partitions_are_recorded_with_an_empty_range() {
-        let mut buffer = TableBuffer::new(FormatType::Raw, schema_for("raw", ""), true, 10).unwrap();
+        let mut buffer = TableBuffer::new(Format::Raw, schema_for("raw", ""), true, 10).unwrap();
         buffer.set_position(TopicPartition { topic: "t".into(), partition: 1 }, 42);
         buffer.push(&meta(0, 5), Some(b"a")).unwrap();
         let flush = buffer.take().unwrap().unwrap();
@@ -539,7 +544,7 @@ mod tests {
 
     #[test]
     fn revoked_partitions_are_dropped() {
-        let mut buffer = TableBuffer::new(FormatType::Raw, schema_for("raw", ""), true, 3).unwrap();
+        let mut buffer = TableBuffer::new(Format::Raw, schema_for("raw", ""), true, 3).unwrap();
         for offset in 0..4 {
             buffer.push(&meta(0, offset), Some(b"a")).unwrap();
             buffer.push(&meta(1, offset), Some(b"b")).unwrap();

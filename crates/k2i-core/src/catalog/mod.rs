@@ -183,7 +183,7 @@ fn redact_url(url: &str) -> String {
 }
 
 /// Loads the table, creating its namespace and itself (with `schema`) if missing.
-pub async fn ensure_table(table: &TableRef, schema: &Schema) -> Result<Table> {
+pub async fn ensure_table(table: &TableRef, initial: impl AsyncFnOnce() -> Result<Schema>) -> Result<Table> {
     let namespace = table.ident.namespace();
     let exists = retry("check namespace", &table.ops, || async {
         table.catalog.namespace_exists(namespace).await.map_err(|e| table.error("cannot check the namespace", e))
@@ -208,9 +208,10 @@ pub async fn ensure_table(table: &TableRef, schema: &Schema) -> Result<Table> {
     {
         return table.load().await;
     }
+    let schema = initial().await?;
     let creation = TableCreation::builder()
         .name(table.ident.name().to_owned())
-        .schema(schema.clone())
+        .schema(schema)
         .properties(HashMap::from([
             ("write.parquet.compression-codec".to_owned(), "zstd".to_owned()),
             (crate::progress::PROP_CREATED_BY.to_owned(), format!("k2i {}", env!("CARGO_PKG_VERSION"))),
@@ -259,6 +260,105 @@ pub async fn add_columns(table: &TableRef, additions: &[Addition]) -> Result<Tab
         Ok(updated)
     })
     .await
+}
+
+/// Applies a writer schema's compatible change: additions (optional columns) and promotions (int → long,
+/// float → double, wider decimals), in one schema update that keeps every field id. What the table already
+/// has (another instance applied it first) is left out; nothing left means no commit.
+///
+/// iceberg-rust's schema update can only add and delete columns, so a promotion is applied by handing its
+/// update a base whose current schema already holds the wider types (same schema id): the update then
+/// carries them into the new schema it adds, and the catalog's requirement that the current schema id is
+/// still the base's makes a concurrent schema change a conflict, retried on the new schema.
+pub async fn change_schema(table: &TableRef, change: &crate::schema::evolve::Change) -> Result<Table> {
+    retry("change the table schema", &table.ops, || async {
+        let current = table.load().await?;
+        let schema = current.metadata().current_schema();
+        let promotions: Vec<crate::schema::evolve::Promotion> = change
+            .promotions
+            .iter()
+            .filter(|p| {
+                schema
+                    .field_by_id(p.field_id)
+                    .is_some_and(|f| *f.field_type != iceberg::spec::Type::Primitive(p.to.clone()))
+            })
+            .cloned()
+            .collect();
+        let missing: Vec<&Addition> =
+            change.additions.iter().filter(|a| schema.field_by_name(&a.full_name()).is_none()).collect();
+        if missing.is_empty() && promotions.is_empty() {
+            return Ok(current);
+        }
+        let base = if promotions.is_empty() { current.clone() } else { promoted_base(&current, &promotions)? };
+        let tx = Transaction::new(&base);
+        let mut action = tx.update_schema();
+        for addition in &missing {
+            let column = match &addition.parent {
+                Some(parent) => AddColumn::builder()
+                    .parent(parent.clone())
+                    .name(addition.name.clone())
+                    .field_type(addition.field_type.clone())
+                    .build(),
+                None => AddColumn::optional(&addition.name, addition.field_type.clone()),
+            };
+            action = action.add_column(column);
+        }
+        let tx = action.apply(tx).map_err(|e| table.error("cannot prepare the schema update", e))?;
+        let catalog = crate::commit::FencingCatalog::new(table.catalog.clone(), base, table.ops.clone());
+        let updated = tx.commit(&catalog).await.map_err(|e| {
+            if crate::commit::FencingCatalog::is_stop(&e) || e.kind() == iceberg::ErrorKind::CatalogCommitConflicts {
+                Error::new(ErrorKind::Conflict, "another writer changed the table meanwhile")
+                    .with("table", table.table_name())
+            } else {
+                table.error("cannot update the table schema", e)
+            }
+        })?;
+        tracing::info!(
+            table = %table.table_name(),
+            added = %missing.iter().map(|a| a.full_name()).collect::<Vec<_>>().join(", "),
+            widened = %promotions.iter().map(|p| format!("{} to {}", p.name, p.to)).collect::<Vec<_>>().join(", "),
+            schema_id = updated.metadata().current_schema_id(),
+            "changed the table schema"
+        );
+        Ok(updated)
+    })
+    .await
+}
+
+/// `table` with its current schema's promoted columns widened, under the same schema id.
+fn promoted_base(table: &Table, promotions: &[crate::schema::evolve::Promotion]) -> Result<Table> {
+    let internal = |what: &str, e: &dyn std::fmt::Display| {
+        Error::new(ErrorKind::Internal, format!("cannot prepare a column promotion: {what}: {e}"))
+    };
+    let metadata = table.metadata();
+    let schema = metadata.current_schema();
+    let promoted = iceberg::spec::Schema::builder()
+        .with_schema_id(schema.schema_id())
+        .with_fields(crate::schema::evolve::promote(schema.as_struct(), promotions).fields().to_vec())
+        .with_identifier_field_ids(schema.identifier_field_ids())
+        .build()
+        .map_err(|e| internal("schema", &e))?;
+    let mut json = serde_json::to_value(metadata).map_err(|e| internal("metadata", &e))?;
+    let promoted_json = serde_json::to_value(&promoted).map_err(|e| internal("schema", &e))?;
+    let schemas = json
+        .get_mut("schemas")
+        .and_then(serde_json::Value::as_array_mut)
+        .ok_or_else(|| internal("metadata", &"no schemas"))?;
+    for entry in schemas.iter_mut() {
+        if entry.get("schema-id").and_then(serde_json::Value::as_i64) == Some(i64::from(schema.schema_id())) {
+            *entry = promoted_json.clone();
+        }
+    }
+    let metadata: iceberg::spec::TableMetadata = serde_json::from_value(json).map_err(|e| internal("metadata", &e))?;
+    let mut builder = Table::builder()
+        .identifier(table.identifier().clone())
+        .metadata(metadata)
+        .file_io(table.file_io().clone())
+        .runtime(iceberg::Runtime::try_current().map_err(|e| internal("runtime", &e))?);
+    if let Some(location) = table.metadata_location() {
+        builder = builder.metadata_location(location);
+    }
+    builder.build().map_err(|e| internal("table", &e))
 }
 
 /// How long one catalog call may take before it counts as failed (iceberg-catalog-rest sets no request

@@ -232,6 +232,18 @@ pub struct FencingCatalog {
     ops: std::sync::Arc<crate::ops::Ops>,
 }
 
+impl FencingCatalog {
+    /// A wrapper whose first `load_table` returns `base`.
+    pub fn new(inner: std::sync::Arc<dyn Catalog>, base: Table, ops: std::sync::Arc<crate::ops::Ops>) -> Self {
+        Self { inner, base: Mutex::new(Some(base)), moved: Mutex::new(false), ops }
+    }
+
+    /// Whether iceberg-rust's commit stopped because the wrapper refused a second load.
+    pub fn is_stop(e: &iceberg::Error) -> bool {
+        e.message().contains(STOP)
+    }
+}
+
 /// The message of the error the wrapper returns to stop iceberg-rust's commit.
 const STOP: &str = "k2i fencing: the commit's base moved";
 

@@ -194,7 +194,7 @@ pub(crate) const K2I_KEYS: &[K2iKey] = &[
             Convert::Rename(&[("manual", "none")]),
         )
     },
-    same_but("schema_evolution.on_breaking_change", "`skip-message` validates, `k2i ingest` refuses it until issue 10"),
+    same("schema_evolution.on_breaking_change"),
     same_but(
         "schema_evolution.schema_update_min_interval_seconds",
         "the integer form of the duration `schema_update_min_interval`",

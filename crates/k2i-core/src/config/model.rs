@@ -138,6 +138,37 @@ pub struct FormatConfig {
     /// The Schema Registry used by `protobuf`, `avro` and `json_schema`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub registry: Option<RegistryConfig>,
+    /// `[kafka.format.protobuf]`: how Protobuf values map to columns.
+    #[serde(default)]
+    pub protobuf: ProtobufOptions,
+}
+
+/// `[kafka.format.protobuf]`: how Protobuf values map to columns (docs/formats/protobuf.md).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct ProtobufOptions {
+    /// Enum fields as their `name` (a string column; an unknown number is kept as its decimal text) or
+    /// their `number` (an int column).
+    pub enums: EnumMode,
+    /// Adds a `<oneof>_case` string column per oneof holding the name of the member that is set.
+    pub oneof_case: bool,
+}
+
+impl Default for ProtobufOptions {
+    fn default() -> Self {
+        Self { enums: EnumMode::Name, oneof_case: true }
+    }
+}
+
+/// How Protobuf enum values are stored.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum EnumMode {
+    /// The value's name, as a string.
+    #[default]
+    Name,
+    /// The value's number, as an int.
+    Number,
 }
 
 /// The encoding of record values.
@@ -255,8 +286,10 @@ pub enum BreakingChangeAction {
     Pause,
     /// Exit with an error.
     Fail,
-    /// Skip the records that do not fit (from K2I; not built yet, issue 10).
+    /// Skip the records whose writer schema does not fit, counted (K2I's name).
     SkipMessage,
+    /// Send the records whose writer schema does not fit to `errors.dead_letter_topic` (not built yet).
+    DeadLetter,
 }
 
 /// `[buffer]`: the hot buffer and its flush triggers.

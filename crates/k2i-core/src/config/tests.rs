@@ -325,6 +325,32 @@ fn format_rules() {
 }
 
 #[test]
+fn protobuf_options_default_and_parse() {
+    let protobuf = "[kafka.format]\ntype = \"protobuf\"\n[kafka.format.registry]\nurl = \"http://r\"";
+    let options = |extra: &str| parse(&with("kafka", &format!("{protobuf}{extra}"))).unwrap().kafka.format.protobuf;
+    assert_eq!(ProtobufOptions::default(), ProtobufOptions { enums: EnumMode::Name, oneof_case: true });
+    assert_eq!(options(""), ProtobufOptions::default());
+    assert_eq!(
+        options("\n[kafka.format.protobuf]\nenums = \"number\"\noneof_case = false"),
+        ProtobufOptions { enums: EnumMode::Number, oneof_case: false }
+    );
+    assert_eq!(
+        options("\n[kafka.format.protobuf]\nenums = \"name\""),
+        ProtobufOptions { enums: EnumMode::Name, oneof_case: true }
+    );
+    let bad = |extra: &str| problems(&with("kafka", &format!("{protobuf}\n[kafka.format.protobuf]\n{extra}")));
+    assert_eq!(
+        bad("enums = \"label\""),
+        ["kafka.format.protobuf.enums: expected one of \"name\", \"number\", found string \"label\""]
+    );
+    assert_eq!(bad("oneof = true"), ["kafka.format.protobuf.oneof: unknown key"]);
+    assert_eq!(
+        bad("oneof_case = \"yes\""),
+        ["kafka.format.protobuf.oneof_case: expected a boolean, found string \"yes\""]
+    );
+}
+
+#[test]
 fn declared_json_columns_are_parsed_in_order() {
     let config = parse(&format!(
         "{MINIMAL}\n[kafka.format]\ntype = \"json\"\ncolumns = {{ id = \"long\", at = \"timestamptz\", geo = \"struct<lat: double>\" }}\n"
@@ -630,6 +656,7 @@ fn k2i_full_config_validates_with_the_same_meaning() {
     assert_eq!(config.schema_evolution.mode, EvolutionMode::None);
     assert_eq!(config.schema_evolution.on_breaking_change, BreakingChangeAction::SkipMessage);
     assert_eq!(config.schema_evolution.schema_update_min_interval.get(), Duration::from_secs(120));
+    assert_eq!(format.protobuf, ProtobufOptions { enums: EnumMode::Name, oneof_case: true });
 
     let ice = &config.iceberg;
     assert_eq!(ice.catalog_type, CatalogType::Rest);
@@ -670,8 +697,6 @@ fn k2i_full_config_validates_with_the_same_meaning() {
 
     let unbuilt: Vec<(String, Issue)> = config.unbuilt().into_iter().map(|u| (u.key, u.issue)).collect();
     let expected = [
-        ("kafka.format.type", Issue::Protobuf),
-        ("schema_evolution.on_breaking_change", Issue::Protobuf),
         ("iceberg.warehouse_path", Issue::StorageAndCatalogs),
         ("iceberg.partition_by", Issue::TablesMaintenance),
         ("iceberg.storage", Issue::StorageAndCatalogs),
@@ -948,7 +973,7 @@ fn unbuilt_lists_every_feature_that_is_not_built() {
     let text = format!(
         "{}\n[kafka.format]\ntype = \"avro\"\n[kafka.format.registry]\nurl = \"http://r\"\n\
          [kafka.properties]\n\"sasl.mechanism\" = \"GSSAPI\"\n\
-         [schema_evolution]\nmode = \"permissive\"\non_breaking_change = \"skip-message\"\n\
+         [schema_evolution]\nmode = \"permissive\"\non_breaking_change = \"dead-letter\"\n\
          [errors]\npolicy = \"dead-letter\"\ndead_letter_topic = \"dlq\"\n\
          [rpc]\nenabled = true\n[maintenance]\nenabled = true\n",
         MINIMAL.replace(
@@ -964,7 +989,7 @@ fn unbuilt_lists_every_feature_that_is_not_built() {
             "kafka.format.type: decoding Avro is not built yet; the configuration validates, `k2i ingest` refuses it until issue 13",
             "kafka.properties.\"sasl.mechanism\": Kerberos (GSSAPI) authentication is not built yet; the configuration validates, `k2i ingest` refuses it until issue 11",
             "schema_evolution.mode: the permissive schema-evolution mode is not built yet; the configuration validates, `k2i ingest` refuses it until issue 10",
-            "schema_evolution.on_breaking_change: skipping records on a breaking schema change is not built yet; the configuration validates, `k2i ingest` refuses it until issue 10",
+            "schema_evolution.on_breaking_change: dead-lettering records on a breaking schema change is not built yet; the configuration validates, `k2i ingest` refuses it until issue 10",
             "iceberg.catalog_type: the Glue catalog is not built yet; the configuration validates, `k2i ingest` refuses it until issue 11",
             "iceberg.warehouse_path: writing to object stores is not built yet; the configuration validates, `k2i ingest` refuses it until issue 11",
             "iceberg.partition_by: writing partitioned tables is not built yet; the configuration validates, `k2i ingest` refuses it until the tables/maintenance issue",
@@ -976,8 +1001,25 @@ fn unbuilt_lists_every_feature_that_is_not_built() {
     );
     let protobuf = "[kafka.format]\ntype = \"protobuf\"\n[kafka.format.registry]\nurl = \"http://r\"";
     let issue = |extra: &str| parse(&with("kafka", extra)).unwrap().unbuilt()[0].issue;
-    assert_eq!(issue(protobuf), Issue::Protobuf);
+    // Protobuf decoding is built; JSON Schema is not.
+    assert_eq!(unbuilt(&with("kafka", protobuf)), Vec::<String>::new());
     assert_eq!(issue(&protobuf.replace("protobuf", "json_schema")), Issue::AvroJsonSchema);
+    // Skipping records on a breaking change is built; dead-lettering them is not.
+    let breaking = |action: &str| with("schema_evolution", &format!("on_breaking_change = \"{action}\""));
+    for action in ["pause", "fail", "skip-message"] {
+        assert_eq!(unbuilt(&breaking(action)), Vec::<String>::new(), "{action}");
+    }
+    let skip = parse(&breaking("skip-message")).unwrap();
+    assert_eq!(skip.schema_evolution.on_breaking_change, BreakingChangeAction::SkipMessage);
+    let dead_letter = parse(&breaking("dead-letter")).unwrap().unbuilt();
+    assert_eq!(
+        dead_letter,
+        [Unbuilt {
+            key: "schema_evolution.on_breaking_change".to_owned(),
+            what: "dead-lettering records on a breaking schema change",
+            issue: Issue::Protobuf,
+        }]
+    );
     assert_eq!(
         unbuilt(&with(
             "iceberg",

@@ -95,8 +95,7 @@ impl Config {
         let mut add = |key: String, what: &'static str, issue: Issue| out.push(Unbuilt { key, what, issue });
 
         let format = match self.kafka.format.kind {
-            FormatType::Raw | FormatType::Json => None,
-            FormatType::Protobuf => Some(("decoding Protobuf", Issue::Protobuf)),
+            FormatType::Raw | FormatType::Json | FormatType::Protobuf => None,
             FormatType::Avro => Some(("decoding Avro", Issue::AvroJsonSchema)),
             FormatType::JsonSchema => Some(("decoding JSON Schema", Issue::AvroJsonSchema)),
         };
@@ -116,10 +115,10 @@ impl Config {
         if evolution.mode == EvolutionMode::Permissive {
             add("schema_evolution.mode".to_owned(), "the permissive schema-evolution mode", Issue::Protobuf);
         }
-        if evolution.on_breaking_change == BreakingChangeAction::SkipMessage {
+        if evolution.on_breaking_change == BreakingChangeAction::DeadLetter {
             add(
                 "schema_evolution.on_breaking_change".to_owned(),
-                "skipping records on a breaking schema change",
+                "dead-lettering records on a breaking schema change",
                 Issue::Protobuf,
             );
         }

@@ -85,6 +85,11 @@ impl<'a> MessageIndexes<'a> {
         false
     }
 
+    /// The indexes as encoded (empty for the short form): equal bytes select the same message.
+    pub fn encoded(&self) -> &'a [u8] {
+        self.encoded
+    }
+
     /// The indexes, top-level first.
     pub fn iter(&self) -> impl Iterator<Item = usize> + 'a {
         let mut bytes = self.encoded;

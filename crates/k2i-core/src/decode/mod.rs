@@ -7,6 +7,7 @@
 //! and not consumed: the caller evolves the table and retries them with a decoder for the new schema.
 
 pub mod framing;
+pub mod protobuf;
 pub mod registry;
 
 use std::sync::Arc;
@@ -16,9 +17,46 @@ use arrow_array::{ArrayRef, RecordBatch};
 use arrow_schema::{Schema as ArrowSchema, SchemaRef};
 use iceberg::spec::{Schema, StructType};
 
-use crate::config::FormatType;
+use crate::config::{FormatType, ProtobufOptions};
 use crate::error::{Error, ErrorKind, Result};
+use crate::schema::evolve::Change;
 use crate::schema::{self, Addition, Conflict, METADATA_COLUMNS, Problem};
+
+/// A table's payload format, with what decoding it needs beyond the table schema.
+#[derive(Debug, Clone)]
+pub enum Format {
+    /// Value bytes into the `value` column.
+    Raw,
+    /// JSON objects.
+    Json,
+    /// Confluent-framed Protobuf; the compiled schemas are shared by the table's decoders.
+    Protobuf(Arc<ProtobufContext>),
+}
+
+impl Format {
+    /// The format of `kind`; a registry format gets an empty schema set.
+    pub fn new(kind: FormatType, protobuf: &ProtobufOptions) -> Result<Self> {
+        match kind {
+            FormatType::Raw => Ok(Self::Raw),
+            FormatType::Json => Ok(Self::Json),
+            FormatType::Protobuf => Ok(Self::Protobuf(Arc::new(ProtobufContext {
+                schemas: protobuf::Schemas::default(),
+                options: protobuf.clone(),
+            }))),
+            other => Err(Error::new(ErrorKind::Config, "this payload format is not built yet")
+                .with("format", format!("{other:?}"))),
+        }
+    }
+}
+
+/// What the Protobuf decoders of one table share.
+#[derive(Debug)]
+pub struct ProtobufContext {
+    /// Compiled registry schemas by id.
+    pub schemas: protobuf::Schemas,
+    /// Column mapping options.
+    pub options: ProtobufOptions,
+}
 
 /// What happened to one record.
 #[derive(Debug)]
@@ -27,6 +65,25 @@ pub enum Outcome {
     Appended,
     /// Not appended: the record needs these new columns first.
     NeedsColumns(Vec<Addition>),
+    /// Not appended: the record's schema id is not compiled yet (fetch it from the registry first).
+    NeedsSchema(u32),
+    /// Not appended: the record's writer schema asks for a compatible table change first.
+    NeedsChange {
+        /// The writer schema.
+        schema_id: u32,
+        /// The additions and promotions.
+        change: Change,
+    },
+    /// Not appended: the record's writer schema cannot be applied to the table; `on_breaking_change`
+    /// decides.
+    Breaking {
+        /// The writer schema.
+        schema_id: u32,
+        /// Why.
+        reason: String,
+        /// The record's message type (fully qualified).
+        message: String,
+    },
     /// Not appended: the record cannot be stored; the error policy decides. `kind` labels the metric.
     Invalid {
         /// `tombstone`, `not_json`, `not_object`, `schema_conflict` or `evolution_off`.
@@ -45,6 +102,8 @@ pub enum Decoder {
     },
     /// JSON objects into the payload columns.
     Json(JsonDecoder),
+    /// Confluent-framed Protobuf into the payload columns.
+    Protobuf(ProtobufDecoder),
 }
 
 /// The JSON decoder.
@@ -57,15 +116,18 @@ pub struct JsonDecoder {
 impl Decoder {
     /// A decoder for `format` writing the payload fields of `table_schema`.
     pub fn new(
-        format: FormatType,
+        format: &Format,
         table_schema: &Schema,
         payload_arrow: SchemaRef,
         evolve: bool,
         chunk_rows: usize,
     ) -> Result<Self> {
         match format {
-            FormatType::Raw => Ok(Self::Raw { values: LargeBinaryBuilder::new() }),
-            FormatType::Json => {
+            Format::Raw => Ok(Self::Raw { values: LargeBinaryBuilder::new() }),
+            Format::Protobuf(cx) => {
+                Ok(Self::Protobuf(ProtobufDecoder::new(cx.clone(), table_schema, &payload_arrow, evolve)?))
+            }
+            Format::Json => {
                 let fields = table_schema
                     .as_struct()
                     .fields()
@@ -80,8 +142,6 @@ impl Decoder {
                     .map_err(|e| Error::new(ErrorKind::Internal, "cannot build the JSON decoder").source(e))?;
                 Ok(Self::Json(JsonDecoder { payload: StructType::new(fields), inner, evolve }))
             }
-            other => Err(Error::new(ErrorKind::Config, "this payload format is not built yet")
-                .with("format", format!("{other:?}"))),
         }
     }
 
@@ -93,6 +153,7 @@ impl Decoder {
                 Ok(Outcome::Appended)
             }
             Self::Json(json) => json.append(value),
+            Self::Protobuf(decoder) => Ok(decoder.append(value)),
         }
     }
 
@@ -100,6 +161,10 @@ impl Decoder {
     pub fn finish(&mut self, payload_arrow: &ArrowSchema) -> Result<Vec<ArrayRef>> {
         match self {
             Self::Raw { values } => Ok(vec![Arc::new(values.finish()) as ArrayRef]),
+            Self::Protobuf(decoder) => decoder
+                .rows
+                .finish()
+                .map_err(|e| Error::new(ErrorKind::Internal, "cannot build the Protobuf columns").source(e)),
             Self::Json(json) => {
                 let batch = json
                     .inner
@@ -163,4 +228,121 @@ fn invalid(kind: &'static str, reason: String) -> Outcome {
 
 fn conflict_message(conflict: &Conflict) -> String {
     format!("the value does not fit the table schema: {conflict}")
+}
+
+/// The Protobuf decoder of one table schema: a plan per (schema id, message) the table fits.
+pub struct ProtobufDecoder {
+    cx: Arc<ProtobufContext>,
+    payload: StructType,
+    fields: arrow_schema::Fields,
+    evolve: bool,
+    rows: protobuf::wire::Rows,
+    /// (schema id, encoded message indexes) → what records of it get; few entries, scanned linearly.
+    plans: Vec<(u32, Box<[u8]>, Plan)>,
+    last: usize,
+}
+
+enum Plan {
+    Ready(protobuf::wire::MessagePlan),
+    Change(Change),
+    Breaking { reason: String, message: String },
+    Invalid(String),
+}
+
+impl ProtobufDecoder {
+    fn new(cx: Arc<ProtobufContext>, table_schema: &Schema, payload_arrow: &ArrowSchema, evolve: bool) -> Result<Self> {
+        let payload = StructType::new(
+            table_schema
+                .as_struct()
+                .fields()
+                .iter()
+                .filter(|f| !METADATA_COLUMNS.contains(&f.name.as_str()))
+                .cloned()
+                .collect(),
+        );
+        let fields = payload_arrow.fields().clone();
+        let rows = protobuf::wire::Rows::new(&fields).map_err(|e| {
+            Error::new(ErrorKind::Config, "the table has a column type the Protobuf decoder cannot write")
+                .with("type", &e.0)
+        })?;
+        Ok(Self { cx, payload, fields, evolve, rows, plans: Vec::new(), last: 0 })
+    }
+
+    fn append(&mut self, value: Option<&[u8]>) -> Outcome {
+        let Some(bytes) = value else {
+            return invalid("tombstone", "the value is null (a tombstone), not a Protobuf message".to_owned());
+        };
+        let frame = match framing::split_protobuf(bytes) {
+            Ok(frame) => frame,
+            Err(e) => return invalid("bad_frame", e.to_string()),
+        };
+        let key = frame.indexes.encoded();
+        let found = match self.plans.get(self.last) {
+            Some((id, k, _)) if *id == frame.schema_id && **k == *key => Some(self.last),
+            _ => self.plans.iter().position(|(id, k, _)| *id == frame.schema_id && **k == *key),
+        };
+        let index = match found {
+            Some(i) => i,
+            None => {
+                let plan = match self.cx.schemas.get(frame.schema_id) {
+                    None => return Outcome::NeedsSchema(frame.schema_id),
+                    Some(Err(reason)) => Plan::Invalid(reason),
+                    Some(Ok(compiled)) => self.plan(&compiled, frame.indexes),
+                };
+                self.plans.push((frame.schema_id, key.into(), plan));
+                self.plans.len() - 1
+            }
+        };
+        self.last = index;
+        match &self.plans[index].2 {
+            Plan::Ready(plan) => match self.rows.append(plan, frame.payload) {
+                Ok(()) => Outcome::Appended,
+                Err(e) => invalid("protobuf_decode", format!("schema id {}: {e}", frame.schema_id)),
+            },
+            Plan::Change(change) => Outcome::NeedsChange { schema_id: frame.schema_id, change: change.clone() },
+            Plan::Breaking { reason, message } => {
+                Outcome::Breaking { schema_id: frame.schema_id, reason: reason.clone(), message: message.clone() }
+            }
+            Plan::Invalid(reason) => invalid("undecodable_schema", reason.clone()),
+        }
+    }
+
+    fn plan(&self, compiled: &protobuf::Compiled, indexes: framing::MessageIndexes<'_>) -> Plan {
+        let mut message = match compiled.select(indexes.iter()) {
+            Ok(message) => message,
+            Err(reason) => return Plan::Invalid(reason),
+        };
+        // An operator's retry may have pointed this id at the subject's latest schema.
+        if let Some(reader) = self.cx.schemas.reader(compiled.id)
+            && let Some(m) = reader.message(message.full_name())
+        {
+            message = m;
+        }
+        let name = message.full_name().to_owned();
+        let breaking = |reason: String| Plan::Breaking { reason, message: name.clone() };
+        let wanted = protobuf::message_type(&message, &self.cx.options);
+        let change = schema::evolve::diff(&self.payload, &wanted);
+        if !change.breaking.is_empty() {
+            return breaking(format!("message {name}: {}", change.breaking.join("; ")));
+        }
+        if !change.is_empty() {
+            if !self.evolve {
+                return breaking(format!(
+                    "message {name} needs a table change ({}) and schema_evolution.mode = \"none\"",
+                    change.describe()
+                ));
+            }
+            return Plan::Change(change);
+        }
+        match protobuf::wire::MessagePlan::build(&message, &self.fields, &self.cx.options) {
+            Ok(plan) => Plan::Ready(plan),
+            Err(e) => breaking(format!("message {name}: {e}")),
+        }
+    }
+
+    /// Forgets every plan (an operator's retry: check each schema against the table again).
+    pub fn forget_plans(&mut self) {
+        self.plans.clear();
+        self.last = 0;
+    }
 }

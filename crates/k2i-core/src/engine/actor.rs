@@ -33,6 +33,28 @@ pub enum Job {
         /// The table's schema after the change.
         reply: oneshot::Sender<Result<Arc<Schema>>>,
     },
+    /// Fetch a registry schema by id and compile it into the table's schema set; the outcome is
+    /// [`Outcome::Resolved`] (the polling thread never waits on the registry).
+    Resolve {
+        /// The schema id.
+        schema_id: u32,
+    },
+    /// Apply a writer schema's compatible change (additions, promotions), at most once per
+    /// `schema_update_min_interval`, in order with the flushes; the outcome is [`Outcome::Evolved`].
+    Change {
+        /// The writer schema.
+        schema_id: u32,
+        /// What it asks.
+        change: crate::schema::evolve::Change,
+    },
+    /// An operator's retry of a paused schema id: fetch the subject's latest schema and, if it is another
+    /// one, read the paused id's records with it; the outcome is [`Outcome::Reread`].
+    Reread {
+        /// The paused schema id.
+        schema_id: u32,
+        /// The subject whose latest version is tried.
+        subject: String,
+    },
     /// Read the progress the table records now.
     Progress {
         /// Every partition the table has recorded.
@@ -58,6 +80,25 @@ pub enum Outcome {
     Fenced,
     /// The flush could not be committed; the table stops (its intent stays pending for recovery).
     Failed(Error),
+    /// A [`Job::Resolve`] ended: the schema is in the table's schema set (compiled, or marked invalid for
+    /// the error policy), or the registry could not be asked (`Err`: try again later).
+    Resolved {
+        /// The schema id.
+        schema_id: u32,
+        /// Whether the registry answered.
+        result: Result<()>,
+    },
+    /// A [`Job::Change`] ended with the table's new schema.
+    Evolved(Result<Arc<Schema>>),
+    /// A [`Job::Reread`] ended (`Ok(Some(id))`: records of the paused id are now read with schema `id`).
+    Reread(Result<Option<u32>>),
+}
+
+impl Outcome {
+    /// Whether this is a flush's outcome (the inbox counts flushes in flight).
+    pub fn is_flush(&self) -> bool {
+        matches!(self, Self::Committed(_) | Self::Fenced | Self::Failed(_))
+    }
 }
 
 /// What a committed flush covered.
@@ -89,6 +130,10 @@ pub struct CommitActor {
     pub schema_interval: Duration,
     /// When the last schema change was made.
     pub last_schema_update: Option<Instant>,
+    /// The table's payload format (its registry schemas live there).
+    pub format: crate::decode::Format,
+    /// The Schema Registry, for registry formats.
+    pub registry: Option<Arc<crate::decode::registry::RegistryClient>>,
 }
 
 impl CommitActor {
@@ -113,6 +158,20 @@ impl CommitActor {
                 }
                 Job::Evolve { additions, reply } => {
                     let _ = reply.send(self.evolve(&additions).await);
+                }
+                Job::Resolve { schema_id } => {
+                    let result = self.resolve(schema_id).await;
+                    let _ = self
+                        .outcomes
+                        .send(Delivered { table: self.index, outcome: Outcome::Resolved { schema_id, result } });
+                }
+                Job::Change { schema_id, change } => {
+                    let result = self.change(schema_id, &change).await;
+                    let _ = self.outcomes.send(Delivered { table: self.index, outcome: Outcome::Evolved(result) });
+                }
+                Job::Reread { schema_id, subject } => {
+                    let result = self.reread(schema_id, &subject).await;
+                    let _ = self.outcomes.send(Delivered { table: self.index, outcome: Outcome::Reread(result) });
                 }
                 Job::Progress { reply } => {
                     let result = async {
@@ -223,6 +282,84 @@ impl CommitActor {
         let schema = table.metadata().current_schema().clone();
         self.table = table;
         Ok(schema)
+    }
+}
+
+impl CommitActor {
+    fn protobuf(&self) -> Result<(&Arc<crate::decode::ProtobufContext>, &crate::decode::registry::RegistryClient)> {
+        match (&self.format, &self.registry) {
+            (crate::decode::Format::Protobuf(cx), Some(registry)) => Ok((cx, registry)),
+            _ => {
+                Err(Error::new(crate::error::ErrorKind::Internal, "a schema job for a table without a registry format"))
+            }
+        }
+    }
+
+    /// Fetches and compiles a schema. A schema the registry does not have, or that does not compile, is
+    /// marked invalid (its records go to the error policy); an unreachable registry is an error (retried).
+    async fn resolve(&self, schema_id: u32) -> Result<()> {
+        let (cx, registry) = self.protobuf()?;
+        let compiled = match registry.schema_by_id(schema_id).await {
+            Ok(schema) => crate::decode::protobuf::compile(&schema),
+            Err(e) => Err(e),
+        };
+        match compiled {
+            Ok(compiled) => {
+                tracing::info!(schema_id, "compiled a registry schema");
+                self.cx.ops.metrics.schemas_resolved.inc();
+                cx.schemas.insert(Arc::new(compiled));
+                Ok(())
+            }
+            Err(e) if e.kind() == crate::error::ErrorKind::InvalidRecord => {
+                tracing::warn!(schema_id, error = %e, "records of this schema id cannot be decoded");
+                cx.schemas.reject(schema_id, e.to_string());
+                Ok(())
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Applies a compatible change; the transaction log records it.
+    async fn change(&mut self, schema_id: u32, change: &crate::schema::evolve::Change) -> Result<Arc<Schema>> {
+        if let Some(wait) =
+            self.last_schema_update.map(|t| self.schema_interval.saturating_sub(t.elapsed())).filter(|w| !w.is_zero())
+        {
+            tracing::info!(
+                wait_ms = wait.as_millis() as u64,
+                "waiting for schema_update_min_interval before the next schema update"
+            );
+            tokio::time::sleep(wait).await;
+        }
+        let table = catalog::change_schema(&self.cx.table_ref, change).await?;
+        self.last_schema_update = Some(Instant::now());
+        let metrics = &self.cx.ops.metrics;
+        metrics.schema_columns_added.inc_by(change.additions.len() as u64);
+        metrics.schema_columns_promoted.inc_by(change.promotions.len() as u64);
+        let mut columns: Vec<String> = change.additions.iter().map(schema::Addition::full_name).collect();
+        columns.extend(change.promotions.iter().map(|p| format!("{} to {}", p.name, p.to)));
+        self.cx.append(Record::SchemaChange { schema_id: table.metadata().current_schema_id(), columns })?;
+        tracing::info!(writer_schema_id = schema_id, change = %change.describe(), "applied a writer schema's change");
+        let schema = table.metadata().current_schema().clone();
+        self.table = table;
+        Ok(schema)
+    }
+
+    /// The subject's latest schema as the reader of a paused schema id, if it is another schema.
+    async fn reread(&self, schema_id: u32, subject: &str) -> Result<Option<u32>> {
+        let (cx, registry) = self.protobuf()?;
+        let latest = registry.latest(subject).await?;
+        if latest.id == schema_id {
+            return Ok(None);
+        }
+        let compiled = crate::decode::protobuf::compile(&latest)?;
+        tracing::info!(
+            schema_id,
+            reader = latest.id,
+            subject,
+            "reading the paused schema id with the subject's latest schema"
+        );
+        cx.schemas.set_reader(schema_id, Arc::new(compiled));
+        Ok(Some(latest.id))
     }
 }
 

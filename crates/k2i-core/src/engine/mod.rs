@@ -34,6 +34,8 @@ use crate::buffer::TableBuffer;
 use crate::catalog;
 use crate::commit;
 use crate::config::{CatalogType, Config, EvolutionMode, TxlogDurability};
+use crate::decode::Format;
+use crate::decode::registry::RegistryClient;
 use crate::error::{Error, ErrorKind, Result};
 use crate::flush::FlushContext;
 use crate::ops::{Ops, Phase, RecoveryStatus};
@@ -101,7 +103,14 @@ pub fn run(config: Config, options: IngestOptions, shutdown: Arc<AtomicBool>) ->
         SocketAddr::new(monitoring.listen_address, monitoring.metrics_port),
     ))?;
     let table_ref = runtime.block_on(catalog::open(&config, ops.clone()))?;
-    let mut table = runtime.block_on(catalog::ensure_table(&table_ref, &schema::initial_schema(&config)?))?;
+    let format = Format::new(config.kafka.format.kind, &config.kafka.format.protobuf)?;
+    let registry = match &config.kafka.format.registry {
+        Some(registry) if config.kafka.format.kind.needs_registry() => Some(Arc::new(RegistryClient::new(registry)?)),
+        _ => None,
+    };
+    let mut table = runtime.block_on(catalog::ensure_table(&table_ref, async || {
+        initial_schema(&config, &format, registry.as_deref()).await
+    }))?;
     schema::check_metadata_columns(table.metadata().current_schema())?;
     // Refused at start rather than at the first commit (iceberg would reject every data file).
     commit::check_spec(&table)?;
@@ -167,8 +176,7 @@ pub fn run(config: Config, options: IngestOptions, shutdown: Arc<AtomicBool>) ->
     let consumer = Arc::new(source::subscribe(&config.kafka, ops.clone(), lookup, before_revoke)?);
 
     let evolve = config.schema_evolution.mode == EvolutionMode::AutoAdditive;
-    let buffer =
-        TableBuffer::new(config.kafka.format.kind, table.metadata().current_schema().clone(), evolve, CHUNK_ROWS)?;
+    let buffer = TableBuffer::new(format.clone(), table.metadata().current_schema().clone(), evolve, CHUNK_ROWS)?;
     let (jobs, queue) = mpsc::channel(JOB_QUEUE);
     // One table today (`Config::tables` turns the single-table keys into one); the multi-table issue opens a
     // catalog table, a pipeline and an actor per entry.
@@ -204,6 +212,8 @@ pub fn run(config: Config, options: IngestOptions, shutdown: Arc<AtomicBool>) ->
         outcomes,
         schema_interval: config.schema_evolution.schema_update_min_interval.get(),
         last_schema_update: None,
+        format,
+        registry,
     };
     let actors = vec![runtime.spawn(actor.run(queue))];
 
@@ -238,6 +248,46 @@ pub fn run(config: Config, options: IngestOptions, shutdown: Arc<AtomicBool>) ->
         }
         None => Ok(summary),
     }
+}
+
+/// The schema a new table is created with: the configured columns, and for a registry format the payload
+/// columns of the subject's latest schema (the message `message_name` names, else the file's first).
+async fn initial_schema(
+    config: &Config,
+    format: &Format,
+    registry: Option<&RegistryClient>,
+) -> Result<iceberg::spec::Schema> {
+    let (Format::Protobuf(cx), Some(registry)) = (format, registry) else { return schema::initial_schema(config) };
+    let strategy = config.kafka.format.registry.as_ref().map(|r| r.subject_name_strategy).unwrap_or_default();
+    let topics = config.kafka.topic_list();
+    let topic = topics.first().copied().unwrap_or_default();
+    let message_name = config.kafka.format.message_name.as_deref();
+    let subject = crate::decode::registry::subject(strategy, topic, message_name)?;
+    let latest = registry.latest(&subject).await.map_err(|e| {
+        e.with("subject", &subject)
+            .with("hint", "the table is created from the subject's latest schema: register it first")
+    })?;
+    let compiled = Arc::new(crate::decode::protobuf::compile(&latest)?);
+    let message = match message_name {
+        Some(name) => compiled.message(name).ok_or_else(|| {
+            Error::new(ErrorKind::Config, "the subject's latest schema has no such message")
+                .with("key", "kafka.format.message_name")
+                .with("message", name)
+                .with("subject", &subject)
+        })?,
+        None => compiled.first().ok_or_else(|| {
+            Error::new(ErrorKind::Config, "the subject's latest schema defines no message").with("subject", &subject)
+        })?,
+    };
+    tracing::info!(
+        subject,
+        schema_id = latest.id,
+        message = message.full_name(),
+        "creating the table from the subject's latest schema"
+    );
+    let payload = crate::decode::protobuf::message_type(&message, &cx.options);
+    cx.schemas.insert(compiled.clone());
+    schema::initial_schema_with(config, &payload)
 }
 
 /// Features whose keys exist but which are not built yet: refused (exit 2) instead of pretending. The list

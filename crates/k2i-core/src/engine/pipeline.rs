@@ -27,11 +27,11 @@ use super::actor::{self, Job, Outcome};
 use super::{IngestSummary, METADATA_TIMEOUT};
 use crate::buffer::policy::FlushPolicy;
 use crate::buffer::{Header, RecordMeta, TableBuffer};
-use crate::config::{Config, ErrorPolicy};
+use crate::config::{BreakingChangeAction, Config, ErrorPolicy};
 use crate::decode::Outcome as Decoded;
 use crate::error::{Error, ErrorKind, Result};
 use crate::flush::Sealed;
-use crate::ops::Ops;
+use crate::ops::{Ops, ResumeAction};
 use crate::progress::{OffsetRange, Progress, TopicPartition};
 use crate::source::{self, KafkaConsumer, Resume, Start};
 
@@ -42,6 +42,10 @@ pub enum PauseReason {
     BufferFull,
     /// The table failed.
     Failed,
+    /// A record's schema is being fetched from the registry or applied to the table.
+    Schema,
+    /// A record's schema is a breaking change and `on_breaking_change = "pause"`.
+    Breaking,
 }
 
 /// The set of reasons a table's partitions are paused: paused while it is not empty, whichever reasons
@@ -115,6 +119,39 @@ pub struct TablePipeline {
     refresh: Option<oneshot::Receiver<Result<Progress>>>,
     /// The stop has begun: nothing more will be consumed.
     stopping: bool,
+    /// What the table waits for before it decodes again (its partitions are paused, positioned at the first
+    /// record not consumed).
+    parked: Option<Parked>,
+    /// An operator's decision for the records of a schema id that was a breaking change.
+    decisions: HashMap<u32, ResumeAction>,
+}
+
+/// A table parked on a record's schema.
+#[derive(Debug)]
+struct Parked {
+    schema_id: u32,
+    /// The record's topic (for the subject of a retry).
+    topic: String,
+    wait: Wait,
+}
+
+#[derive(Debug)]
+enum Wait {
+    /// The actor fetches the schema; after a failure, asked again at `retry_at`.
+    Fetch { retry_at: Option<Instant>, failures: u32 },
+    /// The actor applies a compatible change.
+    Change,
+    /// A breaking change: until an operator's resume.
+    Breaking { reason: String, message: String },
+    /// An operator's retry: the actor tries the subject's latest schema.
+    Reread,
+}
+
+/// Whether a record was consumed or the table parked on it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Flow {
+    Go,
+    Park,
 }
 
 impl TablePipeline {
@@ -142,6 +179,8 @@ impl TablePipeline {
             waiting_since: None,
             refresh: None,
             stopping: false,
+            parked: None,
+            decisions: HashMap::new(),
         }
     }
 
@@ -279,22 +318,163 @@ impl TablePipeline {
 
     /// The decoder stage: decodes a batch of polled records of this table into its buffer, in order. A
     /// later issue runs this on a worker pool sharded by partition; the batch is the unit it will hand over.
+    ///
+    /// A record whose schema must be fetched or applied first, or that a breaking change pauses, parks the
+    /// table: it and the table's later records of the batch are not consumed, the table's partitions pause
+    /// and seek back to the first record not consumed, and they resume once the actor's outcome is back —
+    /// the polling thread never waits for the registry or the catalog, and other tables go on.
     pub fn decode<'m>(
         &mut self,
         messages: impl Iterator<Item = &'m BorrowedMessage<'m>>,
+        consumer: &KafkaConsumer,
         config: &Config,
         ops: &Ops,
     ) -> Result<()> {
         if self.failed.is_some() {
             return Ok(());
         }
+        let mut rewind: Vec<(TopicPartition, i64)> = Vec::new();
         for message in messages {
-            self.record(message, config, ops)?;
+            if self.parked.is_none() && self.record(message, config, ops)? == Flow::Go {
+                continue;
+            }
+            if !rewind.iter().any(|(tp, _)| tp.topic == message.topic() && tp.partition == message.partition()) {
+                let tp = TopicPartition { topic: message.topic().to_owned(), partition: message.partition() };
+                let at = self.buffer.position(&tp).unwrap_or(message.offset()).min(message.offset());
+                rewind.push((tp, at));
+            }
+        }
+        if !rewind.is_empty() {
+            self.apply_pause(consumer, ops);
+            for (tp, at) in rewind {
+                consumer.seek(&tp.topic, tp.partition, Offset::Offset(at), METADATA_TIMEOUT).map_err(|e| {
+                    Error::new(ErrorKind::Transient, "cannot seek back to the first record not consumed")
+                        .with("partition", &tp)
+                        .source(e)
+                })?;
+            }
         }
         Ok(())
     }
 
-    fn record(&mut self, message: &BorrowedMessage<'_>, config: &Config, ops: &Ops) -> Result<()> {
+    /// Parks the table (see [`TablePipeline::decode`]).
+    fn park(&mut self, parked: Parked) {
+        let reason =
+            if matches!(parked.wait, Wait::Breaking { .. }) { PauseReason::Breaking } else { PauseReason::Schema };
+        self.pause.set(reason, true);
+        self.parked = Some(parked);
+    }
+
+    /// The table decodes again.
+    fn unpark(&mut self, consumer: &KafkaConsumer, ops: &Ops) {
+        if self.parked.take().is_some_and(|p| matches!(p.wait, Wait::Breaking { .. } | Wait::Reread)) {
+            ops.metrics.schema_paused.set(0);
+        }
+        self.pause.set(PauseReason::Schema, false);
+        self.pause.set(PauseReason::Breaking, false);
+        ops.schema(None);
+        self.apply_pause(consumer, ops);
+    }
+
+    /// Asks the actor again for a schema whose fetch failed, once its backoff has passed.
+    pub fn tick(&mut self, now: Instant) -> Result<()> {
+        if let Some(Parked { schema_id, wait: Wait::Fetch { retry_at, .. }, .. }) = &mut self.parked
+            && retry_at.is_some_and(|t| t <= now)
+        {
+            *retry_at = None;
+            let schema_id = *schema_id;
+            self.jobs.blocking_send(Job::Resolve { schema_id }).map_err(|_| actor::gone(&self.name))?;
+        }
+        Ok(())
+    }
+
+    /// An operator's resume of a table paused by a breaking schema change.
+    pub fn resume(&mut self, action: ResumeAction, consumer: &KafkaConsumer, config: &Config, ops: &Ops) -> Result<()> {
+        // A skip while a retry is still checking applies when the retry's outcome resumes the table.
+        if let Some(Parked { schema_id, wait: Wait::Reread, .. }) = &self.parked
+            && action == ResumeAction::Skip
+        {
+            self.decisions.insert(*schema_id, ResumeAction::Skip);
+            return Ok(());
+        }
+        let Some(Parked { schema_id, topic, wait: Wait::Breaking { message, reason } }) = &self.parked else {
+            return Ok(());
+        };
+        let schema_id = *schema_id;
+        tracing::info!(table = %self.name, schema_id, action = ?action, paused_for = %reason, "resume requested");
+        match action {
+            ResumeAction::Skip => {
+                self.decisions.insert(schema_id, ResumeAction::Skip);
+                self.unpark(consumer, ops);
+            }
+            ResumeAction::DeadLetter => {
+                tracing::error!(table = %self.name, schema_id, "the dead-letter topic is not built yet; the table stays paused");
+            }
+            ResumeAction::Retry => {
+                let strategy =
+                    config.kafka.format.registry.as_ref().map(|r| r.subject_name_strategy).unwrap_or_default();
+                let subject = crate::decode::registry::subject(strategy, topic, Some(message))?;
+                self.buffer.forget_plans();
+                self.jobs.blocking_send(Job::Reread { schema_id, subject }).map_err(|_| actor::gone(&self.name))?;
+                if let Some(parked) = &mut self.parked {
+                    parked.wait = Wait::Reread;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// A record whose writer schema is a breaking change, per the operator's decision for its schema id or
+    /// `on_breaking_change`.
+    fn breaking(
+        &mut self,
+        message: &BorrowedMessage<'_>,
+        schema_id: u32,
+        reason: String,
+        message_name: String,
+        config: &Config,
+        ops: &Ops,
+    ) -> Result<Flow> {
+        let (topic, partition, offset) = (message.topic(), message.partition(), message.offset());
+        ops.metrics.schema_breaking.inc();
+        let skip = self.decisions.get(&schema_id) == Some(&ResumeAction::Skip)
+            || config.schema_evolution.on_breaking_change == BreakingChangeAction::SkipMessage;
+        if skip {
+            ops.metrics.records_skipped.inc();
+            ops.metrics.decode_errors.with_label_values(&["breaking_schema"]).inc();
+            tracing::debug!(topic, partition, offset, schema_id, reason, "skipped a record of a breaking schema");
+            self.buffer.skip(topic, partition, offset);
+            return Ok(Flow::Go);
+        }
+        let strategy = config.kafka.format.registry.as_ref().map(|r| r.subject_name_strategy).unwrap_or_default();
+        let subject = crate::decode::registry::subject(strategy, topic, Some(&message_name)).unwrap_or_default();
+        match config.schema_evolution.on_breaking_change {
+            BreakingChangeAction::Pause => {
+                let text = format!(
+                    "table {} paused by a breaking schema change: schema id {schema_id} (subject {subject}) at \
+                     {topic}/{partition}@{offset}: {reason}; resume with `k2i resume` or POST /resume",
+                    self.name
+                );
+                tracing::error!(table = %self.name, schema_id, subject, topic, partition, offset, reason, "paused by a breaking schema change");
+                ops.schema(Some(text));
+                ops.metrics.schema_paused.set(1);
+                self.park(Parked {
+                    schema_id,
+                    topic: topic.to_owned(),
+                    wait: Wait::Breaking { reason, message: message_name },
+                });
+                Ok(Flow::Park)
+            }
+            _ => Err(Error::new(ErrorKind::InvalidRecord, format!("a breaking schema change: {reason}"))
+                .with("topic", topic)
+                .with("partition", partition)
+                .with("offset", offset)
+                .with("schema_id", schema_id)
+                .with("subject", subject)),
+        }
+    }
+
+    fn record(&mut self, message: &BorrowedMessage<'_>, config: &Config, ops: &Ops) -> Result<Flow> {
         // Collected only when the table stores headers: no per-record allocation otherwise.
         let headers: Option<Vec<Header<'_>>> = match (config.kafka.include_headers, message.headers()) {
             // rdkafka panics on a header name that is not UTF-8; such a record goes to the error policy.
@@ -304,7 +484,7 @@ impl TablePipeline {
                 Ok(headers) => Some(headers),
                 Err(_) => {
                     let reason = "a header name is not valid UTF-8".to_owned();
-                    return self.invalid(message, "header_not_utf8", reason, config, ops);
+                    return self.invalid(message, "header_not_utf8", reason, config, ops).map(|()| Flow::Go);
                 }
             },
             (true, None) => Some(Vec::new()),
@@ -339,21 +519,52 @@ impl TablePipeline {
             });
             self.last_counters = Some((tp, records.clone(), bytes.clone()));
         }
-        if let Some((_, records, bytes)) = &self.last_counters {
-            records.inc();
-            bytes.inc_by((message.payload_len() + meta.key.map_or(0, <[u8]>::len)) as u64);
-        }
         for _ in 0..3 {
             match self.buffer.push(&meta, message.payload())? {
-                Decoded::Appended => return Ok(()),
+                Decoded::Appended => {
+                    self.count(message);
+                    return Ok(Flow::Go);
+                }
                 Decoded::NeedsColumns(additions) => self.evolve(additions)?,
-                Decoded::Invalid { kind, reason } => return self.invalid(message, kind, reason, config, ops),
+                Decoded::Invalid { kind, reason } => {
+                    self.count(message);
+                    return self.invalid(message, kind, reason, config, ops).map(|()| Flow::Go);
+                }
+                Decoded::NeedsSchema(schema_id) => {
+                    self.park(Parked {
+                        schema_id,
+                        topic: meta.topic.to_owned(),
+                        wait: Wait::Fetch { retry_at: None, failures: 0 },
+                    });
+                    self.jobs.blocking_send(Job::Resolve { schema_id }).map_err(|_| actor::gone(&self.name))?;
+                    return Ok(Flow::Park);
+                }
+                Decoded::NeedsChange { schema_id, change } => {
+                    self.park(Parked { schema_id, topic: meta.topic.to_owned(), wait: Wait::Change });
+                    self.jobs.blocking_send(Job::Change { schema_id, change }).map_err(|_| actor::gone(&self.name))?;
+                    return Ok(Flow::Park);
+                }
+                Decoded::Breaking { schema_id, reason, message: name } => {
+                    let flow = self.breaking(message, schema_id, reason, name, config, ops)?;
+                    if flow == Flow::Go {
+                        self.count(message);
+                    }
+                    return Ok(flow);
+                }
             }
         }
         Err(Error::new(ErrorKind::Internal, "a record still needs new columns after the schema update")
             .with("topic", meta.topic)
             .with("partition", meta.partition)
             .with("offset", meta.offset))
+    }
+
+    /// Counts a consumed record (not one the table parked on: it is read again).
+    fn count(&self, message: &BorrowedMessage<'_>) {
+        if let Some((_, records, bytes)) = &self.last_counters {
+            records.inc();
+            bytes.inc_by((message.payload_len() + message.key().map_or(0, <[u8]>::len)) as u64);
+        }
     }
 
     /// Routes a record that cannot be stored per `errors.policy`.
@@ -479,6 +690,37 @@ impl TablePipeline {
 
     /// Applies a flush's outcome.
     pub fn on_outcome(&mut self, outcome: Outcome, consumer: &KafkaConsumer, config: &Config, ops: &Ops) -> Result<()> {
+        let outcome = match outcome {
+            Outcome::Resolved { schema_id, result } => {
+                self.on_resolved(schema_id, result, consumer, ops);
+                return Ok(());
+            }
+            Outcome::Evolved(Ok(schema)) => {
+                self.buffer.set_schema(schema)?;
+                self.unpark(consumer, ops);
+                return Ok(());
+            }
+            Outcome::Evolved(Err(error)) => {
+                self.fail(error, consumer, ops);
+                return Ok(());
+            }
+            Outcome::Reread(result) => {
+                match result {
+                    Ok(Some(reader)) => {
+                        tracing::info!(table = %self.name, reader, "checking the paused records with the subject's latest schema")
+                    }
+                    Ok(None) => {
+                        tracing::info!(table = %self.name, "the subject's latest schema is the paused one; checking the table again")
+                    }
+                    Err(e) => {
+                        tracing::warn!(table = %self.name, error = %e, "cannot read the subject's latest schema; checking the table again")
+                    }
+                }
+                self.unpark(consumer, ops);
+                return Ok(());
+            }
+            flush => flush,
+        };
         self.in_flight = self.in_flight.saturating_sub(1);
         match outcome {
             Outcome::Committed(report) => {
@@ -503,8 +745,28 @@ impl TablePipeline {
                 self.resync(consumer, config)?
             }
             Outcome::Failed(error) => self.fail(error, consumer, ops),
+            Outcome::Resolved { .. } | Outcome::Evolved(_) | Outcome::Reread(_) => {}
         }
         Ok(())
+    }
+
+    fn on_resolved(&mut self, schema_id: u32, result: Result<()>, consumer: &KafkaConsumer, ops: &Ops) {
+        let Some(Parked { schema_id: waiting, wait: Wait::Fetch { retry_at, failures }, .. }) = &mut self.parked else {
+            return;
+        };
+        if *waiting != schema_id {
+            return;
+        }
+        match result {
+            Ok(()) => self.unpark(consumer, ops),
+            Err(error) => {
+                *failures += 1;
+                let backoff = Duration::from_secs(1 << (*failures).min(5));
+                *retry_at = Some(Instant::now() + backoff);
+                tracing::warn!(table = %self.name, schema_id, error = %error, retry_in_s = backoff.as_secs(), "cannot fetch a record's schema; the table waits");
+                ops.schema(Some(format!("table {} waits for schema id {schema_id}: {error}", self.name)));
+            }
+        }
     }
 
     /// After a fenced flush: drop everything not yet committed and restart every owned partition from the

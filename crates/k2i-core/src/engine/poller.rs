@@ -60,7 +60,9 @@ impl Inbox {
         let mut out = std::mem::take(&mut *lock(&self.early));
         let rx = lock(&self.rx);
         while let Ok(delivered) = rx.try_recv() {
-            self.received();
+            if delivered.outcome.is_flush() {
+                self.received();
+            }
             out.push(delivered);
         }
         out
@@ -74,7 +76,9 @@ impl Inbox {
             let Some(left) = deadline.checked_duration_since(Instant::now()) else { return };
             match rx.recv_timeout(left) {
                 Ok(delivered) => {
-                    self.received();
+                    if delivered.outcome.is_flush() {
+                        self.received();
+                    }
                     lock(&self.early).push(delivered);
                 }
                 Err(RecvTimeoutError::Timeout) => return,
@@ -89,7 +93,9 @@ impl Inbox {
     /// Waits for one outcome (at the stop).
     fn wait_one(&self, timeout: Duration) -> Option<Delivered> {
         let delivered = lock(&self.rx).recv_timeout(timeout).ok()?;
-        self.received();
+        if delivered.outcome.is_flush() {
+            self.received();
+        }
         Some(delivered)
     }
 }
@@ -155,6 +161,14 @@ impl<'a> Poller<'a> {
                 self.apply(change)?;
             }
             self.apply_outcomes()?;
+            let resumes = self.ops.take_resumes();
+            let now = Instant::now();
+            for p in &mut self.pipelines {
+                for action in &resumes {
+                    p.resume(*action, self.consumer, self.config, self.ops)?;
+                }
+                p.tick(now)?;
+            }
             for p in &mut self.pipelines {
                 if p.hand_over()? {
                     self.inbox.sent();
@@ -276,7 +290,7 @@ impl<'a> Poller<'a> {
             // Borrowed apart so the routing lookup and the pipeline can be used together (no copy of the batch).
             let (routes, pipeline) = (&self.routes, &mut self.pipelines[index]);
             let mine = batch.iter().filter(|m| single || routes.get(m.topic()).copied().unwrap_or(0) == index);
-            let result = pipeline.decode(mine, self.config, self.ops);
+            let result = pipeline.decode(mine, self.consumer, self.config, self.ops);
             if let Err(error) = result {
                 // A schema job refused because the actor failed: its own outcome has the real error.
                 self.apply_outcomes()?;

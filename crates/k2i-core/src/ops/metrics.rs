@@ -48,6 +48,14 @@ pub struct Metrics {
     pub consumer_resumes: IntCounter,
     /// Columns added to the table by schema evolution.
     pub schema_columns_added: IntCounter,
+    /// Columns widened by schema evolution.
+    pub schema_columns_promoted: IntCounter,
+    /// Records whose writer schema was a breaking change for the table.
+    pub schema_breaking: IntCounter,
+    /// 1 while a table is paused by a breaking schema change.
+    pub schema_paused: IntGauge,
+    /// Registry schemas fetched and compiled.
+    pub schemas_resolved: IntCounter,
     /// Kafka timestamp (ms since the epoch) of the newest committed record; `k2i_freshness_seconds` is
     /// computed from it at scrape time.
     pub newest_committed_timestamp_ms: IntGauge,
@@ -160,6 +168,18 @@ impl Metrics {
             ),
             consumer_resumes: counter(&r, "k2i_consumer_resumes_total", "Times consumption resumed."),
             schema_columns_added: counter(&r, "k2i_schema_columns_added_total", "Columns added by schema evolution."),
+            schema_columns_promoted: counter(
+                &r,
+                "k2i_schema_columns_promoted_total",
+                "Columns widened by schema evolution (int to long, float to double).",
+            ),
+            schema_breaking: counter(
+                &r,
+                "k2i_schema_breaking_records_total",
+                "Records whose writer schema is a breaking change for the table.",
+            ),
+            schema_paused: gauge(&r, "k2i_schema_paused", "1 while a table is paused by a breaking schema change."),
+            schemas_resolved: counter(&r, "k2i_schemas_resolved_total", "Registry schemas fetched and compiled."),
             newest_committed_timestamp_ms: gauge(
                 &r,
                 "k2i_newest_committed_timestamp_ms",

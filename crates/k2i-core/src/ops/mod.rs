@@ -86,6 +86,20 @@ pub struct RecoveryStatus {
     pub files_deleted: usize,
 }
 
+/// What an operator's resume (`POST /resume`, `k2i resume`) does with a table paused by a breaking schema
+/// change.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ResumeAction {
+    /// Check the paused schema again: against the table as it is now (an operator may have changed it) and
+    /// against the subject's latest schema (a compatible version registered meanwhile reads the records).
+    Retry,
+    /// Skip the records of the paused schema id from now on (counted).
+    Skip,
+    /// Send the records of the paused schema id to the dead-letter topic from now on.
+    DeadLetter,
+}
+
 #[derive(Debug, Clone, Serialize)]
 struct State {
     phase: Phase,
@@ -103,6 +117,11 @@ struct State {
     failed: Option<String>,
     /// Set while buffered data has waited too long for a commit.
     stalled: Option<String>,
+    /// A table waits for a schema (registry unreachable) or is paused by a breaking schema change.
+    schema: Option<String>,
+    /// Resume requests (`POST /resume`) not yet taken by the polling thread.
+    #[serde(skip)]
+    resumes: Vec<ResumeAction>,
     /// When the rebalance callback began waiting for the table's progress (cleared when it is done).
     #[serde(skip)]
     assigning_since: Option<std::time::Instant>,
@@ -149,6 +168,8 @@ impl Ops {
                 recovery: None,
                 failed: None,
                 stalled: None,
+                schema: None,
+                resumes: Vec::new(),
                 assigning_since: None,
             }),
         }
@@ -259,6 +280,26 @@ impl Ops {
         self.with(|s| s.stalled = reason);
     }
 
+    /// A table waits for a schema or is paused by a breaking change (`Some`), or decodes again (`None`).
+    pub fn schema(&self, reason: Option<String>) {
+        self.with(|s| s.schema = reason);
+    }
+
+    /// The schema pause reason, if any.
+    pub fn schema_reason(&self) -> Option<String> {
+        self.with(|s| s.schema.clone())
+    }
+
+    /// Queues an operator's resume request for the polling thread.
+    pub fn request_resume(&self, action: ResumeAction) {
+        self.with(|s| s.resumes.push(action));
+    }
+
+    /// Takes the queued resume requests.
+    pub fn take_resumes(&self) -> Vec<ResumeAction> {
+        self.with(|s| std::mem::take(&mut s.resumes))
+    }
+
     /// Whether the process is ready, and if not why.
     pub fn readiness(&self) -> Result<(), String> {
         self.with(|s| match s.phase {
@@ -273,6 +314,7 @@ impl Ops {
                 "assigning partitions: waiting {}s for the table's progress",
                 s.assigning_since.map(|t| t.elapsed().as_secs()).unwrap_or_default()
             )),
+            Phase::Running if s.schema.is_some() => Err(format!("schema: {}", s.schema.as_deref().unwrap_or_default())),
             Phase::Running if s.stalled.is_some() => {
                 Err(format!("commits stalled: {}", s.stalled.as_deref().unwrap_or_default()))
             }

@@ -42,8 +42,34 @@ async fn metrics(State(ops): State<Arc<Ops>>) -> Response {
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], ops.metrics.render()).into_response()
 }
 
+/// `POST /resume?action=retry|skip|dead-letter`: an operator's decision for a table paused by a breaking
+/// schema change (202 with the pause reason; 409 when nothing is paused).
+async fn resume(State(ops): State<Arc<Ops>>, query: axum::extract::Query<ResumeQuery>) -> Response {
+    let action = query.action.unwrap_or(super::ResumeAction::Retry);
+    match ops.schema_reason() {
+        Some(reason) => {
+            ops.request_resume(action);
+            (
+                StatusCode::ACCEPTED,
+                axum::Json(serde_json::json!({ "accepted": true, "action": action, "paused": reason })),
+            )
+                .into_response()
+        }
+        None => {
+            (StatusCode::CONFLICT, axum::Json(serde_json::json!({ "accepted": false, "reason": "no table is paused" })))
+                .into_response()
+        }
+    }
+}
+
+#[derive(serde::Deserialize)]
+struct ResumeQuery {
+    action: Option<super::ResumeAction>,
+}
+
 fn health_routes() -> Router<Arc<Ops>> {
     Router::new()
+        .route("/resume", axum::routing::post(resume))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/health", get(health))

@@ -10,6 +10,7 @@ use serde_json::Value;
 
 use crate::config::{Config, FormatType};
 
+pub mod evolve;
 mod stream;
 use crate::error::{Error, ErrorKind, Result};
 pub use stream::{Problem, check_json};
@@ -55,6 +56,8 @@ pub fn configured_columns(config: &Config) -> Result<Vec<(String, Type)>> {
             columns
                 .extend(config.kafka.format.columns.iter().map(|(name, t)| (name.clone(), t.iceberg_type().clone())));
         }
+        // The payload columns come from the registry's schema (see `initial_schema_with`).
+        FormatType::Protobuf => {}
         other => {
             return Err(Error::new(ErrorKind::Config, "this payload format is not built yet")
                 .with("format", format!("{other:?}")));
@@ -76,6 +79,24 @@ pub fn initial_schema(config: &Config) -> Result<Schema> {
         let id = next_id;
         let field_type = assign_ids(&field_type, &mut next_id);
         fields.push(NestedField::optional(id, name, field_type).into());
+    }
+    Schema::builder()
+        .with_fields(fields)
+        .build()
+        .map_err(|e| Error::new(ErrorKind::Internal, "cannot build the initial schema").source(e))
+}
+
+/// The schema k2i creates a table with when a registry schema gives the payload columns: the metadata
+/// columns, then `payload`'s fields (all optional), with fresh ids.
+pub fn initial_schema_with(config: &Config, payload: &StructType) -> Result<Schema> {
+    let base = initial_schema(config)?;
+    let mut next_id = base.highest_field_id();
+    let mut fields: Vec<NestedFieldRef> = base.as_struct().fields().to_vec();
+    for field in payload.fields() {
+        next_id += 1;
+        let id = next_id;
+        let field_type = assign_ids(&field.field_type, &mut next_id);
+        fields.push(NestedField::optional(id, field.name.clone(), field_type).into());
     }
     Schema::builder()
         .with_fields(fields)

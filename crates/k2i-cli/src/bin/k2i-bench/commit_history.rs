@@ -106,7 +106,7 @@ async fn measure(args: &Args, dir: &Path) -> Result<Report> {
     let schema = Schema::builder()
         .with_fields(vec![NestedField::optional(1, "v", Type::Primitive(PrimitiveType::Long)).into()])
         .build()?;
-    let created = catalog::ensure_table(&table, &schema).await?;
+    let created = catalog::ensure_table(&table, async || Ok(schema.clone())).await?;
     let mut flusher = Flusher { table: &table, created, next: 0 };
     for _ in 0..args.small.get() {
         flusher.commit().await?;
