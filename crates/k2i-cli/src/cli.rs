@@ -145,8 +145,8 @@ pub enum ResumeAction {
     Retry,
     /// Skip the records of the paused schema id from now on (counted in k2i_records_skipped_total).
     Skip,
-    /// Send the records of the paused schema id to the dead-letter topic. Not built yet: the table stays
-    /// paused and the log says so.
+    /// Send the records of the paused schema id to the dead-letter topic from now on (needs
+    /// errors.dead_letter_topic; without it the table stays paused and the log says so).
     DeadLetter,
 }
 

@@ -267,18 +267,16 @@ pub fn resume(args: &ResumeArgs) -> Result<(), Failure> {
             crate::exit::UNHEALTHY,
         ));
     }
-    let not_built = "the dead-letter topic is not built yet: the table stays paused and the instance logs it";
-    if args.json {
-        if args.action == ResumeAction::DeadLetter {
-            eprintln!("warning: {not_built}");
-        }
-    } else {
+    if !args.json {
         let what = match args.action {
             ResumeAction::Retry => {
                 "the paused schema is checked again against the table and the subject's latest registered schema"
             }
             ResumeAction::Skip => "the records of the paused schema id are skipped from now on",
-            ResumeAction::DeadLetter => not_built,
+            ResumeAction::DeadLetter => {
+                "the records of the paused schema id go to the dead-letter topic from now on (without \
+                 errors.dead_letter_topic the table stays paused and the instance logs it)"
+            }
         };
         println!("k2i at {base} accepted {action}: {what}");
         println!("  paused: {}", text_of("paused"));

@@ -283,8 +283,8 @@ fn resume_help_explains_the_actions_and_exit_codes() {
         "- retry: Check the paused schema again, against the table as it is now and against the subject's latest \
          registered schema",
         "- skip: Skip the records of the paused schema id from now on (counted in k2i_records_skipped_total)",
-        "- dead-letter: Send the records of the paused schema id to the dead-letter topic. Not built yet: the table \
-         stays paused and the log says so",
+        "- dead-letter: Send the records of the paused schema id to the dead-letter topic from now on (needs \
+         errors.dead_letter_topic; without it the table stays paused and the log says so)",
         "[default: retry]",
         "--url <URL>",
         "--config <FILE>",
@@ -376,8 +376,5 @@ fn resume_prints_the_accepted_action() {
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let answer: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
     assert_eq!(answer, serde_json::json!({"accepted": true, "action": "dead-letter", "paused": "p"}));
-    assert_eq!(
-        stderr(&out),
-        "warning: the dead-letter topic is not built yet: the table stays paused and the instance logs it\n"
-    );
+    assert_eq!(stderr(&out), "");
 }

@@ -341,3 +341,120 @@ async fn writer_schemas_evolve_the_table_and_a_breaking_one_pauses_it_until_an_o
     assert_eq!(last["count"], v2_fields["count"]);
     assert_eq!(last["label"][1], "string");
 }
+
+/// Reads `count` records of `topic` from the beginning: (error kind, schema id header, source offset).
+async fn dead_letters(stack: &k2i_testkit::Stack, topic: &str, count: usize) -> Vec<(String, Option<String>, i64)> {
+    use rdkafka::consumer::{Consumer, StreamConsumer};
+    use rdkafka::message::{Headers, Message};
+    let consumer: StreamConsumer = stack.consumer(&stack.unique("pb-dlq-reader"));
+    consumer.subscribe(&[topic]).unwrap();
+    let mut out = Vec::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while out.len() < count && std::time::Instant::now() < deadline {
+        let Ok(Ok(message)) = tokio::time::timeout(Duration::from_secs(1), consumer.recv()).await else { continue };
+        let header = |name: &str| {
+            message.headers().and_then(|h| {
+                h.iter()
+                    .find(|x| x.key == name)
+                    .map(|x| String::from_utf8_lossy(x.value.unwrap_or_default()).into_owned())
+            })
+        };
+        let offset = header("k2i.source.offset").unwrap().parse().unwrap();
+        out.push((header("k2i.error.kind").unwrap(), header("k2i.schema.id"), offset));
+    }
+    out.sort_by_key(|(_, _, offset)| *offset);
+    out
+}
+
+#[tokio::test]
+async fn corrupt_frames_unknown_ids_tombstones_and_breaking_schemas_go_to_the_dead_letter_topic_counted() {
+    let stack = stack();
+    let setup = Setup::new(stack, "pb-dlq", 1).await;
+    let dlq = stack.unique("pb-dlq-letters");
+    stack.create_topic(&dlq, 1).await;
+    let dir = setup.dir.path();
+    let v1 = write_proto(dir, "v1", "message Event { string id = 1; int64 count = 2; string label = 3; }\n");
+    let v3 = write_proto(dir, "v3", "message Event { string id = 1; int64 count = 2; int64 label = 3; }\n");
+    let message = "k2i.evo.Event";
+    let label = |i: i64| json!({"label": format!("l{i}")});
+    // Offsets 0-4 good, 5 bad magic, 6 truncated frame, 7 tombstone, 8 an id the registry does not know,
+    // 9-11 a breaking schema, 12-13 good again.
+    stack.produce_protobuf(
+        &setup.topic,
+        &v1,
+        "evo/event.proto",
+        message,
+        &(0..5).map(|i| one(i, label(i))).collect::<Vec<_>>(),
+    );
+    // The table is created from v1 (the subject's latest schema when k2i first starts).
+    // The test config's own [schema_evolution] section holds the interval; the breaking action comes by env.
+    let extra = format!(
+        "{}\n[errors]\npolicy = \"dead-letter\"\ndead_letter_topic = \"{dlq}\"\n",
+        registry_section(stack, dir)
+    );
+    let config = setup.sql_config(stack, &protobuf_format(message), &extra);
+    let ingest = || {
+        let mut cmd = k2i();
+        cmd.args(["ingest", "--until-caught-up", "--config"]).arg(&config);
+        cmd.env("K2I_SCHEMA_EVOLUTION__ON_BREAKING_CHANGE", "dead-letter");
+        let out = run(cmd);
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+        text(&out.stdout)
+    };
+    assert!(ingest().starts_with("ingested 5 rows (0 records skipped)"));
+    stack
+        .produce(
+            &setup.topic,
+            [
+                k2i_testkit::TestRecord::value(b"\x01garbage".to_vec()),
+                k2i_testkit::TestRecord::value(b"\x00\x00\x00".to_vec()),
+                k2i_testkit::TestRecord { key: Some(b"gone".to_vec()), ..Default::default() },
+                k2i_testkit::TestRecord::value(b"\x00\x3b\x9a\xca\x00\x00\x0a\x01x".to_vec()),
+            ],
+        )
+        .await;
+    let breaking = stack.produce_protobuf(
+        &setup.topic,
+        &v3,
+        "evo/event.proto",
+        message,
+        &(9..12).map(|i| one(i, json!({"label": i}))).collect::<Vec<_>>(),
+    );
+    let v3_id = breaking.schema_ids[0].unwrap();
+    stack.produce_protobuf(
+        &setup.topic,
+        &v1,
+        "evo/event.proto",
+        message,
+        &(12..14).map(|i| one(i, label(i))).collect::<Vec<_>>(),
+    );
+
+    let stdout = ingest();
+    assert!(stdout.starts_with("ingested 2 rows (7 records skipped)"), "{stdout}");
+    let seen = setup.inspect_sql(stack, "");
+    assert_eq!((seen["rows"].as_i64(), seen["distinct"].as_i64()), (Some(7), Some(7)));
+    assert_eq!(recorded_offsets(&seen["summaries"], &setup.topic)["0"], 14);
+
+    let letters = dead_letters(stack, &dlq, 7).await;
+    let v3 = Some(v3_id.to_string());
+    assert_eq!(
+        letters,
+        [
+            ("bad_frame".to_owned(), None, 5),
+            ("bad_frame".to_owned(), None, 6),
+            ("tombstone".to_owned(), None, 7),
+            ("undecodable_schema".to_owned(), Some("1000000000".to_owned()), 8),
+            ("breaking_schema".to_owned(), v3.clone(), 9),
+            ("breaking_schema".to_owned(), v3.clone(), 10),
+            ("breaking_schema".to_owned(), v3, 11),
+        ]
+    );
+}
+
+fn one(i: i64, extra: Value) -> Value {
+    let mut value = json!({"id": format!("e{i}"), "count": i});
+    if let (Some(v), Value::Object(more)) = (value.as_object_mut(), extra) {
+        v.extend(more);
+    }
+    json!({"value": value, "partition": 0})
+}

@@ -11,6 +11,7 @@ pub mod buffer;
 pub mod catalog;
 pub mod commit;
 pub mod config;
+pub mod dead_letter;
 pub mod decode;
 pub mod engine;
 mod error;

@@ -288,7 +288,7 @@ pub enum BreakingChangeAction {
     Fail,
     /// Skip the records whose writer schema does not fit, counted (K2I's name).
     SkipMessage,
-    /// Send the records whose writer schema does not fit to `errors.dead_letter_topic` (not built yet).
+    /// Send the records whose writer schema does not fit to `errors.dead_letter_topic`.
     DeadLetter,
 }
 

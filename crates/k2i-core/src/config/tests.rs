@@ -453,8 +453,19 @@ fn error_policy_rules() {
     );
     assert_eq!(
         problems(&format!("{MINIMAL}\n[errors]\npolicy = \"skip\"\ndead_letter_topic = \"d\"\n")),
-        ["errors.dead_letter_topic: applies only when errors.policy = \"dead-letter\""]
+        [
+            "errors.dead_letter_topic: applies only when errors.policy = \"dead-letter\" (or schema_evolution.on_breaking_change = \"dead-letter\")"
+        ]
     );
+    // A breaking schema's records can go to the dead-letter topic while bad records follow another policy.
+    let breaking = "[schema_evolution]\non_breaking_change = \"dead-letter\"\n";
+    assert_eq!(
+        problems(&format!("{MINIMAL}\n{breaking}")),
+        ["errors.dead_letter_topic: is required when schema_evolution.on_breaking_change = \"dead-letter\""]
+    );
+    let config =
+        parse(&format!("{MINIMAL}\n{breaking}[errors]\npolicy = \"skip\"\ndead_letter_topic = \"d\"\n")).unwrap();
+    assert_eq!(config.errors.dead_letter_topic.as_deref(), Some("d"));
 }
 
 #[test]
@@ -989,12 +1000,10 @@ fn unbuilt_lists_every_feature_that_is_not_built() {
             "kafka.format.type: decoding Avro is not built yet; the configuration validates, `k2i ingest` refuses it until issue 13",
             "kafka.properties.\"sasl.mechanism\": Kerberos (GSSAPI) authentication is not built yet; the configuration validates, `k2i ingest` refuses it until issue 11",
             "schema_evolution.mode: the permissive schema-evolution mode is not built yet; the configuration validates, `k2i ingest` refuses it until issue 10",
-            "schema_evolution.on_breaking_change: dead-lettering records on a breaking schema change is not built yet; the configuration validates, `k2i ingest` refuses it until issue 10",
             "iceberg.catalog_type: the Glue catalog is not built yet; the configuration validates, `k2i ingest` refuses it until issue 11",
             "iceberg.warehouse_path: writing to object stores is not built yet; the configuration validates, `k2i ingest` refuses it until issue 11",
             "iceberg.partition_by: writing partitioned tables is not built yet; the configuration validates, `k2i ingest` refuses it until the tables/maintenance issue",
             "iceberg.storage: using object-store settings is not built yet; the configuration validates, `k2i ingest` refuses it until issue 11",
-            "errors.policy: the dead-letter policy is not built yet; the configuration validates, `k2i ingest` refuses it until issue 10",
             "rpc.enabled: the read-state RPC is not built yet; the configuration validates, `k2i ingest` refuses it until issue 12",
             "maintenance.enabled: scheduled maintenance is not built yet; the configuration validates, `k2i ingest` refuses it until the tables/maintenance issue",
         ]
@@ -1004,22 +1013,15 @@ fn unbuilt_lists_every_feature_that_is_not_built() {
     // Protobuf decoding is built; JSON Schema is not.
     assert_eq!(unbuilt(&with("kafka", protobuf)), Vec::<String>::new());
     assert_eq!(issue(&protobuf.replace("protobuf", "json_schema")), Issue::AvroJsonSchema);
-    // Skipping records on a breaking change is built; dead-lettering them is not.
+    // Every reaction to a breaking change is built.
     let breaking = |action: &str| with("schema_evolution", &format!("on_breaking_change = \"{action}\""));
     for action in ["pause", "fail", "skip-message"] {
         assert_eq!(unbuilt(&breaking(action)), Vec::<String>::new(), "{action}");
     }
     let skip = parse(&breaking("skip-message")).unwrap();
     assert_eq!(skip.schema_evolution.on_breaking_change, BreakingChangeAction::SkipMessage);
-    let dead_letter = parse(&breaking("dead-letter")).unwrap().unbuilt();
-    assert_eq!(
-        dead_letter,
-        [Unbuilt {
-            key: "schema_evolution.on_breaking_change".to_owned(),
-            what: "dead-lettering records on a breaking schema change",
-            issue: Issue::Protobuf,
-        }]
-    );
+    let dead_letter = format!("{}\n[errors]\ndead_letter_topic = \"dlq\"\n", breaking("dead-letter"));
+    assert_eq!(unbuilt(&dead_letter), Vec::<String>::new());
     assert_eq!(
         unbuilt(&with(
             "iceberg",

@@ -7,7 +7,7 @@
 use std::fmt;
 
 use super::check::join;
-use super::model::{BreakingChangeAction, CatalogType, Config, ErrorPolicy, EvolutionMode, FormatType};
+use super::model::{CatalogType, Config, EvolutionMode, FormatType};
 
 /// A configured feature that is not built yet.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -115,13 +115,6 @@ impl Config {
         if evolution.mode == EvolutionMode::Permissive {
             add("schema_evolution.mode".to_owned(), "the permissive schema-evolution mode", Issue::Protobuf);
         }
-        if evolution.on_breaking_change == BreakingChangeAction::DeadLetter {
-            add(
-                "schema_evolution.on_breaking_change".to_owned(),
-                "dead-lettering records on a breaking schema change",
-                Issue::Protobuf,
-            );
-        }
 
         let ice = &self.iceberg;
         let catalog = match (self.notes.catalog, ice.catalog_type) {
@@ -145,9 +138,6 @@ impl Config {
             add("iceberg.storage".to_owned(), "using object-store settings", Issue::StorageAndCatalogs);
         }
 
-        if self.errors.policy == ErrorPolicy::DeadLetter {
-            add("errors.policy".to_owned(), "the dead-letter policy", Issue::Protobuf);
-        }
         if self.rpc.enabled {
             add("rpc.enabled".to_owned(), "the read-state RPC", Issue::ReadState);
         }

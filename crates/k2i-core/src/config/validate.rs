@@ -4,7 +4,7 @@
 //! (settings of a catalog that is not selected) are warnings.
 
 use super::error::{ConfigError, ConfigWarning};
-use super::model::{Config, ErrorPolicy, FormatType, KafkaConfig};
+use super::model::{BreakingChangeAction, Config, ErrorPolicy, FormatType, KafkaConfig};
 use super::types::Secret;
 use super::{Env, check::join, name_of};
 
@@ -24,10 +24,16 @@ pub(crate) fn validate(config: &mut Config, env: &Env, errors: &mut Vec<ConfigEr
     config.notes.warnings.extend(warnings);
     rest(config, errors);
     let dlq = &config.errors;
-    match (dlq.policy, &dlq.dead_letter_topic) {
-        (ErrorPolicy::DeadLetter, None) => errors
+    let breaking = config.schema_evolution.on_breaking_change == BreakingChangeAction::DeadLetter;
+    let needed = dlq.policy == ErrorPolicy::DeadLetter || breaking;
+    match (needed, &dlq.dead_letter_topic) {
+        (true, None) if breaking && dlq.policy != ErrorPolicy::DeadLetter => errors.push(ConfigError::rule(
+            "errors.dead_letter_topic",
+            "is required when schema_evolution.on_breaking_change = \"dead-letter\"",
+        )),
+        (true, None) => errors
             .push(ConfigError::rule("errors.dead_letter_topic", "is required when errors.policy = \"dead-letter\"")),
-        (ErrorPolicy::DeadLetter, Some(topic)) => {
+        (true, Some(topic)) => {
             check_topic_name("errors.dead_letter_topic", topic, errors);
             if config.kafka.topic_list().contains(&topic.as_str()) {
                 errors.push(ConfigError::rule(
@@ -36,9 +42,11 @@ pub(crate) fn validate(config: &mut Config, env: &Env, errors: &mut Vec<ConfigEr
                 ));
             }
         }
-        (_, Some(_)) => errors
-            .push(ConfigError::rule("errors.dead_letter_topic", "applies only when errors.policy = \"dead-letter\"")),
-        (_, None) => {}
+        (false, Some(_)) => errors.push(ConfigError::rule(
+            "errors.dead_letter_topic",
+            "applies only when errors.policy = \"dead-letter\" (or schema_evolution.on_breaking_change = \"dead-letter\")",
+        )),
+        (false, None) => {}
     }
     if config.buffer.flush_interval.get().is_zero() {
         errors.push(ConfigError::rule("buffer.flush_interval", "must be greater than zero"));

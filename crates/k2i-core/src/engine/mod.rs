@@ -180,7 +180,14 @@ pub fn run(config: Config, options: IngestOptions, shutdown: Arc<AtomicBool>) ->
     let (jobs, queue) = mpsc::channel(JOB_QUEUE);
     // One table today (`Config::tables` turns the single-table keys into one); the multi-table issue opens a
     // catalog table, a pipeline and an actor per entry.
-    let mut pipeline = TablePipeline::new(0, table_ref.table_name(), buffer, &config, jobs);
+    let dead_lettering = config.errors.policy == crate::config::ErrorPolicy::DeadLetter
+        || config.schema_evolution.on_breaking_change == crate::config::BreakingChangeAction::DeadLetter;
+    let dead_letters = match (&config.errors.dead_letter_topic, dead_lettering) {
+        (Some(topic), true) => Some(crate::dead_letter::DeadLetters::new(&config.kafka, topic)?),
+        _ => None,
+    };
+    let mut pipeline =
+        TablePipeline::new(0, table_ref.table_name(), buffer, &config, jobs).with_dead_letters(dead_letters);
 
     let targets = if options.until_caught_up {
         let topics = config.kafka.topic_list();

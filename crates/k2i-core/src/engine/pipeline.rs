@@ -46,6 +46,8 @@ pub enum PauseReason {
     Schema,
     /// A record's schema is a breaking change and `on_breaking_change = "pause"`.
     Breaking,
+    /// Dead letters wait for the dead-letter topic's acknowledgement (an outage).
+    DeadLetter,
 }
 
 /// The set of reasons a table's partitions are paused: paused while it is not empty, whichever reasons
@@ -67,6 +69,11 @@ impl PauseReasons {
     /// Whether any reason holds.
     pub fn any(&self) -> bool {
         !self.0.is_empty()
+    }
+
+    /// Whether `reason` holds.
+    pub fn has(&self, reason: PauseReason) -> bool {
+        self.0.contains(&reason)
     }
 }
 
@@ -124,6 +131,8 @@ pub struct TablePipeline {
     parked: Option<Parked>,
     /// An operator's decision for the records of a schema id that was a breaking change.
     decisions: HashMap<u32, ResumeAction>,
+    /// The dead-letter producer (`errors.policy` or `on_breaking_change` = `dead-letter`).
+    dead_letters: Option<crate::dead_letter::DeadLetters>,
 }
 
 /// A table parked on a record's schema.
@@ -181,7 +190,14 @@ impl TablePipeline {
             stopping: false,
             parked: None,
             decisions: HashMap::new(),
+            dead_letters: None,
         }
+    }
+
+    /// Sends dead letters through `dead_letters`.
+    pub fn with_dead_letters(mut self, dead_letters: Option<crate::dead_letter::DeadLetters>) -> Self {
+        self.dead_letters = dead_letters;
+        self
     }
 
     /// Running, paused or failed.
@@ -392,9 +408,9 @@ impl TablePipeline {
     pub fn resume(&mut self, action: ResumeAction, consumer: &KafkaConsumer, config: &Config, ops: &Ops) -> Result<()> {
         // A skip while a retry is still checking applies when the retry's outcome resumes the table.
         if let Some(Parked { schema_id, wait: Wait::Reread, .. }) = &self.parked
-            && action == ResumeAction::Skip
+            && (action == ResumeAction::Skip || (action == ResumeAction::DeadLetter && self.dead_letters.is_some()))
         {
-            self.decisions.insert(*schema_id, ResumeAction::Skip);
+            self.decisions.insert(*schema_id, action);
             return Ok(());
         }
         let Some(Parked { schema_id, topic, wait: Wait::Breaking { message, reason } }) = &self.parked else {
@@ -407,8 +423,16 @@ impl TablePipeline {
                 self.decisions.insert(schema_id, ResumeAction::Skip);
                 self.unpark(consumer, ops);
             }
+            ResumeAction::DeadLetter if self.dead_letters.is_some() => {
+                self.decisions.insert(schema_id, ResumeAction::DeadLetter);
+                self.unpark(consumer, ops);
+            }
             ResumeAction::DeadLetter => {
-                tracing::error!(table = %self.name, schema_id, "the dead-letter topic is not built yet; the table stays paused");
+                tracing::error!(
+                    table = %self.name,
+                    schema_id,
+                    "cannot dead-letter: errors.dead_letter_topic is not configured; the table stays paused"
+                );
             }
             ResumeAction::Retry => {
                 let strategy =
@@ -437,8 +461,19 @@ impl TablePipeline {
     ) -> Result<Flow> {
         let (topic, partition, offset) = (message.topic(), message.partition(), message.offset());
         ops.metrics.schema_breaking.inc();
-        let skip = self.decisions.get(&schema_id) == Some(&ResumeAction::Skip)
-            || config.schema_evolution.on_breaking_change == BreakingChangeAction::SkipMessage;
+        let decision = self.decisions.get(&schema_id).copied();
+        let dead_letter = decision == Some(ResumeAction::DeadLetter)
+            || (decision.is_none() && config.schema_evolution.on_breaking_change == BreakingChangeAction::DeadLetter);
+        if dead_letter && let Some(letters) = self.dead_letters.as_mut() {
+            let why = crate::dead_letter::Why { kind: "breaking_schema", reason: &reason, schema_id: Some(schema_id) };
+            letters.send(message, &why);
+            ops.metrics.records_dead_lettered.inc();
+            ops.metrics.decode_errors.with_label_values(&["breaking_schema"]).inc();
+            self.buffer.skip(topic, partition, offset);
+            return Ok(Flow::Go);
+        }
+        let skip = decision == Some(ResumeAction::Skip)
+            || (decision.is_none() && config.schema_evolution.on_breaking_change == BreakingChangeAction::SkipMessage);
         if skip {
             ops.metrics.records_skipped.inc();
             ops.metrics.decode_errors.with_label_values(&["breaking_schema"]).inc();
@@ -585,6 +620,20 @@ impl TablePipeline {
                 self.buffer.skip(topic, partition, offset);
                 Ok(())
             }
+            ErrorPolicy::DeadLetter if self.dead_letters.is_some() => {
+                let schema_id = match config.kafka.format.kind.needs_registry() {
+                    true => message.payload().and_then(|v| crate::decode::framing::split(v).ok()).map(|f| f.schema_id),
+                    false => None,
+                };
+                let why = crate::dead_letter::Why { kind, reason: &reason, schema_id };
+                if let Some(letters) = self.dead_letters.as_mut() {
+                    letters.send(message, &why);
+                }
+                ops.metrics.records_dead_lettered.inc();
+                tracing::debug!(topic, partition, offset, reason, "dead-lettered a record");
+                self.buffer.skip(topic, partition, offset);
+                Ok(())
+            }
             ErrorPolicy::Fail | ErrorPolicy::DeadLetter => {
                 Err(Error::new(ErrorKind::InvalidRecord, format!("cannot store a record: {reason}"))
                     .with("topic", topic)
@@ -622,6 +671,9 @@ impl TablePipeline {
                     .due(self.buffer.records(), self.buffer.bytes(), self.buffer.first_record_at(), now)
                     .is_some();
             let first_record_at = self.buffer.first_record_at();
+            // Dead-lettered offsets are committed with the flush: only once the topic has them all.
+            let due = due && self.dead_letters_settled(Duration::from_millis(200), ops);
+            self.apply_pause(consumer, ops);
             if due && let Some(batch) = self.buffer.take()? {
                 self.waiting_since = self.waiting_since.or(first_record_at).or_else(|| Some(Instant::now()));
                 let mut sealed = Sealed::new(batch);
@@ -643,6 +695,33 @@ impl TablePipeline {
         self.pause.set(PauseReason::BufferFull, full);
         self.apply_pause(consumer, ops);
         Ok(handed)
+    }
+
+    /// Whether every dead letter is acknowledged (waiting up to `wait`); while not, the table pauses and
+    /// `/readyz` says why.
+    fn dead_letters_settled(&mut self, wait: Duration, ops: &Ops) -> bool {
+        let Some(letters) = self.dead_letters.as_mut() else { return true };
+        if letters.pending() == 0 && !self.pause.has(PauseReason::DeadLetter) {
+            return true;
+        }
+        match letters.settle(wait) {
+            Ok(()) => {
+                if self.pause.has(PauseReason::DeadLetter) {
+                    tracing::info!(table = %self.name, "the dead-letter topic acknowledged every dead letter; resuming");
+                    ops.dead_letters(None);
+                }
+                self.pause.set(PauseReason::DeadLetter, false);
+                true
+            }
+            Err(error) => {
+                if !self.pause.has(PauseReason::DeadLetter) {
+                    tracing::warn!(table = %self.name, error = %error, "the dead-letter topic does not acknowledge; the table pauses");
+                }
+                ops.dead_letters(Some(format!("table {}: {error}", self.name)));
+                self.pause.set(PauseReason::DeadLetter, true);
+                false
+            }
+        }
     }
 
     /// Hands the pending flush to the actor if none is in flight. Returns whether one was handed over.
@@ -671,7 +750,18 @@ impl TablePipeline {
         if self.failed.is_some() {
             return Ok(0);
         }
-        let mut last = self.buffer.take()?.map(Sealed::new);
+        let settled = match self.dead_letters.as_mut() {
+            Some(letters) => match letters.settle(Duration::from_secs(30)) {
+                Ok(()) => true,
+                Err(error) => {
+                    // The next start re-reads these records and dead-letters them again.
+                    tracing::error!(table = %self.name, error = %error, "stopping without the last flush: dead letters are not acknowledged");
+                    false
+                }
+            },
+            None => true,
+        };
+        let mut last = if settled { self.buffer.take()?.map(Sealed::new) } else { None };
         if let Some(sealed) = last.as_mut() {
             for tp in self.covered_gaps(sealed) {
                 if let Some(gap) = self.gaps.remove(&tp) {

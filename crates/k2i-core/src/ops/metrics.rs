@@ -54,6 +54,8 @@ pub struct Metrics {
     pub schema_breaking: IntCounter,
     /// 1 while a table is paused by a breaking schema change.
     pub schema_paused: IntGauge,
+    /// Records sent to the dead-letter topic.
+    pub records_dead_lettered: IntCounter,
     /// Registry schemas fetched and compiled.
     pub schemas_resolved: IntCounter,
     /// Kafka timestamp (ms since the epoch) of the newest committed record; `k2i_freshness_seconds` is
@@ -179,6 +181,11 @@ impl Metrics {
                 "Records whose writer schema is a breaking change for the table.",
             ),
             schema_paused: gauge(&r, "k2i_schema_paused", "1 while a table is paused by a breaking schema change."),
+            records_dead_lettered: counter(
+                &r,
+                "k2i_records_dead_lettered_total",
+                "Records sent to the dead-letter topic (acknowledged before their offsets are committed).",
+            ),
             schemas_resolved: counter(&r, "k2i_schemas_resolved_total", "Registry schemas fetched and compiled."),
             newest_committed_timestamp_ms: gauge(
                 &r,

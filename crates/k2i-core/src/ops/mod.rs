@@ -119,6 +119,8 @@ struct State {
     stalled: Option<String>,
     /// A table waits for a schema (registry unreachable) or is paused by a breaking schema change.
     schema: Option<String>,
+    /// Dead letters wait for the dead-letter topic.
+    dead_letters: Option<String>,
     /// Resume requests (`POST /resume`) not yet taken by the polling thread.
     #[serde(skip)]
     resumes: Vec<ResumeAction>,
@@ -169,6 +171,7 @@ impl Ops {
                 failed: None,
                 stalled: None,
                 schema: None,
+                dead_letters: None,
                 resumes: Vec::new(),
                 assigning_since: None,
             }),
@@ -285,6 +288,11 @@ impl Ops {
         self.with(|s| s.schema = reason);
     }
 
+    /// Dead letters wait for the dead-letter topic (`Some`), or it acknowledges again (`None`).
+    pub fn dead_letters(&self, reason: Option<String>) {
+        self.with(|s| s.dead_letters = reason);
+    }
+
     /// The schema pause reason, if any.
     pub fn schema_reason(&self) -> Option<String> {
         self.with(|s| s.schema.clone())
@@ -314,6 +322,9 @@ impl Ops {
                 "assigning partitions: waiting {}s for the table's progress",
                 s.assigning_since.map(|t| t.elapsed().as_secs()).unwrap_or_default()
             )),
+            Phase::Running if s.dead_letters.is_some() => {
+                Err(format!("dead-letter topic unavailable: {}", s.dead_letters.as_deref().unwrap_or_default()))
+            }
             Phase::Running if s.schema.is_some() => Err(format!("schema: {}", s.schema.as_deref().unwrap_or_default())),
             Phase::Running if s.stalled.is_some() => {
                 Err(format!("commits stalled: {}", s.stalled.as_deref().unwrap_or_default()))
