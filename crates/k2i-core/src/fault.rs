@@ -6,6 +6,10 @@
 //! - `after-data-files` — data files written, files recorded in the log, catalog not yet called;
 //! - `after-commit` — the snapshot is committed in the catalog, the log does not know yet;
 //! - `after-committed-record` — the log says committed, Kafka offsets not yet committed;
+//! - `after-schema-change` — a writer schema's change is committed in the catalog, the transaction log and
+//!   the polling thread do not know yet;
+//! - `after-dead-letters` — the dead-letter topic acknowledged the dead letters of the flush about to be
+//!   sealed, the flush (with their offsets) is not committed yet;
 //! - `recovery` — at the start of start-up recovery (for readiness tests: `pause` holds the process in the
 //!   `recovering` phase).
 //!
@@ -35,6 +39,10 @@ pub enum Point {
     AfterCommit,
     /// After the committed record, before the Kafka offset commit.
     AfterCommittedRecord,
+    /// After a schema change's catalog commit, before its log record.
+    AfterSchemaChange,
+    /// After the dead letters before a flush are acknowledged, before it is sealed.
+    AfterDeadLetters,
     /// At the start of recovery.
     Recovery,
 }
@@ -46,12 +54,21 @@ impl Point {
             Self::AfterDataFiles => "after-data-files",
             Self::AfterCommit => "after-commit",
             Self::AfterCommittedRecord => "after-committed-record",
+            Self::AfterSchemaChange => "after-schema-change",
+            Self::AfterDeadLetters => "after-dead-letters",
             Self::Recovery => "recovery",
         }
     }
 
-    const ALL: [Point; 5] =
-        [Self::AfterIntent, Self::AfterDataFiles, Self::AfterCommit, Self::AfterCommittedRecord, Self::Recovery];
+    const ALL: [Point; 7] = [
+        Self::AfterIntent,
+        Self::AfterDataFiles,
+        Self::AfterCommit,
+        Self::AfterCommittedRecord,
+        Self::AfterSchemaChange,
+        Self::AfterDeadLetters,
+        Self::Recovery,
+    ];
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -27,6 +27,8 @@ use rdkafka::{Offset, TopicPartitionList};
 // A crate root looks for modules beside itself; this binary's live in a folder named after it.
 #[path = "k2i-bench/commit_history.rs"]
 mod commit_history;
+#[path = "k2i-bench/protobuf.rs"]
+mod protobuf;
 
 /// Record shapes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -35,6 +37,30 @@ enum Shape {
     Json,
     /// Opaque 1 KiB values (`--record-bytes` to change).
     Raw,
+    /// Confluent-framed Protobuf: a 10-field event (mixed scalars, a timestamp, one nested message).
+    Protobuf,
+    /// Confluent-framed Protobuf: a ~100-column nested bid request.
+    ProtobufWide,
+}
+
+impl Shape {
+    fn name(self) -> &'static str {
+        match self {
+            Self::Json => "json",
+            Self::Raw => "raw",
+            Self::Protobuf => "protobuf",
+            Self::ProtobufWide => "protobuf-wide",
+        }
+    }
+
+    /// The `kafka.format.type` k2i reads it with.
+    fn format(self) -> &'static str {
+        match self {
+            Self::Json => "json",
+            Self::Raw => "raw",
+            Self::Protobuf | Self::ProtobufWide => "protobuf",
+        }
+    }
 }
 
 /// Benchmark k2i against the raw consume rate of the same topic.
@@ -47,6 +73,9 @@ struct Args {
     /// Kafka bootstrap servers.
     #[arg(long, env = "K2I_TEST_KAFKA", default_value = "127.0.0.1:19092")]
     bootstrap_servers: String,
+    /// The Schema Registry (Protobuf shapes).
+    #[arg(long, env = "K2I_TEST_REGISTRY", default_value = "http://127.0.0.1:18081/apis/ccompat/v7")]
+    registry: String,
     /// The k2i binary to measure.
     #[arg(long, required = true)]
     k2i: Option<PathBuf>,
@@ -122,11 +151,22 @@ fn preload(args: &Args, topic: &str) -> Result<u64> {
         .set("acks", "1")
         .create()
         .context("cannot create the producer")?;
+    let message = match args.shape {
+        Shape::Protobuf => Some(protobuf::EVENT.to_owned()),
+        Shape::ProtobufWide => Some(protobuf::bid_request()),
+        Shape::Json | Shape::Raw => None,
+    }
+    .map(|schema| -> Result<_> {
+        let id = protobuf::register(&args.registry, topic, &schema)?;
+        Ok((protobuf::descriptor(&schema)?, id))
+    })
+    .transpose()?;
     let mut bytes = 0u64;
     for i in 0..args.records {
-        let value = match args.shape {
-            Shape::Json => json_record(i).into_bytes(),
-            Shape::Raw => raw_record(i, args.record_bytes),
+        let value = match (&message, args.shape) {
+            (Some((descriptor, id)), _) => protobuf::record(descriptor, *id, i),
+            (None, Shape::Raw) => raw_record(i, args.record_bytes),
+            (None, _) => json_record(i).into_bytes(),
         };
         bytes += value.len() as u64;
         let key = format!("k{}", i % 10_000);
@@ -261,7 +301,7 @@ fn main() -> Result<()> {
         (None, None) => bail!("--k2i is required"),
     };
     let stamp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_secs();
-    let shape = format!("{:?}", args.shape).to_lowercase();
+    let shape = args.shape.name();
     let topic = format!("bench-{shape}-{}p-{}-{stamp}", args.partitions, args.records);
     let run_dir = args.out.join(&topic);
     std::fs::create_dir_all(&run_dir)?;
@@ -285,7 +325,7 @@ fn main() -> Result<()> {
     std::fs::write(
         &config,
         format!(
-            "[kafka]\nbootstrap_servers = [\"{}\"]\ntopic = \"{topic}\"\nconsumer_group = \"{topic}-k2i\"\n\n[kafka.format]\ntype = \"{shape}\"\n\n\
+            "[kafka]\nbootstrap_servers = [\"{}\"]\ntopic = \"{topic}\"\nconsumer_group = \"{topic}-k2i\"\n\n[kafka.format]\ntype = \"{format}\"\n{registry}\n\
              [buffer]\nmax_size_mb = {}\nflush_batch_size = {}\n\n[schema_evolution]\nschema_update_min_interval = \"0s\"\n\n\
              [iceberg]\nwarehouse_path = \"{}\"\ndatabase_name = \"bench\"\ntable_name = \"events\"\n\n\
              [transaction_log]\nlog_dir = \"{}\"\n\n[monitoring]\nhealth_port = {port}\nmetrics_port = {port}\n",
@@ -295,6 +335,16 @@ fn main() -> Result<()> {
             run_dir.join("warehouse").display(),
             run_dir.join("txlog").display(),
             port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port(),
+            format = args.shape.format(),
+            registry = if args.shape.format() == "protobuf" {
+                format!(
+                    "\n[kafka.format.registry]\nurl = \"{}\"\ncache_dir = \"{}\"\n",
+                    args.registry,
+                    run_dir.join("schemas").display()
+                )
+            } else {
+                String::new()
+            },
         ),
     )?;
     eprintln!("k2i-bench: (b) k2i ingest --until-caught-up");
@@ -313,6 +363,7 @@ fn main() -> Result<()> {
             "cpu_seconds": k2i.cpu_secs, "peak_rss_mb": k2i.peak_rss_mb, "snapshots": commits, "files": files,
         },
         "ratio_k2i_to_raw": k2i_rps / raw_rps,
+        "payload_mib_per_cpu_second": payload_bytes as f64 / 1048576.0 / k2i.cpu_secs,
         "peak_rss_minus_buffer_cap_mb": k2i.peak_rss_mb - args.buffer_mb as f64,
         "k2i_summary": k2i.stdout.trim(),
     });
@@ -333,6 +384,12 @@ fn main() -> Result<()> {
         k2i.peak_rss_mb,
         args.buffer_mb,
         k2i.peak_rss_mb - args.buffer_mb as f64
+    );
+    println!(
+        "payload: {:.1} MiB/s per core of k2i CPU ({:.1} MiB of values in {:.2} CPU s)",
+        payload_bytes as f64 / 1048576.0 / k2i.cpu_secs,
+        payload_bytes as f64 / 1048576.0,
+        k2i.cpu_secs
     );
     let json_path = args.out.join(format!("{topic}.json"));
     std::fs::write(&json_path, serde_json::to_string_pretty(&report)?)?;

@@ -286,7 +286,8 @@ pub enum BreakingChangeAction {
     Pause,
     /// Exit with an error.
     Fail,
-    /// Skip the records whose writer schema does not fit, counted (K2I's name).
+    /// Skip the records whose writer schema does not fit, counted (K2I's name; `skip` also works).
+    #[serde(alias = "skip")]
     SkipMessage,
     /// Send the records whose writer schema does not fit to `errors.dead_letter_topic`.
     DeadLetter,

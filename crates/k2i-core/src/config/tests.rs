@@ -1020,6 +1020,13 @@ fn unbuilt_lists_every_feature_that_is_not_built() {
     }
     let skip = parse(&breaking("skip-message")).unwrap();
     assert_eq!(skip.schema_evolution.on_breaking_change, BreakingChangeAction::SkipMessage);
+    // Serde aliases pass the schema check too.
+    assert_eq!(
+        parse(&breaking("skip")).unwrap().schema_evolution.on_breaking_change,
+        BreakingChangeAction::SkipMessage
+    );
+    let json_schema = "[kafka.format]\ntype = \"json-schema\"\n[kafka.format.registry]\nurl = \"http://r\"";
+    assert_eq!(parse(&with("kafka", json_schema)).unwrap().kafka.format.kind, FormatType::JsonSchema);
     let dead_letter = format!("{}\n[errors]\ndead_letter_topic = \"dlq\"\n", breaking("dead-letter"));
     assert_eq!(unbuilt(&dead_letter), Vec::<String>::new());
     assert_eq!(

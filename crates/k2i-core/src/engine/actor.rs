@@ -331,6 +331,7 @@ impl CommitActor {
             tokio::time::sleep(wait).await;
         }
         let table = catalog::change_schema(&self.cx.table_ref, change).await?;
+        crate::fault::hit(crate::fault::Point::AfterSchemaChange);
         self.last_schema_update = Some(Instant::now());
         let metrics = &self.cx.ops.metrics;
         metrics.schema_columns_added.inc_by(change.additions.len() as u64);

@@ -704,8 +704,12 @@ impl TablePipeline {
         if letters.pending() == 0 && !self.pause.has(PauseReason::DeadLetter) {
             return true;
         }
+        let had = letters.pending();
         match letters.settle(wait) {
             Ok(()) => {
+                if had > 0 {
+                    crate::fault::hit(crate::fault::Point::AfterDeadLetters);
+                }
                 if self.pause.has(PauseReason::DeadLetter) {
                     tracing::info!(table = %self.name, "the dead-letter topic acknowledged every dead letter; resuming");
                     ops.dead_letters(None);
