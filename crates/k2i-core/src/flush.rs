@@ -102,6 +102,11 @@ impl Sealed {
         &self.meta
     }
 
+    /// The memory its rows take.
+    pub fn bytes(&self) -> usize {
+        self.batch.bytes
+    }
+
     /// Gaps recorded after sealing (they travel with the next flush of their partition).
     pub fn add_gap(&mut self, tp: TopicPartition, gap: OffsetRange) {
         self.batch.gaps.insert(tp.clone(), gap);

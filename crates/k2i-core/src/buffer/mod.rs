@@ -124,6 +124,8 @@ pub struct TableBuffer {
     rows: usize,
     skipped: usize,
     bytes: usize,
+    /// The estimated part of `bytes`: the rows not sealed into a chunk yet.
+    open_bytes: usize,
     first_record_at: Option<Instant>,
     max_timestamp_ms: Option<i64>,
     /// The partition of the last record, for the allocation-free path of `advance`.
@@ -156,6 +158,7 @@ impl TableBuffer {
             rows: 0,
             skipped: 0,
             bytes: 0,
+            open_bytes: 0,
             first_record_at: None,
             max_timestamp_ms: None,
             last_partition: None,
@@ -222,7 +225,9 @@ impl TableBuffer {
         }
         self.open_rows += 1;
         self.rows += 1;
-        self.bytes += value.map_or(0, <[u8]>::len) + meta.key.map_or(0, <[u8]>::len) + ROW_OVERHEAD_BYTES;
+        let estimate = value.map_or(0, <[u8]>::len) + meta.key.map_or(0, <[u8]>::len) + ROW_OVERHEAD_BYTES;
+        self.bytes += estimate;
+        self.open_bytes += estimate;
         self.advance(meta.topic, meta.partition, meta.offset);
         if self.open_rows >= self.chunk_rows {
             self.seal()?;
@@ -332,6 +337,11 @@ impl TableBuffer {
         }
         let batch = RecordBatch::try_new(self.arrow.clone(), columns)
             .map_err(|e| Error::new(ErrorKind::Internal, "cannot assemble a buffered batch").source(e))?;
+        // A sealed chunk's real size replaces the estimate of its rows: decoded columns can take several
+        // times the wire size (a wide Protobuf message), and `max_size_mb` caps memory, not payload.
+        let real = batch.get_array_memory_size();
+        self.bytes = self.bytes.saturating_sub(self.open_bytes).saturating_add(real.max(self.open_bytes));
+        self.open_bytes = 0;
         self.chunks.push(Chunk { schema: self.schema.clone(), batch });
         self.open_rows = 0;
         Ok(())
@@ -360,6 +370,7 @@ impl TableBuffer {
         self.rows = 0;
         self.skipped = 0;
         self.bytes = 0;
+        self.open_bytes = 0;
         self.first_record_at = None;
         Ok(Some(flush))
     }
@@ -385,6 +396,7 @@ impl TableBuffer {
             self.rows = 0;
             self.skipped = 0;
             self.bytes = 0;
+            self.open_bytes = 0;
             self.first_record_at = None;
         }
         Ok(dropped)

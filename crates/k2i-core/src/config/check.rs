@@ -355,6 +355,9 @@ pub(crate) fn is_secret(value: &Value) -> bool {
     }
 }
 
+/// Other spellings of enum values that serde accepts (`#[serde(alias)]`): (alias, value).
+const ENUM_ALIASES: [(&str, &str); 2] = [("json-schema", "json_schema"), ("skip", "skip-message")];
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -373,6 +376,3 @@ mod tests {
         assert_eq!(join("", "kafka"), "kafka");
     }
 }
-
-/// Other spellings of enum values that serde accepts (`#[serde(alias)]`): (alias, value).
-const ENUM_ALIASES: [(&str, &str); 2] = [("json-schema", "json_schema"), ("skip", "skip-message")];

@@ -278,8 +278,8 @@ impl ProtobufDecoder {
         };
         let key = frame.indexes.encoded();
         let found = match self.plans.get(self.last) {
-            Some((id, k, _)) if *id == frame.schema_id && **k == *key => Some(self.last),
-            _ => self.plans.iter().position(|(id, k, _)| *id == frame.schema_id && **k == *key),
+            Some((id, k, _)) if *id == frame.schema_id && same_bytes(k, key) => Some(self.last),
+            _ => self.plans.iter().position(|(id, k, _)| *id == frame.schema_id && same_bytes(k, key)),
         };
         let index = match found {
             Some(i) => i,
@@ -345,4 +345,11 @@ impl ProtobufDecoder {
         self.plans.clear();
         self.last = 0;
     }
+}
+
+/// Equality of two short byte strings (message-index arrays are a few bytes, usually none) without a call
+/// into `memcmp` per record.
+#[inline]
+fn same_bytes(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x == y)
 }

@@ -101,6 +101,9 @@ pub struct TablePipeline {
     /// Flushes handed to the actor whose outcome is not back yet (at most one while running; the stop may
     /// hand over the pending flush and the rest of the buffer together).
     in_flight: usize,
+    /// The memory of the flushes in flight and pending: `buffer.max_size_mb` caps it together with the
+    /// buffer's, so double buffering never holds twice the cap.
+    held_bytes: std::collections::VecDeque<usize>,
     pause: PauseReasons,
     /// Whether the consumer's partitions of this table are paused right now.
     paused: bool,
@@ -173,6 +176,7 @@ impl TablePipeline {
             policy: FlushPolicy::new(&config.buffer),
             pending: None,
             in_flight: 0,
+            held_bytes: std::collections::VecDeque::new(),
             pause: PauseReasons::default(),
             paused: false,
             failed: None,
@@ -665,11 +669,9 @@ impl TablePipeline {
             return Ok(false);
         }
         if self.pending.is_none() {
-            let due = force
-                || self
-                    .policy
-                    .due(self.buffer.records(), self.buffer.bytes(), self.buffer.first_record_at(), now)
-                    .is_some();
+            let bytes = self.buffer.bytes().saturating_add(self.held_bytes.iter().sum());
+            let due =
+                force || self.policy.due(self.buffer.records(), bytes, self.buffer.first_record_at(), now).is_some();
             let first_record_at = self.buffer.first_record_at();
             // Dead-lettered offsets are committed with the flush: only once the topic has them all.
             let due = due && self.dead_letters_settled(Duration::from_millis(200), ops);
@@ -677,6 +679,7 @@ impl TablePipeline {
             if due && let Some(batch) = self.buffer.take()? {
                 self.waiting_since = self.waiting_since.or(first_record_at).or_else(|| Some(Instant::now()));
                 let mut sealed = Sealed::new(batch);
+                self.held_bytes.push_back(sealed.bytes());
                 let covered = self.covered_gaps(&sealed);
                 for tp in covered {
                     if let Some(gap) = self.gaps.remove(&tp) {
@@ -784,6 +787,13 @@ impl TablePipeline {
 
     /// Applies a flush's outcome.
     pub fn on_outcome(&mut self, outcome: Outcome, consumer: &KafkaConsumer, config: &Config, ops: &Ops) -> Result<()> {
+        if outcome.is_flush() {
+            // Flushes end in the order they were sealed.
+            self.held_bytes.pop_front();
+            if self.in_flight <= 1 && self.pending.is_none() {
+                self.held_bytes.clear();
+            }
+        }
         let outcome = match outcome {
             Outcome::Resolved { schema_id, result } => {
                 self.on_resolved(schema_id, result, consumer, ops);

@@ -20,7 +20,7 @@ use arrow_array::{
     ArrayRef, BooleanArray, Decimal128Array, Float32Array, Float64Array, GenericBinaryArray, GenericStringArray,
     Int32Array, Int64Array, ListArray, MapArray, StructArray, TimestampMicrosecondArray,
 };
-use arrow_buffer::{Buffer, NullBuffer, OffsetBuffer, ScalarBuffer};
+use arrow_buffer::{BooleanBufferBuilder, Buffer, NullBuffer, OffsetBuffer, ScalarBuffer};
 use arrow_schema::{DataType, FieldRef, Fields, TimeUnit};
 use prost_reflect::{Cardinality, DynamicMessage, FieldDescriptor, Kind, MessageDescriptor, Value};
 
@@ -44,25 +44,67 @@ fn err<T>(message: impl Into<String>) -> Result<T, WireError> {
 #[derive(Debug)]
 pub(crate) enum Col {
     /// `boolean`.
-    Bool(Vec<bool>, Vec<bool>),
+    Bool(Bits, Bits),
     /// `int`.
-    I32(Vec<i32>, Vec<bool>),
+    I32(Vec<i32>, Bits),
     /// `long`, or `timestamptz` in µs (the data type says which).
-    I64(Vec<i64>, Vec<bool>, DataType),
+    I64(Vec<i64>, Bits, DataType),
     /// `float`.
-    F32(Vec<f32>, Vec<bool>),
+    F32(Vec<f32>, Bits),
     /// `double`.
-    F64(Vec<f64>, Vec<bool>),
+    F64(Vec<f64>, Bits),
     /// `decimal(P, S)`.
-    Dec(Vec<i128>, Vec<bool>, u8, i8),
+    Dec(Vec<i128>, Bits, u8, i8),
     /// `string` / `binary`: offsets, bytes, validity, whether UTF-8, whether 64-bit offsets.
-    Bytes { offsets: Vec<i64>, data: Vec<u8>, valid: Vec<bool>, utf8: bool, large: bool },
+    Bytes { offsets: Vec<i64>, data: Vec<u8>, valid: Bits, utf8: bool, large: bool },
     /// `struct`.
-    Struct { fields: Fields, children: Vec<Col>, valid: Vec<bool> },
+    Struct { fields: Fields, children: Vec<Col>, valid: Bits },
     /// `list`.
-    List { field: FieldRef, offsets: Vec<i32>, child: Box<Col>, valid: Vec<bool> },
+    List { field: FieldRef, offsets: Vec<i32>, child: Box<Col>, valid: Bits },
     /// `map`.
-    Map { field: FieldRef, offsets: Vec<i32>, keys: Box<Col>, values: Box<Col>, valid: Vec<bool>, ordered: bool },
+    Map { field: FieldRef, offsets: Vec<i32>, keys: Box<Col>, values: Box<Col>, valid: Bits, ordered: bool },
+}
+
+/// A growable bitmap (validity, or boolean values), bit-packed like Arrow's.
+#[derive(Debug)]
+pub(crate) struct Bits(BooleanBufferBuilder);
+
+impl std::default::Default for Bits {
+    fn default() -> Self {
+        Self(BooleanBufferBuilder::new(0))
+    }
+}
+
+impl Bits {
+    #[inline]
+    fn push(&mut self, v: bool) {
+        self.0.append(v);
+    }
+
+    #[inline]
+    fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    fn truncate(&mut self, len: usize) {
+        if len < self.0.len() {
+            self.0.truncate(len);
+        }
+    }
+
+    /// The bits as a validity buffer; `None` when every row is valid. Empty again afterwards.
+    fn finish(&mut self) -> Option<NullBuffer> {
+        let capacity = self.0.len();
+        let bits = std::mem::replace(&mut self.0, BooleanBufferBuilder::new(capacity)).finish();
+        let nulls = NullBuffer::new(bits);
+        (nulls.null_count() > 0).then_some(nulls)
+    }
+
+    /// The bits as boolean values. Empty again afterwards.
+    fn values(&mut self) -> arrow_buffer::BooleanBuffer {
+        let capacity = self.0.len();
+        std::mem::replace(&mut self.0, BooleanBufferBuilder::new(capacity)).finish()
+    }
 }
 
 /// A column type the Protobuf decoder does not write.
@@ -73,31 +115,31 @@ impl Col {
     /// An empty column of `data_type`.
     pub fn new(data_type: &DataType) -> Result<Self, Unsupported> {
         Ok(match data_type {
-            DataType::Boolean => Self::Bool(Vec::new(), Vec::new()),
-            DataType::Int32 => Self::I32(Vec::new(), Vec::new()),
+            DataType::Boolean => Self::Bool(Bits::default(), Bits::default()),
+            DataType::Int32 => Self::I32(Vec::new(), Bits::default()),
             DataType::Int64 | DataType::Timestamp(TimeUnit::Microsecond, _) => {
-                Self::I64(Vec::new(), Vec::new(), data_type.clone())
+                Self::I64(Vec::new(), Bits::default(), data_type.clone())
             }
-            DataType::Float32 => Self::F32(Vec::new(), Vec::new()),
-            DataType::Float64 => Self::F64(Vec::new(), Vec::new()),
-            DataType::Decimal128(p, s) => Self::Dec(Vec::new(), Vec::new(), *p, *s),
+            DataType::Float32 => Self::F32(Vec::new(), Bits::default()),
+            DataType::Float64 => Self::F64(Vec::new(), Bits::default()),
+            DataType::Decimal128(p, s) => Self::Dec(Vec::new(), Bits::default(), *p, *s),
             DataType::Utf8 | DataType::LargeUtf8 | DataType::Binary | DataType::LargeBinary => Self::Bytes {
                 offsets: vec![0],
                 data: Vec::new(),
-                valid: Vec::new(),
+                valid: Bits::default(),
                 utf8: matches!(data_type, DataType::Utf8 | DataType::LargeUtf8),
                 large: matches!(data_type, DataType::LargeUtf8 | DataType::LargeBinary),
             },
             DataType::Struct(fields) => Self::Struct {
                 fields: fields.clone(),
                 children: fields.iter().map(|f| Col::new(f.data_type())).collect::<Result<_, _>>()?,
-                valid: Vec::new(),
+                valid: Bits::default(),
             },
             DataType::List(field) => Self::List {
                 field: field.clone(),
                 offsets: vec![0],
                 child: Box::new(Col::new(field.data_type())?),
-                valid: Vec::new(),
+                valid: Bits::default(),
             },
             DataType::Map(field, ordered) => {
                 let DataType::Struct(kv) = field.data_type() else { return Err(Unsupported(data_type.clone())) };
@@ -109,7 +151,7 @@ impl Col {
                     offsets: vec![0],
                     keys: Box::new(Col::new(kv[0].data_type())?),
                     values: Box::new(Col::new(kv[1].data_type())?),
-                    valid: Vec::new(),
+                    valid: Bits::default(),
                     ordered: *ordered,
                 }
             }
@@ -117,7 +159,7 @@ impl Col {
         })
     }
 
-    fn valid(&self) -> &Vec<bool> {
+    fn valid(&self) -> &Bits {
         match self {
             Self::Bool(_, v)
             | Self::I32(_, v)
@@ -262,27 +304,29 @@ impl Col {
 
     /// Everything appended so far as an Arrow array; the column starts empty again.
     pub fn finish(&mut self) -> Result<ArrayRef, arrow_schema::ArrowError> {
-        fn nulls(valid: &mut Vec<bool>) -> Option<NullBuffer> {
-            let valid = std::mem::take(valid);
-            if valid.iter().all(|v| *v) { None } else { Some(NullBuffer::from(valid)) }
+        fn nulls(valid: &mut Bits) -> Option<NullBuffer> {
+            valid.finish()
+        }
+        // The next chunk gets the capacity this one needed: no regrowth, and no slack kept in the arrays.
+        fn take<T>(values: &mut Vec<T>) -> Vec<T> {
+            let capacity = values.len();
+            std::mem::replace(values, Vec::with_capacity(capacity))
         }
         Ok(match self {
-            Self::Bool(x, v) => Arc::new(BooleanArray::new(std::mem::take(x).into(), nulls(v))) as ArrayRef,
-            Self::I32(x, v) => Arc::new(Int32Array::new(ScalarBuffer::from(std::mem::take(x)), nulls(v))),
+            Self::Bool(x, v) => Arc::new(BooleanArray::new(x.values(), nulls(v))) as ArrayRef,
+            Self::I32(x, v) => Arc::new(Int32Array::new(ScalarBuffer::from(take(x)), nulls(v))),
             Self::I64(x, v, DataType::Timestamp(_, tz)) => Arc::new(
-                TimestampMicrosecondArray::new(ScalarBuffer::from(std::mem::take(x)), nulls(v))
-                    .with_timezone_opt(tz.clone()),
+                TimestampMicrosecondArray::new(ScalarBuffer::from(take(x)), nulls(v)).with_timezone_opt(tz.clone()),
             ),
-            Self::I64(x, v, _) => Arc::new(Int64Array::new(ScalarBuffer::from(std::mem::take(x)), nulls(v))),
-            Self::F32(x, v) => Arc::new(Float32Array::new(ScalarBuffer::from(std::mem::take(x)), nulls(v))),
-            Self::F64(x, v) => Arc::new(Float64Array::new(ScalarBuffer::from(std::mem::take(x)), nulls(v))),
-            Self::Dec(x, v, p, s) => Arc::new(
-                Decimal128Array::new(ScalarBuffer::from(std::mem::take(x)), nulls(v))
-                    .with_precision_and_scale(*p, *s)?,
-            ),
+            Self::I64(x, v, _) => Arc::new(Int64Array::new(ScalarBuffer::from(take(x)), nulls(v))),
+            Self::F32(x, v) => Arc::new(Float32Array::new(ScalarBuffer::from(take(x)), nulls(v))),
+            Self::F64(x, v) => Arc::new(Float64Array::new(ScalarBuffer::from(take(x)), nulls(v))),
+            Self::Dec(x, v, p, s) => {
+                Arc::new(Decimal128Array::new(ScalarBuffer::from(take(x)), nulls(v)).with_precision_and_scale(*p, *s)?)
+            }
             Self::Bytes { offsets, data, valid, utf8, large } => {
                 let offsets64 = std::mem::replace(offsets, vec![0]);
-                let data = Buffer::from_vec(std::mem::take(data));
+                let data = Buffer::from_vec(take(data));
                 let nulls = nulls(valid);
                 match (*utf8, *large) {
                     (true, false) => Arc::new(GenericStringArray::<i32>::try_new(narrow(offsets64)?, data, nulls)?),
@@ -812,7 +856,9 @@ fn read_singular(
         }
         read => {
             // Last one wins for a repeated occurrence of a singular scalar.
-            column.truncate(row);
+            if column.len() > row {
+                column.truncate(row);
+            }
             read_value(read, wire_type, bytes, pos, column)
         }
     }
