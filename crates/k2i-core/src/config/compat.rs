@@ -183,8 +183,18 @@ pub(crate) const K2I_KEYS: &[K2iKey] = &[
         ]),
     ),
     to("kafka.format.message_type", Kind::Text, &["kafka", "format", "message_name"]),
-    inert("kafka.format.cache_ttl_seconds", Kind::PositiveInt, "the Schema Registry", Issue::Protobuf),
-    inert("kafka.format.latest_on_startup", Kind::Bool, "the Schema Registry", Issue::Protobuf),
+    ignored(
+        "kafka.format.cache_ttl_seconds",
+        Kind::PositiveInt,
+        "schemas by id never change and are cached for ever (memory and `registry.cache_dir`); the latest version \
+         of a subject is never cached: k2i asks for it fresh, only to create a table or to retry a paused schema",
+    ),
+    ignored(
+        "kafka.format.latest_on_startup",
+        Kind::Bool,
+        "k2i reads the subject's latest schema at start only to create a missing table; records are always decoded \
+         with their writer's schema (by id)",
+    ),
     K2iKey {
         note: "`permissive` validates, `k2i ingest` refuses it until issue 10",
         ..converted(

@@ -10,7 +10,8 @@
 //!   on read (a file that fails its checksum or does not parse is ignored with a warning and fetched again).
 //!   So a restart proceeds while the registry is down, for every schema it has seen before.
 //!
-//! The latest version of a subject changes; it is only used to create a table, and never cached.
+//! The latest version of a subject changes: the question "which is the latest" is never cached (asked fresh,
+//! only to create a table or to retry a paused schema), but the schema it answers is cached by its id.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -176,12 +177,20 @@ impl RegistryClient {
             Error::new(ErrorKind::Corrupt, "the registry's answer has no schema id").with("subject", subject)
         })?;
         let references = self.resolve(&reply.references, 0).await?;
-        Ok(ResolvedSchema {
+        let schema = ResolvedSchema {
             id,
             schema_type: reply.schema_type.unwrap_or(SchemaType::Avro),
             schema: reply.schema,
             references,
-        })
+        };
+        // What the subject's latest version is changes; what its id names does not: cached by id like any
+        // schema, so records of the version a table was created from decode after a restart without the
+        // registry.
+        if let Err(e) = self.write_cached(&schema) {
+            tracing::warn!(error = %e, id, "cannot write the schema to the disk cache");
+        }
+        self.lock().insert(id, Arc::new(schema.clone()));
+        Ok(schema)
     }
 
     /// Resolves references depth-first; each (subject, version) once.
