@@ -176,6 +176,7 @@ pub fn status(args: &crate::cli::StatusArgs) -> Result<(), Failure> {
         }
         (None, None) => "http://127.0.0.1:8080".to_owned(),
     };
+    k2i_core::tls::install_crypto_provider();
     let client = reqwest::blocking::Client::builder()
         .timeout(std::time::Duration::from_secs(5))
         .build()
@@ -235,6 +236,7 @@ pub fn resume(args: &ResumeArgs) -> Result<(), Failure> {
     };
     let action = args.action.as_str();
     let url = format!("{base}/resume?action={action}");
+    k2i_core::tls::install_crypto_provider();
     let client = reqwest::blocking::Client::builder()
         .timeout(std::time::Duration::from_secs(5))
         .build()

@@ -34,6 +34,8 @@ pub mod exit {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     logging::init(&cli.global);
+    // Every HTTPS client (registry, status, resume) needs rustls' provider; once, before any is built.
+    k2i_core::tls::install_crypto_provider();
     let outcome = match cli.command {
         Command::Validate(args) => commands::validate(&args),
         Command::Ingest(args) => commands::ingest(&args),

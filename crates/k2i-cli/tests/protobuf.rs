@@ -458,3 +458,88 @@ fn one(i: i64, extra: Value) -> Value {
     }
     json!({"value": value, "partition": 0})
 }
+
+#[tokio::test]
+async fn a_compatible_version_registered_while_paused_reads_the_paused_records_after_k2i_resume() {
+    let stack = stack();
+    let setup = Setup::new(stack, "pb-reread", 1).await;
+    let dir = setup.dir.path();
+    let message = "k2i.evo.Event";
+    let v1 = write_proto(dir, "v1", "message Event { string id = 1; int64 count = 2; string label = 3; }\n");
+    // v3 turns `label` into a number: breaking for the table's string column.
+    let v3 = write_proto(dir, "v3", "message Event { string id = 1; int64 count = 2; int64 label = 3; }\n");
+    // v4, registered while the table is paused, gives field 3 a new name: compatible with the table (a new
+    // column) and able to read v3's bytes.
+    let v4 = write_proto(dir, "v4", "message Event { string id = 1; int64 count = 2; int64 label_number = 3; }\n");
+    stack.produce_protobuf(
+        &setup.topic,
+        &v1,
+        "evo/event.proto",
+        message,
+        &(0..5).map(|i| one(i, json!({"label": format!("l{i}")}))).collect::<Vec<_>>(),
+    );
+    let health = free_port();
+    let config = setup.sql_config(
+        stack,
+        &protobuf_format(message),
+        &format!("{}\n[buffer]\nflush_interval = \"300ms\"\n", registry_section(stack, dir)),
+    );
+    let mut cmd = k2i();
+    cmd.args(["ingest", "--until-caught-up", "--config"]).arg(&config);
+    let out = run(cmd);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+
+    stack.produce_protobuf(
+        &setup.topic,
+        &v3,
+        "evo/event.proto",
+        message,
+        &(5..8).map(|i| one(i, json!({"label": i * 100}))).collect::<Vec<_>>(),
+    );
+    let log = dir.join("k2i.log");
+    let mut cmd = k2i();
+    cmd.args(["ingest", "--config"]).arg(&config);
+    cmd.env("K2I_MONITORING__HEALTH_PORT", health.to_string()).env("K2I_MONITORING__METRICS_PORT", health.to_string());
+    let child = spawn_logged(cmd, &log);
+    let _guard = KillOnDrop(child.id());
+    let base = format!("http://127.0.0.1:{health}");
+    eventually("paused by v3", Duration::from_secs(60), || {
+        let (code, body) = http_get(&format!("{base}/readyz"))?;
+        (code == 503 && body.contains("breaking")).then_some(())
+    });
+    // The producer team registers v4 and produces with it; the operator retries.
+    stack.produce_protobuf(
+        &setup.topic,
+        &v4,
+        "evo/event.proto",
+        message,
+        &(8..10).map(|i| one(i, json!({"label_number": i * 100}))).collect::<Vec<_>>(),
+    );
+    let mut resume = k2i();
+    resume.args(["resume", "--url", &base]);
+    let out = run(resume);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    eventually("10 rows", Duration::from_secs(60), || {
+        (setup.inspect_sql(stack, "")["rows"].as_i64() == Some(10)).then_some(())
+    });
+    eventually("/readyz 200", Duration::from_secs(30), || {
+        http_get(&format!("{base}/readyz")).filter(|(c, _)| *c == 200)
+    });
+    kill(&child, "TERM");
+    let out = wait(child, Duration::from_secs(60));
+    assert_eq!(out.status.code(), Some(0), "{}", read_log(&log));
+    assert!(
+        read_log(&log).contains("reading the paused schema id with the subject's latest schema"),
+        "{}",
+        read_log(&log)
+    );
+
+    let seen = setup.inspect_sql(stack, "");
+    assert_eq!((seen["rows"].as_i64(), seen["distinct"].as_i64()), (Some(10), Some(10)));
+    let metadata = seen["metadata"].as_str().unwrap();
+    let duck = stack.duckdb(&format!(
+        "select string_agg(coalesce(label, cast(label_number as varchar)), ',' order by _kafka_offset) as values \
+         from iceberg_scan('{metadata}')"
+    ));
+    assert_eq!(duck[0]["values"], "l0,l1,l2,l3,l4,500,600,700,800,900", "v3's records read through v4");
+}

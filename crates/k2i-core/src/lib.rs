@@ -5,7 +5,7 @@
 //! the offsets in its summary). [`catalog`] opens the catalog and table, [`schema`] owns the table schema
 //! and its evolution, [`txlog`] records every flush's intent and outcome, [`recovery`] reconciles it with the
 //! table at start, [`engine`] wires the stages together, [`config`] is the configuration, [`fault`] holds
-//! the test-only fault points.
+//! the test-only fault points, [`tls`] sets up TLS for the HTTP clients.
 
 pub mod buffer;
 pub mod catalog;
@@ -24,6 +24,7 @@ pub mod schema;
 pub mod sink;
 pub mod source;
 pub mod table;
+pub mod tls;
 pub mod txlog;
 
 pub use error::{Error, ErrorKind, Result};

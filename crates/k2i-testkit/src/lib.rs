@@ -13,9 +13,9 @@ pub mod proxy;
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::sync::OnceLock;
+use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Once, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use rdkafka::ClientConfig;
@@ -325,14 +325,14 @@ impl Stack {
             .collect();
         let body = serde_json::json!({ "schemaType": schema_type.as_str(), "schema": schema, "references": refs });
         let url = format!("{}/subjects/{subject}/versions", self.registry);
-        let reply = self.registry_request(reqwest::Client::new().post(&url).json(&body), &url).await;
+        let reply = self.registry_request(http().post(&url).json(&body), &url).await;
         reply["id"].as_u64().and_then(|id| u32::try_from(id).ok()).unwrap_or_else(|| panic!("{url} answered {reply}"))
     }
 
     /// GETs a registry path (relative to the ccompat base URL) as JSON.
     pub async fn registry_get(&self, path: &str) -> Value {
         let url = format!("{}/{}", self.registry, path.trim_start_matches('/'));
-        self.registry_request(reqwest::Client::new().get(&url), &url).await
+        self.registry_request(http().get(&url), &url).await
     }
 
     async fn registry_request(&self, request: reqwest::RequestBuilder, url: &str) -> Value {
@@ -437,6 +437,101 @@ impl Stack {
         let last = out.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or_default();
         serde_json::from_str(last).unwrap_or_else(|e| panic!("the Python script printed non-JSON ({e}): {out}"))
     }
+}
+
+/// An HTTPS front for a plain-HTTP server, with its own CA ([`Stack::tls_proxy`]). Killed when dropped.
+#[derive(Debug)]
+pub struct TlsProxy {
+    /// The proxy's base URL (`https://127.0.0.1:PORT`); a path under it goes to the same path under the
+    /// upstream URL.
+    pub url: String,
+    /// The CA certificate that signed the server's and the client's certificates (PEM).
+    pub ca: PathBuf,
+    /// The server's certificate (for 127.0.0.1 and localhost).
+    pub server_cert: PathBuf,
+    /// The server's private key (PKCS#8 PEM).
+    pub server_key: PathBuf,
+    /// A client certificate the CA signed, for mTLS.
+    pub client_cert: PathBuf,
+    /// The client certificate's private key (PKCS#8 PEM).
+    pub client_key: PathBuf,
+    /// Where the proxy logs handshake failures and requests.
+    pub log: PathBuf,
+    child: Child,
+}
+
+impl Drop for TlsProxy {
+    fn drop(&mut self) {
+        // Already gone is fine: nothing is left to stop.
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Stack {
+    /// Starts `scripts/stack/tls_proxy.py`: HTTPS on a free loopback port in front of `upstream` (e.g.
+    /// [`Stack::registry`]), with a CA, a server certificate and a client certificate generated into `dir`.
+    /// With `require_client_cert`, a client must present a certificate of that CA (mTLS).
+    ///
+    /// # Panics
+    /// When the proxy does not announce its URL within 30 s (its log is in the message).
+    pub fn tls_proxy(&self, upstream: &str, dir: &Path, require_client_cert: bool) -> TlsProxy {
+        std::fs::create_dir_all(dir).unwrap_or_else(|e| panic!("cannot create {}: {e}", dir.display()));
+        let log = dir.join("tls_proxy.log");
+        let stderr = std::fs::File::create(&log).unwrap_or_else(|e| panic!("cannot create {}: {e}", log.display()));
+        let mut command = Command::new(&self.python);
+        command
+            .arg(repo_root().join("scripts/stack/tls_proxy.py"))
+            .args(["--upstream", upstream])
+            .arg("--dir")
+            .arg(dir);
+        if require_client_cert {
+            command.arg("--require-client-cert");
+        }
+        let mut child = command
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(stderr)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot run {}: {e}", self.python.display()));
+        let stdout = child.stdout.take().unwrap_or_else(|| panic!("no stdout for tls_proxy.py"));
+        let (sender, announced) = std::sync::mpsc::channel();
+        // Read on another thread, so a proxy that hangs before printing fails the test instead of blocking it.
+        std::thread::spawn(move || {
+            let mut line = String::new();
+            let _ = std::io::BufRead::read_line(&mut std::io::BufReader::new(stdout), &mut line);
+            let _ = sender.send(line);
+        });
+        let mut proxy = TlsProxy {
+            url: String::new(),
+            ca: dir.join("ca.pem"),
+            server_cert: dir.join("server.pem"),
+            server_key: dir.join("server-key.pem"),
+            client_cert: dir.join("client.pem"),
+            client_key: dir.join("client-key.pem"),
+            log,
+            child,
+        };
+        // From here on, a panic drops `proxy` and so kills the child.
+        let line = announced.recv_timeout(Duration::from_secs(30)).unwrap_or_default();
+        let url = serde_json::from_str::<Value>(&line).ok().and_then(|v| v["url"].as_str().map(str::to_owned));
+        proxy.url = url.unwrap_or_else(|| {
+            let log = std::fs::read_to_string(&proxy.log).unwrap_or_default();
+            panic!("tls_proxy.py did not announce its URL (printed {line:?}):\n{log}")
+        });
+        proxy
+    }
+}
+
+/// An HTTP client. reqwest is built with rustls and no crypto provider of its own (k2i_core::tls installs
+/// ring for k2i); the same one is installed here, so a test that talks to the stack first does not panic.
+fn http() -> reqwest::Client {
+    static INSTALL: Once = Once::new();
+    INSTALL.call_once(|| {
+        // Err when k2i (or another test helper) installed it first: fine.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    });
+    reqwest::Client::new()
 }
 
 fn is_queue_full(code: rdkafka::types::RDKafkaErrorCode) -> bool {

@@ -330,6 +330,7 @@ pub fn kill(child: &Child, signal: &str) {
 pub fn http_get(url: &str) -> Option<(u16, String)> {
     // reqwest's blocking client owns a runtime, which must not live inside the test's async runtime.
     let url = url.to_owned();
+    k2i_core::tls::install_crypto_provider();
     std::thread::spawn(move || {
         let response = reqwest::blocking::Client::new().get(url).timeout(Duration::from_secs(5)).send().ok()?;
         let code = response.status().as_u16();

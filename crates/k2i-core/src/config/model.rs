@@ -214,6 +214,18 @@ pub struct RegistryConfig {
     /// Bearer token sent as `Authorization: Bearer …` (instead of basic auth).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bearer_token: Option<Secret>,
+    /// For an `https://` url: a PEM file of one or more CA certificates to trust in addition to the system's
+    /// trust store (a registry whose certificate a private CA signed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_cert: Option<PathBuf>,
+    /// For an `https://` url: a PEM file with the client certificate k2i presents (mTLS), leaf first, then any
+    /// intermediate certificates. Requires `client_key`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_cert: Option<PathBuf>,
+    /// The PEM file with the private key of `client_cert` (PKCS#8, RSA or EC; not encrypted). Requires
+    /// `client_cert`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_key: Option<PathBuf>,
     /// Directory where fetched schemas are cached on disk, so a restart does not need the registry.
     #[serde(default = "default_registry_cache_dir")]
     pub cache_dir: PathBuf,

@@ -322,6 +322,42 @@ fn format_rules() {
             "kafka.format.registry.bearer_token: give either basic auth (`username`/`password`) or `bearer_token`, not both"
         ]
     );
+    // TLS files: read when the client is built, so they need not exist to validate.
+    let tls = |url: &str, keys: &str| format!("{MINIMAL}\n[kafka.format.registry]\nurl = \"{url}\"\n{keys}");
+    let all = "ca_cert = \"ca.pem\"\nclient_cert = \"client.pem\"\nclient_key = \"client-key.pem\"\n";
+    let registry = parse(&tls("https://r:8081", all)).unwrap().kafka.format.registry.unwrap();
+    assert_eq!(registry.ca_cert.as_deref(), Some(Path::new("ca.pem")));
+    assert_eq!(registry.client_cert.as_deref(), Some(Path::new("client.pem")));
+    assert_eq!(registry.client_key.as_deref(), Some(Path::new("client-key.pem")));
+    let defaults = parse(&tls("https://r", "")).unwrap().kafka.format.registry.unwrap();
+    assert_eq!((defaults.ca_cert, defaults.client_cert, defaults.client_key), (None, None, None));
+    assert_eq!(
+        parse(&tls("https://r", "ca_cert = \"ca.pem\"\n")).unwrap().kafka.format.registry.unwrap().client_cert,
+        None
+    );
+    assert_eq!(
+        problems(&tls("https://r", "client_cert = \"client.pem\"\n")),
+        ["kafka.format.registry: `client_cert` and `client_key` go together (mTLS)"]
+    );
+    assert_eq!(
+        problems(&tls("https://r", "ca_cert = \"ca.pem\"\nclient_key = \"client-key.pem\"\n")),
+        ["kafka.format.registry: `client_cert` and `client_key` go together (mTLS)"]
+    );
+    assert_eq!(
+        problems(&tls("http://r", all)),
+        [
+            "kafka.format.registry.ca_cert: applies only to an https:// url (kafka.format.registry.url is http://)",
+            "kafka.format.registry.client_cert: applies only to an https:// url (kafka.format.registry.url is http://)",
+            "kafka.format.registry.client_key: applies only to an https:// url (kafka.format.registry.url is http://)",
+        ]
+    );
+    assert_eq!(
+        problems(&tls("http://r", "client_key = \"k.pem\"\n")),
+        [
+            "kafka.format.registry: `client_cert` and `client_key` go together (mTLS)",
+            "kafka.format.registry.client_key: applies only to an https:// url (kafka.format.registry.url is http://)",
+        ]
+    );
 }
 
 #[test]

@@ -129,6 +129,24 @@ fn kafka(config: &Config, errors: &mut Vec<ConfigError>) {
                 "give either basic auth (`username`/`password`) or `bearer_token`, not both",
             ));
         }
+        // The files themselves are read (and reported, naming key and file) when the client is built.
+        if registry.client_cert.is_some() != registry.client_key.is_some() {
+            errors
+                .push(ConfigError::rule("kafka.format.registry", "`client_cert` and `client_key` go together (mTLS)"));
+        }
+        if registry.url.starts_with("http://") {
+            let tls = [
+                ("ca_cert", registry.ca_cert.is_some()),
+                ("client_cert", registry.client_cert.is_some()),
+                ("client_key", registry.client_key.is_some()),
+            ];
+            for (key, _) in tls.iter().filter(|(_, set)| *set) {
+                errors.push(ConfigError::rule(
+                    format!("kafka.format.registry.{key}"),
+                    "applies only to an https:// url (kafka.format.registry.url is http://)",
+                ));
+            }
+        }
     }
 }
 

@@ -1,6 +1,16 @@
 //! A client of the Confluent Schema Registry REST API (any compatible server: Confluent's, Apicurio's ccompat
 //! API, Redpanda's): schemas by id with their references resolved recursively, the latest version of a
-//! subject, subject naming strategies, basic or bearer auth, timeouts and retries, and two caches.
+//! subject, subject naming strategies, basic or bearer auth, TLS (a custom CA, client certificates), timeouts
+//! and retries, and two caches.
+//!
+//! # TLS
+//! An `https://` registry's certificate must chain to the system trust store or to a CA of `ca_cert`;
+//! `client_cert` / `client_key` are presented to a registry that asks for them (mTLS). The files are read
+//! and checked when the client is built: a missing or unusable one is a [`ErrorKind::Config`] error naming
+//! the key and the file. A handshake the configuration loses — the registry's certificate is not trusted, or
+//! the registry refuses k2i's (missing or unknown) client certificate — is a [`ErrorKind::Config`] error too,
+//! naming the URL, and reported at once rather than after [`ATTEMPTS`] attempts: only the operator can fix
+//! it. A failure of the network is [`ErrorKind::Transient`].
 //!
 //! # Caches
 //! A schema id names immutable content, so both caches keep entries for ever:
@@ -18,6 +28,8 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use serde::{Deserialize, Serialize};
 
 use crate::config::{RegistryConfig, SubjectNameStrategy};
@@ -109,6 +121,8 @@ pub struct RegistryClient {
     auth: Auth,
     memory: Mutex<HashMap<u32, Arc<ResolvedSchema>>>,
     cache_dir: PathBuf,
+    /// Whether a client certificate is configured (for the message when the registry refuses the handshake).
+    mtls: bool,
 }
 
 enum Auth {
@@ -120,11 +134,30 @@ enum Auth {
 impl RegistryClient {
     /// A client for `[kafka.format.registry]`.
     pub fn new(config: &RegistryConfig) -> Result<Self> {
+        crate::tls::install_crypto_provider();
         let timeout: Duration = config.request_timeout.get();
-        let http = reqwest::Client::builder()
-            .timeout(timeout)
+        let mut builder = reqwest::Client::builder().timeout(timeout);
+        if let Some(path) = &config.ca_cert {
+            let certs = certificates("ca_cert", path)?
+                .iter()
+                .map(|der| reqwest::Certificate::from_der(der))
+                .collect::<std::result::Result<Vec<_>, _>>()
+                .map_err(|e| file_error("ca_cert", path, "holds a certificate that cannot be used").source(e))?;
+            // Added to the system's trust store (rustls-platform-verifier), not instead of it.
+            builder = builder.tls_certs_merge(certs);
+        }
+        match (&config.client_cert, &config.client_key) {
+            (Some(cert), Some(key)) => builder = builder.identity(identity(cert, key)?),
+            (None, None) => {}
+            _ => {
+                return Err(Error::new(ErrorKind::Config, "`client_cert` and `client_key` go together (mTLS)")
+                    .with("key", "kafka.format.registry"));
+            }
+        }
+        let http = builder
             .build()
             .map_err(|e| Error::new(ErrorKind::Config, "cannot build the registry's HTTP client").source(e))?;
+        let mtls = config.client_cert.is_some();
         let auth = match (&config.bearer_token, &config.username) {
             (Some(token), _) => Auth::Bearer(token.expose()?.to_owned()),
             (None, Some(user)) => {
@@ -138,6 +171,7 @@ impl RegistryClient {
             auth,
             memory: Mutex::new(HashMap::new()),
             cache_dir: config.cache_dir.clone(),
+            mtls,
         })
     }
 
@@ -254,7 +288,13 @@ impl RegistryClient {
                     return Err(Error::new(ErrorKind::Config, format!("the registry answered {}", response.status()))
                         .with("url", &url));
                 }
-                Err(e) => Error::new(ErrorKind::Transient, "cannot reach the registry").with("url", &url).source(e),
+                Err(e) => match tls_refusal(&e, self.mtls) {
+                    // Trying again cannot help: only the operator can (a CA, a client certificate).
+                    Some(message) => {
+                        return Err(Error::new(ErrorKind::Config, message).with("url", &url).source(e));
+                    }
+                    None => Error::new(ErrorKind::Transient, "cannot reach the registry").with("url", &url).source(e),
+                },
             };
             if attempt >= ATTEMPTS {
                 return Err(error.with("attempts", attempt));
@@ -303,6 +343,157 @@ impl RegistryClient {
         // The rename itself must survive a crash too.
         sync_dir(&self.cache_dir)
     }
+}
+
+/// A configuration error about a TLS file, naming its key and path.
+fn file_error(key: &str, path: &Path, message: &str) -> Error {
+    Error::new(ErrorKind::Config, message)
+        .with("key", format!("kafka.format.registry.{key}"))
+        .with("file", path.display())
+}
+
+fn read_file(key: &str, path: &Path) -> Result<Vec<u8>> {
+    std::fs::read(path).map_err(|e| file_error(key, path, &format!("cannot read the file: {e}")))
+}
+
+/// The certificates of a PEM file (`ca_cert`, `client_cert`), each checked to parse.
+fn certificates(key: &str, path: &Path) -> Result<Vec<CertificateDer<'static>>> {
+    let bytes = read_file(key, path)?;
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&bytes)
+        .collect::<std::result::Result<_, _>>()
+        .map_err(|e| file_error(key, path, &format!("is not a valid PEM file: {e}")))?;
+    if certs.is_empty() {
+        return Err(file_error(key, path, "holds no PEM certificate (`-----BEGIN CERTIFICATE-----`)"));
+    }
+    for (i, cert) in certs.iter().enumerate() {
+        // A trust anchor is the subject and public key of a parsable X.509 certificate.
+        if let Err(e) = rustls::RootCertStore::empty().add(cert.clone()) {
+            return Err(file_error(
+                key,
+                path,
+                &format!("its certificate {} is not a valid X.509 certificate: {e}", i + 1),
+            ));
+        }
+    }
+    Ok(certs)
+}
+
+/// The client identity of `client_cert` and `client_key`: the key must be one rustls can sign with and must
+/// belong to the first certificate.
+fn identity(cert_path: &Path, key_path: &Path) -> Result<reqwest::Identity> {
+    let certs = certificates("client_cert", cert_path)?;
+    let bytes = read_file("client_key", key_path)?;
+    let key = PrivateKeyDer::from_pem_slice(&bytes).map_err(|e| {
+        let message = match e {
+            rustls::pki_types::pem::Error::NoItemsFound => {
+                "holds no PEM private key (`-----BEGIN PRIVATE KEY-----`, or an RSA or EC one; not encrypted)"
+                    .to_owned()
+            }
+            e => format!("is not a valid PEM file: {e}"),
+        };
+        file_error("client_key", key_path, &message)
+    })?;
+    let label = match &key {
+        PrivateKeyDer::Pkcs8(_) => "PRIVATE KEY",
+        PrivateKeyDer::Pkcs1(_) => "RSA PRIVATE KEY",
+        PrivateKeyDer::Sec1(_) => "EC PRIVATE KEY",
+        _ => return Err(file_error("client_key", key_path, "holds a kind of private key k2i cannot use")),
+    };
+    let provider = rustls::crypto::ring::default_provider();
+    let mut identity_pem = pem(label, key.secret_der());
+    if let Err(e) = rustls::sign::CertifiedKey::from_der(certs.clone(), key, &provider) {
+        let error = match e {
+            rustls::Error::InconsistentKeys(_) => file_error(
+                "client_key",
+                key_path,
+                "is not the private key of the certificate in kafka.format.registry.client_cert",
+            )
+            .with("client_cert", cert_path.display()),
+            e => file_error("client_key", key_path, &format!("holds a private key k2i cannot use: {e}")),
+        };
+        return Err(error);
+    }
+    for cert in &certs {
+        identity_pem.push_str(&pem("CERTIFICATE", cert));
+    }
+    reqwest::Identity::from_pem(identity_pem.as_bytes())
+        .map_err(|e| file_error("client_cert", cert_path, "cannot be used as a client certificate").source(e))
+}
+
+/// One PEM block.
+fn pem(label: &str, der: &[u8]) -> String {
+    use base64::Engine as _;
+    let body = base64::engine::general_purpose::STANDARD.encode(der);
+    let mut out = format!("-----BEGIN {label}-----\n");
+    for line in body.as_bytes().chunks(64) {
+        out.push_str(&String::from_utf8_lossy(line));
+        out.push('\n');
+    }
+    out.push_str(&format!("-----END {label}-----\n"));
+    out
+}
+
+/// Why a request failed, when the TLS handshake was lost to the configuration rather than to the network:
+/// the registry's certificate is not trusted, or the registry refused k2i's client certificate (or its lack
+/// of one).
+fn tls_refusal(e: &reqwest::Error, mtls: bool) -> Option<String> {
+    use rustls::{AlertDescription as A, CertificateError as C};
+    let tls = tls_error(e)?;
+    let reason = match tls {
+        rustls::Error::InvalidCertificate(C::UnknownIssuer) => {
+            "it is not signed by a CA of the system trust store or of kafka.format.registry.ca_cert".to_owned()
+        }
+        rustls::Error::InvalidCertificate(C::NotValidForName | C::NotValidForNameContext { .. }) => {
+            "it is not valid for the URL's host".to_owned()
+        }
+        rustls::Error::InvalidCertificate(C::Expired | C::ExpiredContext { .. }) => "it has expired".to_owned(),
+        rustls::Error::InvalidCertificate(C::NotValidYet | C::NotValidYetContext { .. }) => {
+            "it is not valid yet".to_owned()
+        }
+        rustls::Error::InvalidCertificate(other) => format!("{other:?}"),
+        rustls::Error::AlertReceived(
+            alert @ (A::CertificateRequired
+            | A::BadCertificate
+            | A::UnknownCA
+            | A::CertificateUnknown
+            | A::UnsupportedCertificate
+            | A::CertificateExpired
+            | A::CertificateRevoked
+            | A::AccessDenied),
+        ) => {
+            return Some(if mtls {
+                format!(
+                    "the registry refused k2i's client certificate (kafka.format.registry.client_cert) in the TLS \
+                     handshake: {alert:?}"
+                )
+            } else {
+                format!(
+                    "the registry requires a client certificate (mTLS): set kafka.format.registry.client_cert and \
+                     client_key (TLS alert {alert:?})"
+                )
+            });
+        }
+        _ => return None,
+    };
+    Some(format!("the registry's TLS certificate is not trusted: {reason}"))
+}
+
+/// The rustls error somewhere in an error's chain (io errors wrap it; their `source` skips what they wrap).
+fn tls_error<'a>(e: &'a (dyn std::error::Error + 'static)) -> Option<&'a rustls::Error> {
+    let mut next: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(error) = next {
+        if let Some(tls) = error.downcast_ref::<rustls::Error>() {
+            return Some(tls);
+        }
+        if let Some(io) = error.downcast_ref::<std::io::Error>()
+            && let Some(inner) = io.get_ref()
+            && let Some(tls) = tls_error(inner)
+        {
+            return Some(tls);
+        }
+        next = error.source();
+    }
+    None
 }
 
 fn sync_dir(dir: &Path) -> std::io::Result<()> {
@@ -373,6 +564,32 @@ mod tests {
         );
         assert_eq!(subject(SubjectNameStrategy::RecordName, "orders", None).unwrap_err().kind(), ErrorKind::Config);
         assert_eq!(encode_path("a/b c:d"), "a%2Fb%20c%3Ad");
+    }
+
+    #[test]
+    fn pem_blocks_parse_back_and_tls_errors_are_found_inside_io_errors() {
+        let der: Vec<u8> = (0..=255u8).cycle().take(300).collect();
+        let block = pem("CERTIFICATE", &der);
+        assert!(block.lines().all(|line| line.len() <= 64), "{block}");
+        assert_eq!(CertificateDer::from_pem_slice(block.as_bytes()).unwrap().as_ref(), der.as_slice());
+
+        #[derive(Debug)]
+        struct Outer(std::io::Error);
+        impl std::fmt::Display for Outer {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("connect error")
+            }
+        }
+        impl std::error::Error for Outer {
+            fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+                Some(&self.0)
+            }
+        }
+        let unknown = rustls::Error::InvalidCertificate(rustls::CertificateError::UnknownIssuer);
+        let outer = Outer(std::io::Error::new(std::io::ErrorKind::InvalidData, unknown.clone()));
+        assert_eq!(tls_error(&outer), Some(&unknown));
+        let refused = Outer(std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "refused"));
+        assert_eq!(tls_error(&refused), None);
     }
 
     #[test]

@@ -66,6 +66,7 @@ pub fn descriptor(schema: &str) -> Result<MessageDescriptor> {
 pub fn register(registry: &str, topic: &str, schema: &str) -> Result<u32> {
     let url = format!("{}/subjects/{topic}-value/versions", registry.trim_end_matches('/'));
     let body = serde_json::json!({ "schemaType": "PROTOBUF", "schema": schema });
+    k2i_core::tls::install_crypto_provider();
     let response = reqwest::blocking::Client::new()
         .post(&url)
         .header("Content-Type", "application/vnd.schemaregistry.v1+json")
