@@ -95,8 +95,8 @@ fn validate_accepts_a_full_k2i_config_and_warns_about_what_it_ignores() {
     let ignored = [
         "kafka.batch_size: accepted and ignored: k2i takes records from librdkafka's prefetch queue one at a time and batches them per flush (`buffer.flush_batch_size`, which K2I had too)".to_owned(),
         "kafka.batch_timeout_ms: accepted and ignored: k2i's poll waits at most 100 ms, only to notice flush triggers and shutdown promptly; flushes are timed by `buffer.flush_interval`".to_owned(),
-        "kafka.format.cache_ttl_seconds: accepted; has no effect until the Schema Registry is built (issue 10)".to_owned(),
-        "kafka.format.latest_on_startup: accepted; has no effect until the Schema Registry is built (issue 10)".to_owned(),
+        "kafka.format.cache_ttl_seconds: accepted and ignored: schemas by id never change and are cached for ever (memory and `registry.cache_dir`); the latest version of a subject is never cached: k2i asks for it fresh, only to create a table or to retry a paused schema".to_owned(),
+        "kafka.format.latest_on_startup: accepted and ignored: k2i reads the subject's latest schema at start only to create a missing table; records are always decoded with their writer's schema (by id)".to_owned(),
         "iceberg.hive_metastore_uri: accepted; has no effect until the Hive Metastore catalog is built (issue 11)".to_owned(),
         "iceberg.rest.request_timeout_seconds: accepted and ignored: k2i gives every catalog call a fixed 30 s deadline (K2I's default) and retries it with backoff".to_owned(),
         "iceberg.glue.role_arn: accepted; has no effect until the Glue catalog is built (issue 11)".to_owned(),

@@ -276,6 +276,20 @@ async fn writer_schemas_evolve_the_table_and_a_breaking_one_pauses_it_until_an_o
         message,
         &events(25, 5, |i| json!({"label": format!("l{i}")})),
     );
+    // A batch run has nobody to resume it: it stops with exit 3 at the breaking record, committing nothing
+    // past it.
+    let mut cmd = k2i();
+    cmd.args(["ingest", "--until-caught-up", "--config"]).arg(&config);
+    let out = run(cmd);
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("paused by a breaking schema change")
+            && text(&out.stderr).contains("with --until-caught-up k2i stops instead of waiting for a resume"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert_eq!(setup.inspect_sql(stack, "")["rows"].as_i64(), Some(20));
+
     let log = dir.join("k2i.log");
     let mut cmd = k2i();
     cmd.args(["ingest", "--config"]).arg(&config);

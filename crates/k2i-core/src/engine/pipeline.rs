@@ -396,6 +396,17 @@ impl TablePipeline {
         self.apply_pause(consumer, ops);
     }
 
+    /// Why the table is paused by a breaking schema change, if it is.
+    pub fn breaking_pause(&self) -> Option<String> {
+        match &self.parked {
+            Some(Parked { schema_id, wait: Wait::Breaking { reason, .. }, .. }) => Some(format!(
+                "table {} paused by a breaking schema change in schema id {schema_id}: {reason}",
+                self.name
+            )),
+            _ => None,
+        }
+    }
+
     /// Asks the actor again for a schema whose fetch failed, once its backoff has passed.
     pub fn tick(&mut self, now: Instant) -> Result<()> {
         if let Some(Parked { schema_id, wait: Wait::Fetch { retry_at, .. }, .. }) = &mut self.parked

@@ -13,7 +13,7 @@ use rdkafka::{Offset, consumer::Consumer};
 use super::actor::Delivered;
 use super::pipeline::{TablePipeline, TableState};
 use crate::config::{Config, OffsetReset};
-use crate::error::{Error, Result};
+use crate::error::{Error, ErrorKind, Result};
 use crate::ops::Ops;
 use crate::progress::TopicPartition;
 use crate::source::{AssignmentChange, KafkaConsumer};
@@ -175,6 +175,18 @@ impl<'a> Poller<'a> {
                 }
             }
             let idle = self.poll_batch()?;
+            // A batch run has nobody to resume a paused table: a breaking schema change stops it instead.
+            if self.targets.is_some() {
+                for p in &mut self.pipelines {
+                    if let Some(reason) = p.breaking_pause() {
+                        let error = Error::new(
+                            ErrorKind::InvalidRecord,
+                            format!("{reason} (with --until-caught-up k2i stops instead of waiting for a resume)"),
+                        );
+                        p.fail(error, self.consumer, self.ops);
+                    }
+                }
+            }
             // The rebalance callback runs inside poll: an error it raised must stop the loop before anything
             // below (a caught-up check) reads the state it left, and partitions it revoked must leave the
             // buffers before the next flush is sealed (else that flush, or the new owner's, is fenced).
