@@ -174,6 +174,7 @@ impl DeadLetters {
     pub fn settle(&mut self, wait: Duration) -> Result<()> {
         let deadline = Instant::now() + wait;
         loop {
+            let mut fatal: Option<String> = None;
             let mut letters = std::mem::take(&mut self.letters);
             for letter in &mut letters {
                 if letter.delivery.is_none() {
@@ -186,6 +187,9 @@ impl DeadLetters {
                     None => true,
                     Some(Ok(Ok(_))) => false,
                     Some(Ok(Err((e, _)))) => {
+                        if permanent(&e) {
+                            fatal.get_or_insert_with(|| format!("{} (dead letter of {})", e, letter.source));
+                        }
                         tracing::warn!(source = %letter.source, attempt = letter.attempts, error = %e, "a dead letter was not delivered; producing it again");
                         self.last_error = Some(e.to_string());
                         letter.delivery = None;
@@ -198,6 +202,14 @@ impl DeadLetters {
                 }
             });
             self.letters = letters;
+            if let Some(reason) = fatal {
+                // Retrying cannot deliver it: the table stops (the next start re-reads the record).
+                return Err(Error::new(
+                    ErrorKind::Config,
+                    format!("the dead-letter topic refuses a dead letter: {reason}"),
+                )
+                .with("topic", &self.topic));
+            }
             if self.letters.is_empty() {
                 self.last_error = None;
                 return Ok(());
@@ -211,6 +223,21 @@ impl DeadLetters {
             std::thread::sleep(Duration::from_millis(1));
         }
     }
+}
+
+/// Delivery errors no retry can fix.
+fn permanent(error: &rdkafka::error::KafkaError) -> bool {
+    use rdkafka::types::RDKafkaErrorCode as C;
+    matches!(
+        error.rdkafka_error_code(),
+        Some(
+            C::MessageSizeTooLarge
+                | C::InvalidMessageSize
+                | C::TopicAuthorizationFailed
+                | C::ClusterAuthorizationFailed
+                | C::InvalidRecord
+        )
+    )
 }
 
 /// Consumer properties a producer would only warn about.

@@ -309,9 +309,9 @@ pub enum BreakingChangeAction {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct BufferConfig {
-    /// Memory cap of buffered rows, in MiB: the rows being decoded (their Arrow size once sealed into a chunk,
-    /// the wire size before) and the flushes pending or in flight together. A flush is due when it is
-    /// reached; the consumer pauses while a due flush waits for the one in flight.
+    /// Memory cap of buffered rows, in MiB, counted at their Arrow size once sealed into a chunk (their wire
+    /// size before): a flush is due at half of it, the other half being the flush in flight; the consumer
+    /// pauses while a due flush waits for the one in flight, and resumes after it.
     pub max_size_mb: NonZeroU64,
     /// Flush when the oldest unflushed record has waited this long.
     pub flush_interval: HumanDuration,

@@ -101,9 +101,6 @@ pub struct TablePipeline {
     /// Flushes handed to the actor whose outcome is not back yet (at most one while running; the stop may
     /// hand over the pending flush and the rest of the buffer together).
     in_flight: usize,
-    /// The memory of the flushes in flight and pending: `buffer.max_size_mb` caps it together with the
-    /// buffer's, so double buffering never holds twice the cap.
-    held_bytes: std::collections::VecDeque<usize>,
     pause: PauseReasons,
     /// Whether the consumer's partitions of this table are paused right now.
     paused: bool,
@@ -144,6 +141,8 @@ struct Parked {
     schema_id: u32,
     /// The record's topic (for the subject of a retry).
     topic: String,
+    /// The record's partition: if it is revoked, the park ends (its next owner meets the record).
+    partition: i32,
     wait: Wait,
 }
 
@@ -176,7 +175,6 @@ impl TablePipeline {
             policy: FlushPolicy::new(&config.buffer),
             pending: None,
             in_flight: 0,
-            held_bytes: std::collections::VecDeque::new(),
             pause: PauseReasons::default(),
             paused: false,
             failed: None,
@@ -235,6 +233,7 @@ impl TablePipeline {
         ops.table_failed(error.to_string());
         self.failed = Some(error);
         self.pending = None;
+        self.parked = None;
         self.pause.set(PauseReason::Failed, true);
         self.apply_pause(consumer, ops);
     }
@@ -288,6 +287,10 @@ impl TablePipeline {
 
     /// Partitions assigned to this table, with where they start.
     pub fn assign(&mut self, partitions: Vec<(TopicPartition, Start)>, consumer: &KafkaConsumer, ops: &Ops) {
+        let mut added = TopicPartitionList::new();
+        for (tp, _) in &partitions {
+            added.add_partition(&tp.topic, tp.partition);
+        }
         for (tp, start) in partitions {
             if let Some(next) = start.recorded {
                 // Also after a gap: the next range starts at the table's progress and so covers the gap,
@@ -304,10 +307,12 @@ impl TablePipeline {
             }
             self.assigned.insert(tp);
         }
-        // Newly assigned partitions of a paused (or failed) table are paused too.
-        if self.paused {
-            self.paused = false;
-            self.apply_pause(consumer, ops);
+        // Newly assigned partitions follow the table's state explicitly: librdkafka keeps a partition paused by
+        // the application across a revoke and a later assignment, so one paused before it was taken away
+        // would otherwise never be fetched again.
+        let result = if self.pause.any() { consumer.pause(&added) } else { consumer.resume(&added) };
+        if let Err(e) = result {
+            tracing::warn!(error = %e, paused = self.pause.any(), "cannot pause or resume newly assigned partitions");
         }
     }
 
@@ -319,6 +324,18 @@ impl TablePipeline {
         }
         if self.pending.is_none() && self.in_flight == 0 {
             self.waiting_since = None;
+        }
+        if let Some(parked) = &self.parked
+            && partitions.iter().any(|tp| tp.partition == parked.partition && tp.topic == parked.topic)
+        {
+            tracing::info!(table = %self.name, schema_id = parked.schema_id, "the parked record's partition was revoked; the park ends");
+            if matches!(parked.wait, Wait::Breaking { .. } | Wait::Reread) {
+                ops.metrics.schema_paused.set(0);
+            }
+            self.parked = None;
+            self.pause.set(PauseReason::Schema, false);
+            self.pause.set(PauseReason::Breaking, false);
+            ops.schema(None);
         }
         let dropped = self.buffer.drop_partitions(partitions)?;
         if dropped > 0 {
@@ -358,20 +375,31 @@ impl TablePipeline {
             if self.parked.is_none() && self.record(message, config, ops)? == Flow::Go {
                 continue;
             }
+            // The first record of each partition not consumed: every earlier one of the batch was.
             if !rewind.iter().any(|(tp, _)| tp.topic == message.topic() && tp.partition == message.partition()) {
                 let tp = TopicPartition { topic: message.topic().to_owned(), partition: message.partition() };
-                let at = self.buffer.position(&tp).unwrap_or(message.offset()).min(message.offset());
-                rewind.push((tp, at));
+                rewind.push((tp, message.offset()));
             }
         }
         if !rewind.is_empty() {
             self.apply_pause(consumer, ops);
             for (tp, at) in rewind {
-                consumer.seek(&tp.topic, tp.partition, Offset::Offset(at), METADATA_TIMEOUT).map_err(|e| {
-                    Error::new(ErrorKind::Transient, "cannot seek back to the first record not consumed")
+                if let Err(e) = consumer.seek(&tp.topic, tp.partition, Offset::Offset(at), METADATA_TIMEOUT) {
+                    // Revoked during this batch's poll: the next owner reads it from the table's progress.
+                    let owned = consumer
+                        .assignment()
+                        .map(|a| a.find_partition(&tp.topic, tp.partition).is_some())
+                        .unwrap_or(true);
+                    if owned {
+                        return Err(Error::new(
+                            ErrorKind::Transient,
+                            "cannot seek back to the first record not consumed",
+                        )
                         .with("partition", &tp)
-                        .source(e)
-                })?;
+                        .source(e));
+                    }
+                    tracing::debug!(partition = %tp, "not seeking a partition revoked meanwhile");
+                }
             }
         }
         Ok(())
@@ -409,6 +437,9 @@ impl TablePipeline {
 
     /// Asks the actor again for a schema whose fetch failed, once its backoff has passed.
     pub fn tick(&mut self, now: Instant) -> Result<()> {
+        if self.failed.is_some() {
+            return Ok(());
+        }
         if let Some(Parked { schema_id, wait: Wait::Fetch { retry_at, .. }, .. }) = &mut self.parked
             && retry_at.is_some_and(|t| t <= now)
         {
@@ -421,6 +452,9 @@ impl TablePipeline {
 
     /// An operator's resume of a table paused by a breaking schema change.
     pub fn resume(&mut self, action: ResumeAction, consumer: &KafkaConsumer, config: &Config, ops: &Ops) -> Result<()> {
+        if self.failed.is_some() {
+            return Ok(());
+        }
         // A skip while a retry is still checking applies when the retry's outcome resumes the table.
         if let Some(Parked { schema_id, wait: Wait::Reread, .. }) = &self.parked
             && (action == ResumeAction::Skip || (action == ResumeAction::DeadLetter && self.dead_letters.is_some()))
@@ -428,7 +462,7 @@ impl TablePipeline {
             self.decisions.insert(*schema_id, action);
             return Ok(());
         }
-        let Some(Parked { schema_id, topic, wait: Wait::Breaking { message, reason } }) = &self.parked else {
+        let Some(Parked { schema_id, topic, wait: Wait::Breaking { message, reason }, .. }) = &self.parked else {
             return Ok(());
         };
         let schema_id = *schema_id;
@@ -511,6 +545,7 @@ impl TablePipeline {
                 self.park(Parked {
                     schema_id,
                     topic: topic.to_owned(),
+                    partition,
                     wait: Wait::Breaking { reason, message: message_name },
                 });
                 Ok(Flow::Park)
@@ -584,13 +619,19 @@ impl TablePipeline {
                     self.park(Parked {
                         schema_id,
                         topic: meta.topic.to_owned(),
+                        partition: meta.partition,
                         wait: Wait::Fetch { retry_at: None, failures: 0 },
                     });
                     self.jobs.blocking_send(Job::Resolve { schema_id }).map_err(|_| actor::gone(&self.name))?;
                     return Ok(Flow::Park);
                 }
                 Decoded::NeedsChange { schema_id, change } => {
-                    self.park(Parked { schema_id, topic: meta.topic.to_owned(), wait: Wait::Change });
+                    self.park(Parked {
+                        schema_id,
+                        topic: meta.topic.to_owned(),
+                        partition: meta.partition,
+                        wait: Wait::Change,
+                    });
                     self.jobs.blocking_send(Job::Change { schema_id, change }).map_err(|_| actor::gone(&self.name))?;
                     return Ok(Flow::Park);
                 }
@@ -680,17 +721,24 @@ impl TablePipeline {
             return Ok(false);
         }
         if self.pending.is_none() {
-            let bytes = self.buffer.bytes().saturating_add(self.held_bytes.iter().sum());
-            let due =
-                force || self.policy.due(self.buffer.records(), bytes, self.buffer.first_record_at(), now).is_some();
+            let due = force
+                || self
+                    .policy
+                    .due(self.buffer.records(), self.buffer.bytes(), self.buffer.first_record_at(), now)
+                    .is_some();
             let first_record_at = self.buffer.first_record_at();
-            // Dead-lettered offsets are committed with the flush: only once the topic has them all.
-            let due = due && self.dead_letters_settled(Duration::from_millis(200), ops);
+            // Dead-lettered offsets are committed with the flush: only once the topic has them all (and while
+            // the table waits for that, it asks again even with nothing buffered, so the pause can lift).
+            let settled = if due || self.pause.has(PauseReason::DeadLetter) {
+                self.dead_letters_settled(Duration::from_millis(200), ops)?
+            } else {
+                true
+            };
+            let due = due && settled;
             self.apply_pause(consumer, ops);
             if due && let Some(batch) = self.buffer.take()? {
                 self.waiting_since = self.waiting_since.or(first_record_at).or_else(|| Some(Instant::now()));
                 let mut sealed = Sealed::new(batch);
-                self.held_bytes.push_back(sealed.bytes());
                 let covered = self.covered_gaps(&sealed);
                 for tp in covered {
                     if let Some(gap) = self.gaps.remove(&tp) {
@@ -713,10 +761,10 @@ impl TablePipeline {
 
     /// Whether every dead letter is acknowledged (waiting up to `wait`); while not, the table pauses and
     /// `/readyz` says why.
-    fn dead_letters_settled(&mut self, wait: Duration, ops: &Ops) -> bool {
-        let Some(letters) = self.dead_letters.as_mut() else { return true };
+    fn dead_letters_settled(&mut self, wait: Duration, ops: &Ops) -> Result<bool> {
+        let Some(letters) = self.dead_letters.as_mut() else { return Ok(true) };
         if letters.pending() == 0 && !self.pause.has(PauseReason::DeadLetter) {
-            return true;
+            return Ok(true);
         }
         let had = letters.pending();
         match letters.settle(wait) {
@@ -729,15 +777,17 @@ impl TablePipeline {
                     ops.dead_letters(None);
                 }
                 self.pause.set(PauseReason::DeadLetter, false);
-                true
+                Ok(true)
             }
+            // A dead letter the topic can never take (too large, not authorized): retrying cannot help.
+            Err(error) if !error.is_retryable() => Err(error),
             Err(error) => {
                 if !self.pause.has(PauseReason::DeadLetter) {
                     tracing::warn!(table = %self.name, error = %error, "the dead-letter topic does not acknowledge; the table pauses");
                 }
                 ops.dead_letters(Some(format!("table {}: {error}", self.name)));
                 self.pause.set(PauseReason::DeadLetter, true);
-                false
+                Ok(false)
             }
         }
     }
@@ -798,13 +848,6 @@ impl TablePipeline {
 
     /// Applies a flush's outcome.
     pub fn on_outcome(&mut self, outcome: Outcome, consumer: &KafkaConsumer, config: &Config, ops: &Ops) -> Result<()> {
-        if outcome.is_flush() {
-            // Flushes end in the order they were sealed.
-            self.held_bytes.pop_front();
-            if self.in_flight <= 1 && self.pending.is_none() {
-                self.held_bytes.clear();
-            }
-        }
         let outcome = match outcome {
             Outcome::Resolved { schema_id, result } => {
                 self.on_resolved(schema_id, result, consumer, ops);
