@@ -59,7 +59,10 @@ async fn endpoints_and_k2i_status_follow_a_real_ingest() {
 
     // Alive but not ready while recovery runs.
     eventually("/healthz", Duration::from_secs(30), || get(&format!("{base}/healthz")).filter(|(c, _)| *c == 200));
-    let (code, body) = get(&format!("{base}/readyz")).unwrap();
+    // The catalog is opened ("starting") before recovery begins.
+    let (code, body) = eventually("/readyz recovering", Duration::from_secs(30), || {
+        get(&format!("{base}/readyz")).filter(|(_, b)| b.contains("recovering"))
+    });
     assert_eq!(code, 503);
     let body: Value = serde_json::from_str(&body).unwrap();
     assert_eq!(body["ready"], false);

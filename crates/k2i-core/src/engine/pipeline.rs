@@ -101,6 +101,8 @@ pub struct TablePipeline {
     /// Flushes handed to the actor whose outcome is not back yet (at most one while running; the stop may
     /// hand over the pending flush and the rest of the buffer together).
     in_flight: usize,
+    /// The memory of each flush handed to the actor, oldest first (flushes end in order).
+    in_flight_bytes: std::collections::VecDeque<usize>,
     pause: PauseReasons,
     /// Whether the consumer's partitions of this table are paused right now.
     paused: bool,
@@ -175,6 +177,7 @@ impl TablePipeline {
             policy: FlushPolicy::new(&config.buffer),
             pending: None,
             in_flight: 0,
+            in_flight_bytes: std::collections::VecDeque::new(),
             pause: PauseReasons::default(),
             paused: false,
             failed: None,
@@ -752,8 +755,12 @@ impl TablePipeline {
         }
         let handed = self.hand_over()?;
         // Pause while a flush waits for the one in flight; a pending flush can also vanish without being
-        // handed over (a resync, or all its partitions revoked): never stay paused for it.
-        let full = self.pending.is_some();
+        // handed over (a resync, or all its partitions revoked): never stay paused for it. Also pause while the
+        // buffer and the flush in flight together hold the whole cap (rows decode to more than their wire
+        // size; the flush trigger is half the cap): memory stays near `max_size_mb`.
+        let held: usize = self.in_flight_bytes.iter().sum();
+        let over = held > 0 && self.buffer.bytes().saturating_add(held) >= self.policy.max_bytes.saturating_mul(2);
+        let full = self.pending.is_some() || over;
         self.pause.set(PauseReason::BufferFull, full);
         self.apply_pause(consumer, ops);
         Ok(handed)
@@ -798,9 +805,11 @@ impl TablePipeline {
             return Ok(false);
         }
         let Some(sealed) = self.pending.take() else { return Ok(false) };
+        let bytes = sealed.bytes();
         match self.jobs.try_send(Job::Flush(sealed)) {
             Ok(()) => {
                 self.in_flight += 1;
+                self.in_flight_bytes.push_back(bytes);
                 Ok(true)
             }
             Err(mpsc::error::TrySendError::Full(Job::Flush(sealed))) => {
@@ -839,8 +848,10 @@ impl TablePipeline {
         }
         let mut sent = 0;
         for sealed in self.pending.take().into_iter().chain(last) {
+            let bytes = sealed.bytes();
             self.jobs.blocking_send(Job::Flush(sealed)).map_err(|_| actor::gone(&self.name))?;
             self.in_flight += 1;
+            self.in_flight_bytes.push_back(bytes);
             sent += 1;
         }
         Ok(sent)
@@ -880,6 +891,10 @@ impl TablePipeline {
             flush => flush,
         };
         self.in_flight = self.in_flight.saturating_sub(1);
+        self.in_flight_bytes.pop_front();
+        if self.in_flight == 0 {
+            self.in_flight_bytes.clear();
+        }
         match outcome {
             Outcome::Committed(report) => {
                 for (tp, range) in &report.ranges {
