@@ -5,60 +5,14 @@
 
 mod common;
 
-use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use common::{KillOnDrop, Setup, free_port, k2i, kill, read_log, recorded_offsets, run, spawn_logged, text, wait};
-use k2i_testkit::{Stack, TestRecord, stack};
-use rdkafka::consumer::{Consumer, StreamConsumer};
-use rdkafka::message::{Headers, Message};
+use common::{
+    KillOnDrop, Setup, free_port, http_get, k2i, kill, read_log, read_topic, recorded_offsets, run, spawn_logged, text,
+    wait,
+};
+use k2i_testkit::{TestRecord, stack};
 use serde_json::json;
-
-/// A dead letter as read back: key, value, and headers by name.
-#[derive(Debug)]
-struct Letter {
-    key: Option<Vec<u8>>,
-    value: Option<Vec<u8>>,
-    headers: BTreeMap<String, String>,
-}
-
-/// Reads `topic` from the beginning until `count` letters arrived (or 30 s passed).
-async fn read_letters(stack: &Stack, topic: &str, count: usize) -> Vec<Letter> {
-    let consumer: StreamConsumer = stack.consumer(&stack.unique("dlq-reader"));
-    consumer.subscribe(&[topic]).unwrap();
-    let mut out = Vec::new();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while out.len() < count && Instant::now() < deadline {
-        let Ok(Ok(message)) = tokio::time::timeout(Duration::from_secs(1), consumer.recv()).await else { continue };
-        let headers = message
-            .headers()
-            .map(|h| {
-                h.iter()
-                    .map(|x| (x.key.to_owned(), String::from_utf8_lossy(x.value.unwrap_or_default()).into_owned()))
-                    .collect()
-            })
-            .unwrap_or_default();
-        out.push(Letter {
-            key: message.key().map(<[u8]>::to_vec),
-            value: message.payload().map(<[u8]>::to_vec),
-            headers,
-        });
-    }
-    out
-}
-
-fn http_get(url: &str) -> Option<(u16, String)> {
-    use std::io::{Read, Write};
-    let rest = url.strip_prefix("http://")?;
-    let (host, path) = rest.split_once('/').map(|(h, p)| (h, format!("/{p}"))).unwrap_or((rest, "/".into()));
-    let mut stream = std::net::TcpStream::connect(host).ok()?;
-    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(stream, "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").ok()?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response).ok()?;
-    let code = response.split_whitespace().nth(1)?.parse().ok()?;
-    Some((code, response.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default()))
-}
 
 #[tokio::test]
 async fn bad_records_land_in_the_dead_letter_topic_unchanged_with_their_reason_and_source() {
@@ -82,7 +36,7 @@ async fn bad_records_land_in_the_dead_letter_topic_unchanged_with_their_reason_a
     assert_eq!(seen["rows"], 8);
     assert_eq!(recorded_offsets(&seen["summaries"], &setup.topic)["0"], 10);
 
-    let letters = read_letters(stack, &dlq, 2).await;
+    let letters = read_topic(stack, &dlq, 2, Duration::ZERO).await;
     assert_eq!(letters.len(), 2, "{letters:?}");
     let first = &letters[0];
     assert_eq!((first.key.as_deref(), first.value.as_deref()), (Some(&b"k3"[..]), Some(&b"not json"[..])));
@@ -159,7 +113,7 @@ async fn a_dead_letter_topic_outage_pauses_the_table_and_loses_nothing() {
     let seen = setup.inspect_sql(stack, "");
     assert_eq!((seen["rows"].as_i64(), seen["distinct"].as_i64()), (Some(19), Some(19)));
     assert_eq!(recorded_offsets(&seen["summaries"], &setup.topic)["0"], 20);
-    let letters = read_letters(stack, &dlq, 1).await;
+    let letters = read_topic(stack, &dlq, 1, Duration::ZERO).await;
     assert_eq!(letters.len(), 1);
     assert_eq!(letters[0].value.as_deref(), Some(&b"broken"[..]));
     assert_eq!(letters[0].headers["k2i.source.offset"], "4");

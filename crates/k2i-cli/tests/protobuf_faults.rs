@@ -12,8 +12,8 @@ use std::process::Output;
 use std::time::{Duration, Instant};
 
 use common::{
-    KillOnDrop, Setup, eventually, fast_group, free_port, k2i, kill, read_log, recorded_offsets, run, spawn_logged,
-    text, wait,
+    KillOnDrop, Setup, eventually, fast_group, free_port, http_get, k2i, kill, read_log, read_topic, recorded_offsets,
+    run, spawn_logged, text, wait,
 };
 use k2i_testkit::proxy::{Fault, Match, Proxy};
 use k2i_testkit::{Stack, TestRecord, stack};
@@ -127,20 +127,6 @@ fn fields(stack: &Stack, setup: &Setup) -> Value {
     ))
 }
 
-/// One HTTP/1.1 GET over a plain TCP stream: status and body (`None` when nothing answers).
-fn http_get(url: &str) -> Option<(u16, String)> {
-    use std::io::{Read, Write};
-    let rest = url.strip_prefix("http://")?;
-    let (host, path) = rest.split_once('/').map(|(h, p)| (h, format!("/{p}"))).unwrap_or((rest, "/".into()));
-    let mut stream = std::net::TcpStream::connect(host).ok()?;
-    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(stream, "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").ok()?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response).ok()?;
-    let code = response.split_whitespace().nth(1)?.parse().ok()?;
-    Some((code, response.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default()))
-}
-
 #[tokio::test]
 async fn a_crash_right_after_a_schema_change_loses_and_duplicates_nothing() {
     let stack = stack();
@@ -196,33 +182,14 @@ async fn a_crash_right_after_a_schema_change_loses_and_duplicates_nothing() {
     );
 }
 
-/// Reads `topic` from the beginning until `at_least` letters arrived and then 3 s passed without another
-/// (at most 30 s): each letter's (source offset, error kind), sorted.
+/// The dead letters of `topic`, read until `at_least` arrived and then 3 s passed without another (a
+/// repeated letter must be seen too): each letter's (source offset, error kind), sorted.
 async fn dead_letters(stack: &Stack, topic: &str, at_least: usize) -> Vec<(i64, String)> {
-    use rdkafka::consumer::{Consumer, StreamConsumer};
-    use rdkafka::message::{Headers, Message};
-    let consumer: StreamConsumer = stack.consumer(&stack.unique("pbf-dlq-reader"));
-    consumer.subscribe(&[topic]).unwrap();
-    let mut out = Vec::new();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    // Past `at_least`, read on until the topic is quiet for 3 s: a repeated letter must be seen too.
-    let mut quiet_until = None;
-    while Instant::now() < deadline && quiet_until.is_none_or(|t| Instant::now() < t) {
-        let Ok(Ok(message)) = tokio::time::timeout(Duration::from_millis(500), consumer.recv()).await else {
-            continue;
-        };
-        let header = |name: &str| {
-            message.headers().and_then(|h| {
-                h.iter()
-                    .find(|x| x.key == name)
-                    .map(|x| String::from_utf8_lossy(x.value.unwrap_or_default()).into_owned())
-            })
-        };
-        out.push((header("k2i.source.offset").unwrap().parse().unwrap(), header("k2i.error.kind").unwrap()));
-        if out.len() >= at_least {
-            quiet_until = Some(Instant::now() + Duration::from_secs(3));
-        }
-    }
+    let mut out: Vec<(i64, String)> = read_topic(stack, topic, at_least, Duration::from_secs(3))
+        .await
+        .into_iter()
+        .map(|r| (r.headers["k2i.source.offset"].parse().unwrap(), r.headers["k2i.error.kind"].clone()))
+        .collect();
     out.sort();
     out
 }

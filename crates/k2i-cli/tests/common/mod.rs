@@ -328,16 +328,71 @@ pub fn kill(child: &Child, signal: &str) {
 
 /// GETs a URL: the status and body, `None` when nothing answered within 5 s.
 pub fn http_get(url: &str) -> Option<(u16, String)> {
+    http(reqwest::Method::GET, url)
+}
+
+/// POSTs to a URL (no body): the status and body, `None` when nothing answered within 5 s.
+pub fn http_post(url: &str) -> Option<(u16, String)> {
+    http(reqwest::Method::POST, url)
+}
+
+fn http(method: reqwest::Method, url: &str) -> Option<(u16, String)> {
     // reqwest's blocking client owns a runtime, which must not live inside the test's async runtime.
     let url = url.to_owned();
     k2i_core::tls::install_crypto_provider();
     std::thread::spawn(move || {
-        let response = reqwest::blocking::Client::new().get(url).timeout(Duration::from_secs(5)).send().ok()?;
+        let response =
+            reqwest::blocking::Client::new().request(method, url).timeout(Duration::from_secs(5)).send().ok()?;
         let code = response.status().as_u16();
         Some((code, response.text().unwrap_or_default()))
     })
     .join()
     .unwrap()
+}
+
+/// A record read back from a topic: key, value, and headers by name (values as text).
+#[derive(Debug)]
+pub struct ReadBack {
+    pub key: Option<Vec<u8>>,
+    pub value: Option<Vec<u8>>,
+    pub headers: std::collections::BTreeMap<String, String>,
+}
+
+/// Reads `topic` from the beginning until `at_least` records arrived and then `quiet` passed without
+/// another (at most 30 s in all), in topic order.
+pub async fn read_topic(stack: &Stack, topic: &str, at_least: usize, quiet: Duration) -> Vec<ReadBack> {
+    use rdkafka::consumer::{Consumer, StreamConsumer};
+    use rdkafka::message::{Headers, Message};
+    let consumer: StreamConsumer = stack.consumer(&stack.unique("reader"));
+    consumer.subscribe(&[topic]).unwrap();
+    let mut out = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut quiet_until: Option<Instant> = None;
+    while Instant::now() < deadline && quiet_until.is_none_or(|t| Instant::now() < t) {
+        if out.len() >= at_least && quiet.is_zero() {
+            break;
+        }
+        let Ok(Ok(message)) = tokio::time::timeout(Duration::from_millis(500), consumer.recv()).await else {
+            continue;
+        };
+        let headers = message
+            .headers()
+            .map(|h| {
+                h.iter()
+                    .map(|x| (x.key.to_owned(), String::from_utf8_lossy(x.value.unwrap_or_default()).into_owned()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        out.push(ReadBack {
+            key: message.key().map(<[u8]>::to_vec),
+            value: message.payload().map(<[u8]>::to_vec),
+            headers,
+        });
+        if out.len() >= at_least {
+            quiet_until = Some(Instant::now() + quiet);
+        }
+    }
+    out
 }
 
 /// Polls until `check` holds, failing with `what` after `limit`.

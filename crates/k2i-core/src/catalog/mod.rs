@@ -233,33 +233,8 @@ pub async fn ensure_table(table: &TableRef, initial: impl AsyncFnOnce() -> Resul
 /// Adds optional columns to the table and returns the reloaded table. Columns that meanwhile exist (added
 /// by another instance) are left alone.
 pub async fn add_columns(table: &TableRef, additions: &[Addition]) -> Result<Table> {
-    retry("add columns", &table.ops, || async {
-        let current = table.load().await?;
-        let schema = current.metadata().current_schema();
-        let missing: Vec<&Addition> = additions.iter().filter(|a| schema.field_by_name(&a.full_name()).is_none()).collect();
-        if missing.is_empty() {
-            return Ok(current);
-        }
-        let tx = Transaction::new(&current);
-        let mut action = tx.update_schema();
-        for addition in &missing {
-            let column = match &addition.parent {
-                Some(parent) => AddColumn::builder()
-                    .parent(parent.clone())
-                    .name(addition.name.clone())
-                    .field_type(addition.field_type.clone())
-                    .build(),
-                None => AddColumn::optional(&addition.name, addition.field_type.clone()),
-            };
-            action = action.add_column(column);
-        }
-        let tx = action.apply(tx).map_err(|e| table.error("cannot prepare the schema update", e))?;
-        let updated = tx.commit(table.catalog.as_ref()).await.map_err(|e| table.error("cannot update the table schema", e))?;
-        let names: Vec<String> = missing.iter().map(|a| a.full_name()).collect();
-        tracing::info!(table = %table.table_name(), columns = %names.join(", "), schema_id = updated.metadata().current_schema_id(), "added columns");
-        Ok(updated)
-    })
-    .await
+    let change = crate::schema::evolve::Change { additions: additions.to_vec(), ..Default::default() };
+    change_schema(table, &change).await
 }
 
 /// Applies a writer schema's compatible change: additions (optional columns) and promotions (int → long,

@@ -187,20 +187,8 @@ impl RegistryClient {
             return Ok(schema);
         }
         let reply: SchemaReply = self.get(&format!("schemas/ids/{id}"), Some(id)).await?;
-        let references = self.resolve(&reply.references, 0).await?;
-        let schema = ResolvedSchema {
-            id,
-            schema_type: reply.schema_type.unwrap_or(SchemaType::Avro),
-            schema: reply.schema,
-            references,
-        };
-        if let Err(e) = self.write_cached(&schema) {
-            // The cache is an optimisation for restarts without the registry; running on is right.
-            tracing::warn!(error = %e, id, "cannot write the schema to the disk cache");
-        }
-        let schema = Arc::new(schema);
-        self.lock().insert(id, schema.clone());
-        Ok(schema)
+        let schema = self.resolved(id, reply).await?;
+        Ok(self.remember(schema))
     }
 
     /// The latest version of a subject (for creating a table before any record arrived). Not cached.
@@ -210,21 +198,33 @@ impl RegistryClient {
         let id = reply.id.ok_or_else(|| {
             Error::new(ErrorKind::Corrupt, "the registry's answer has no schema id").with("subject", subject)
         })?;
+        let schema = self.resolved(id, reply).await?;
+        // What the subject's latest version is changes; what its id names does not: cached by id like any
+        // schema, so records of the version a table was created from decode after a restart without the
+        // registry.
+        Ok((*self.remember(schema)).clone())
+    }
+
+    /// A registry answer with its references resolved.
+    async fn resolved(&self, id: u32, reply: SchemaReply) -> Result<ResolvedSchema> {
         let references = self.resolve(&reply.references, 0).await?;
-        let schema = ResolvedSchema {
+        Ok(ResolvedSchema {
             id,
             schema_type: reply.schema_type.unwrap_or(SchemaType::Avro),
             schema: reply.schema,
             references,
-        };
-        // What the subject's latest version is changes; what its id names does not: cached by id like any
-        // schema, so records of the version a table was created from decode after a restart without the
-        // registry.
+        })
+    }
+
+    /// Caches a schema by its id, in memory and on disk.
+    fn remember(&self, schema: ResolvedSchema) -> Arc<ResolvedSchema> {
         if let Err(e) = self.write_cached(&schema) {
-            tracing::warn!(error = %e, id, "cannot write the schema to the disk cache");
+            // The cache is an optimisation for restarts without the registry; running on is right.
+            tracing::warn!(error = %e, id = schema.id, "cannot write the schema to the disk cache");
         }
-        self.lock().insert(id, Arc::new(schema.clone()));
-        Ok(schema)
+        let schema = Arc::new(schema);
+        self.lock().insert(schema.id, schema.clone());
+        schema
     }
 
     /// Resolves references depth-first; each (subject, version) once.

@@ -166,7 +166,7 @@ impl CommitActor {
                         .send(Delivered { table: self.index, outcome: Outcome::Resolved { schema_id, result } });
                 }
                 Job::Change { schema_id, change } => {
-                    let result = self.change(schema_id, &change).await;
+                    let result = self.change(Some(schema_id), &change).await;
                     let _ = self.outcomes.send(Delivered { table: self.index, outcome: Outcome::Evolved(result) });
                 }
                 Job::Reread { schema_id, subject } => {
@@ -260,28 +260,10 @@ impl CommitActor {
         CommitReport { ranges: meta.ranges.clone(), rows: meta.rows, skipped: meta.skipped, files: committed.files }
     }
 
-    /// Adds columns, at most once per `schema_update_min_interval` (the job waits; the records it is for
-    /// stay unconsumed meanwhile), in order with the table's flushes.
+    /// Adds columns (a JSON record's new fields); see [`CommitActor::change`].
     async fn evolve(&mut self, additions: &[Addition]) -> Result<Arc<Schema>> {
-        if let Some(wait) =
-            self.last_schema_update.map(|t| self.schema_interval.saturating_sub(t.elapsed())).filter(|w| !w.is_zero())
-        {
-            tracing::info!(
-                wait_ms = wait.as_millis() as u64,
-                "waiting for schema_update_min_interval before the next schema update"
-            );
-            tokio::time::sleep(wait).await;
-        }
-        let table = catalog::add_columns(&self.cx.table_ref, additions).await?;
-        self.last_schema_update = Some(Instant::now());
-        self.cx.ops.metrics.schema_columns_added.inc_by(additions.len() as u64);
-        self.cx.append(Record::SchemaChange {
-            schema_id: table.metadata().current_schema_id(),
-            columns: additions.iter().map(schema::Addition::full_name).collect(),
-        })?;
-        let schema = table.metadata().current_schema().clone();
-        self.table = table;
-        Ok(schema)
+        let change = crate::schema::evolve::Change { additions: additions.to_vec(), ..Default::default() };
+        self.change(None, &change).await
     }
 }
 
@@ -319,8 +301,10 @@ impl CommitActor {
         }
     }
 
-    /// Applies a compatible change; the transaction log records it.
-    async fn change(&mut self, schema_id: u32, change: &crate::schema::evolve::Change) -> Result<Arc<Schema>> {
+    /// Applies a compatible change (of writer schema `writer`, for registry formats) at most once per
+    /// `schema_update_min_interval` (the job waits; the records it is for stay unconsumed meanwhile), in order
+    /// with the table's flushes; the transaction log records it.
+    async fn change(&mut self, writer: Option<u32>, change: &crate::schema::evolve::Change) -> Result<Arc<Schema>> {
         if let Some(wait) =
             self.last_schema_update.map(|t| self.schema_interval.saturating_sub(t.elapsed())).filter(|w| !w.is_zero())
         {
@@ -339,7 +323,7 @@ impl CommitActor {
         let mut columns: Vec<String> = change.additions.iter().map(schema::Addition::full_name).collect();
         columns.extend(change.promotions.iter().map(|p| format!("{} to {}", p.name, p.to)));
         self.cx.append(Record::SchemaChange { schema_id: table.metadata().current_schema_id(), columns })?;
-        tracing::info!(writer_schema_id = schema_id, change = %change.describe(), "applied a writer schema's change");
+        tracing::info!(writer_schema_id = ?writer, change = %change.describe(), "changed the table schema");
         let schema = table.metadata().current_schema().clone();
         self.table = table;
         Ok(schema)
