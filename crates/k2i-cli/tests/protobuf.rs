@@ -10,7 +10,8 @@ use std::path::Path;
 use std::time::Duration;
 
 use common::{
-    KillOnDrop, Setup, eventually, free_port, k2i, kill, read_log, recorded_offsets, run, spawn_logged, text, wait,
+    KillOnDrop, Setup, eventually, free_port, http_get, http_post, k2i, kill, read_log, read_topic, recorded_offsets,
+    run, spawn_logged, text, wait,
 };
 use k2i_testkit::stack;
 use serde_json::{Value, json};
@@ -170,30 +171,6 @@ fn events(from: i64, n: i64, extra: impl Fn(i64) -> Value) -> Vec<Value> {
         .collect()
 }
 
-/// One HTTP/1.1 request over a plain TCP stream: status and body (`None` when nothing answers).
-fn http(method: &str, url: &str) -> Option<(u16, String)> {
-    use std::io::{Read, Write};
-    let rest = url.strip_prefix("http://")?;
-    let (host, path) = rest.split_once('/').map(|(h, p)| (h, format!("/{p}"))).unwrap_or((rest, "/".into()));
-    let mut stream = std::net::TcpStream::connect(host).ok()?;
-    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(stream, "{method} {path} HTTP/1.1\r\nHost: {host}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
-        .ok()?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response).ok()?;
-    let code = response.split_whitespace().nth(1)?.parse().ok()?;
-    let body = response.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
-    Some((code, body))
-}
-
-fn http_post(url: &str) -> Option<(u16, String)> {
-    http("POST", url)
-}
-
-fn http_get(url: &str) -> Option<(u16, String)> {
-    http("GET", url)
-}
-
 #[tokio::test]
 async fn writer_schemas_evolve_the_table_and_a_breaking_one_pauses_it_until_an_operator_resumes() {
     let stack = stack();
@@ -331,9 +308,11 @@ async fn writer_schemas_evolve_the_table_and_a_breaking_one_pauses_it_until_an_o
     // The operator skips the breaking schema's records: the v2 records behind them land, without a restart.
     let (code, body) = http_post(&format!("{base}/resume?action=skip")).unwrap();
     assert_eq!(code, 202, "{body}");
-    eventually("25 rows", Duration::from_secs(60), || {
-        (setup.inspect_sql(stack, "")["rows"].as_i64() == Some(25)).then_some(())
-    });
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while setup.inspect_sql(stack, "")["rows"].as_i64() != Some(25) {
+        assert!(std::time::Instant::now() < deadline, "not 25 rows after the skip:\n{}", read_log(&log));
+        std::thread::sleep(Duration::from_millis(300));
+    }
     eventually("/readyz 200", Duration::from_secs(30), || {
         http_get(&format!("{base}/readyz")).filter(|(c, _)| *c == 200)
     });
@@ -356,26 +335,16 @@ async fn writer_schemas_evolve_the_table_and_a_breaking_one_pauses_it_until_an_o
     assert_eq!(last["label"][1], "string");
 }
 
-/// Reads `count` records of `topic` from the beginning: (error kind, schema id header, source offset).
+/// The dead letters of `topic`: (error kind, schema id header, source offset), by source offset.
 async fn dead_letters(stack: &k2i_testkit::Stack, topic: &str, count: usize) -> Vec<(String, Option<String>, i64)> {
-    use rdkafka::consumer::{Consumer, StreamConsumer};
-    use rdkafka::message::{Headers, Message};
-    let consumer: StreamConsumer = stack.consumer(&stack.unique("pb-dlq-reader"));
-    consumer.subscribe(&[topic]).unwrap();
-    let mut out = Vec::new();
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while out.len() < count && std::time::Instant::now() < deadline {
-        let Ok(Ok(message)) = tokio::time::timeout(Duration::from_secs(1), consumer.recv()).await else { continue };
-        let header = |name: &str| {
-            message.headers().and_then(|h| {
-                h.iter()
-                    .find(|x| x.key == name)
-                    .map(|x| String::from_utf8_lossy(x.value.unwrap_or_default()).into_owned())
-            })
-        };
-        let offset = header("k2i.source.offset").unwrap().parse().unwrap();
-        out.push((header("k2i.error.kind").unwrap(), header("k2i.schema.id"), offset));
-    }
+    let mut out: Vec<_> = read_topic(stack, topic, count, Duration::ZERO)
+        .await
+        .into_iter()
+        .map(|r| {
+            let offset = r.headers["k2i.source.offset"].parse().unwrap();
+            (r.headers["k2i.error.kind"].clone(), r.headers.get("k2i.schema.id").cloned(), offset)
+        })
+        .collect();
     out.sort_by_key(|(_, _, offset)| *offset);
     out
 }

@@ -133,6 +133,8 @@ pub struct TablePipeline {
     parked: Option<Parked>,
     /// An operator's decision for the records of a schema id that was a breaking change.
     decisions: HashMap<u32, ResumeAction>,
+    /// The schema id that paused the table last (for a decision that arrives between two pauses).
+    last_breaking: Option<u32>,
     /// The dead-letter producer (`errors.policy` or `on_breaking_change` = `dead-letter`).
     dead_letters: Option<crate::dead_letter::DeadLetters>,
 }
@@ -195,6 +197,7 @@ impl TablePipeline {
             stopping: false,
             parked: None,
             decisions: HashMap::new(),
+            last_breaking: None,
             dead_letters: None,
         }
     }
@@ -332,13 +335,7 @@ impl TablePipeline {
             && partitions.iter().any(|tp| tp.partition == parked.partition && tp.topic == parked.topic)
         {
             tracing::info!(table = %self.name, schema_id = parked.schema_id, "the parked record's partition was revoked; the park ends");
-            if matches!(parked.wait, Wait::Breaking { .. } | Wait::Reread) {
-                ops.metrics.schema_paused.set(0);
-            }
-            self.parked = None;
-            self.pause.set(PauseReason::Schema, false);
-            self.pause.set(PauseReason::Breaking, false);
-            ops.schema(None);
+            self.end_park(ops);
         }
         let dropped = self.buffer.drop_partitions(partitions)?;
         if dropped > 0 {
@@ -418,13 +415,18 @@ impl TablePipeline {
 
     /// The table decodes again.
     fn unpark(&mut self, consumer: &KafkaConsumer, ops: &Ops) {
+        self.end_park(ops);
+        self.apply_pause(consumer, ops);
+    }
+
+    /// Forgets the park and its pause reasons (the partitions resume at the next `apply_pause`).
+    fn end_park(&mut self, ops: &Ops) {
         if self.parked.take().is_some_and(|p| matches!(p.wait, Wait::Breaking { .. } | Wait::Reread)) {
             ops.metrics.schema_paused.set(0);
         }
         self.pause.set(PauseReason::Schema, false);
         self.pause.set(PauseReason::Breaking, false);
         ops.schema(None);
-        self.apply_pause(consumer, ops);
     }
 
     /// Why the table is paused by a breaking schema change, if it is.
@@ -458,11 +460,17 @@ impl TablePipeline {
         if self.failed.is_some() {
             return Ok(());
         }
-        // A skip while a retry is still checking applies when the retry's outcome resumes the table.
-        if let Some(Parked { schema_id, wait: Wait::Reread, .. }) = &self.parked
-            && (action == ResumeAction::Skip || (action == ResumeAction::DeadLetter && self.dead_letters.is_some()))
-        {
-            self.decisions.insert(*schema_id, action);
+        // A decision that arrives while the table is not parked on the breaking record (a retry is checking it,
+        // or its outcome just resumed the table and the record is about to park it again) applies to the schema
+        // id that paused it last: never lost between the two.
+        let parked_on_breaking = matches!(&self.parked, Some(Parked { wait: Wait::Breaking { .. }, .. }));
+        let decision =
+            action == ResumeAction::Skip || (action == ResumeAction::DeadLetter && self.dead_letters.is_some());
+        if !parked_on_breaking {
+            if decision && let Some(schema_id) = self.last_breaking {
+                tracing::info!(table = %self.name, schema_id, action = ?action, "resume decision recorded for the schema id that paused the table");
+                self.decisions.insert(schema_id, action);
+            }
             return Ok(());
         }
         let Some(Parked { schema_id, topic, wait: Wait::Breaking { message, reason }, .. }) = &self.parked else {
@@ -545,6 +553,7 @@ impl TablePipeline {
                 tracing::error!(table = %self.name, schema_id, subject, topic, partition, offset, reason, "paused by a breaking schema change");
                 ops.schema(Some(text));
                 ops.metrics.schema_paused.set(1);
+                self.last_breaking = Some(schema_id);
                 self.park(Parked {
                     schema_id,
                     topic: topic.to_owned(),
