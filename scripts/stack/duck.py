@@ -15,9 +15,17 @@ Usage:
 
   --rest URL   ATTACH the Iceberg REST catalog at URL (e.g. "$K2I_TEST_REST") as the DuckDB
                catalog `rest`, so tables read as rest.<namespace>.<table>.
+
+S3: when K2I_TEST_S3_ENDPOINT is set (it is after `eval "$(scripts/stack.sh env)"`), s3:// URLs go
+to that endpoint (the stack's moto server) through an S3 secret made from K2I_TEST_S3_ENDPOINT,
+K2I_TEST_S3_REGION, K2I_TEST_S3_ACCESS_KEY and K2I_TEST_S3_SECRET_KEY: path-style URLs, TLS only
+for an https:// endpoint. K2I_DUCK_S3=0 turns that off. It only affects s3:// reads, and the
+secret's key never reaches the output.
 Examples:
   duck.py "select * from iceberg_scan('file:///.../metadata/00001-....metadata.json')"
   duck.py --rest "$K2I_TEST_REST" "select count(*) as n from rest.smoke.events"
+  duck.py "select * from iceberg_scan('s3://k2i-test/wh/ns/t/metadata/00001-....metadata.json')"
+  duck.py "select count(*) as n from 's3://k2i-test/some/file.parquet'"
 
 Output: a JSON array with one object per row of the last statement's result, keyed by column
 name. Values JSON cannot represent are written as strings: timestamps/dates/times in ISO 8601,
@@ -30,6 +38,7 @@ import datetime
 import decimal
 import importlib
 import json
+import os
 import sys
 import uuid
 from pathlib import Path
@@ -67,6 +76,32 @@ def connect() -> duckdb.DuckDBPyConnection:
     for name in EXTENSIONS:
         con.execute(f"LOAD '{extension_path(name)}'")
     return con
+
+
+def _sql_str(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
+
+
+def configure_s3(con: duckdb.DuckDBPyConnection, env=os.environ) -> bool:
+    """Point s3:// at K2I_TEST_S3_ENDPOINT (see the module doc); False when not configured."""
+    endpoint = env.get("K2I_TEST_S3_ENDPOINT", "")
+    if not endpoint or env.get("K2I_DUCK_S3", "1") == "0":
+        return False
+    # DuckDB wants host:port in ENDPOINT and the scheme as USE_SSL.
+    scheme, sep, host = endpoint.rstrip("/").partition("://")
+    if not sep:
+        scheme, host = "http", endpoint.rstrip("/")
+    options = {
+        "KEY_ID": env.get("K2I_TEST_S3_ACCESS_KEY", ""),
+        "SECRET": env.get("K2I_TEST_S3_SECRET_KEY", ""),
+        "REGION": env.get("K2I_TEST_S3_REGION", "us-east-1"),
+        "ENDPOINT": host,
+        "URL_STYLE": "path",
+    }
+    body = ", ".join(f"{k} {_sql_str(v)}" for k, v in options.items())
+    use_ssl = "true" if scheme == "https" else "false"
+    con.execute(f"CREATE SECRET k2i_test_s3 (TYPE s3, {body}, USE_SSL {use_ssl})")
+    return True
 
 
 def attach_rest(con: duckdb.DuckDBPyConnection, url: str, warehouse: str) -> None:
@@ -110,6 +145,7 @@ def main(argv: list[str]) -> int:
 
     con = connect()
     try:
+        configure_s3(con)
         if args.rest:
             attach_rest(con, args.rest, args.warehouse)
         cursor = con.execute(sql)

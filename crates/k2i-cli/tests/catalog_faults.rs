@@ -90,8 +90,7 @@ fn assert_exactly_once(stack: &Stack, setup: &Setup, expected: i64, orphans_of: 
     ));
     assert_eq!((duck[0]["n"].as_i64(), duck[0]["d"].as_i64()), (Some(expected), Some(expected)), "DuckDB");
     assert_contiguous(&seen["summaries"], &setup.topic);
-    let orphans: Vec<String> = setup
-        .unreferenced_files_in(&setup.data_dir(stack, Catalog::Rest), &seen)
+    let orphans: Vec<String> = Setup::unreferenced_files(&seen)
         .into_iter()
         .filter(|f| {
             !orphans_of.iter().any(|id| f.rsplit('/').next().is_some_and(|n| n.starts_with(&format!("k2i-{id}-"))))

@@ -5,7 +5,9 @@
 //! commit could still land: invariant 9).
 //!
 //! Every test runs once per catalog, as `sql::<name>` and `rest::<name>`: the embedded SQLite catalog commits
-//! inside the k2i process, the REST catalog in a server that outlives it.
+//! inside the k2i process, the REST catalog in a server that outlives it. Some also run on object storage,
+//! as `postgres_s3::<name>` (the SQL catalog on Postgres) and `glue_s3::<name>` (Glue's compare-and-swap on
+//! the table's `VersionId`), with the warehouse in the stack's S3 server.
 #![allow(clippy::unwrap_used)] // Tests fail loudly by design.
 
 mod common;
@@ -19,34 +21,44 @@ use common::{
 use k2i_testkit::{Stack, stack};
 use serde_json::Value;
 
-/// Runs each named test (an `async fn(Catalog)`) once per catalog.
-macro_rules! on_both_catalogs {
-    ($($name:ident),* $(,)?) => {
-        mod sql {
+/// Runs each named test (an `async fn(Catalog)`) once in the module `$module`, on `$catalog`.
+macro_rules! on_catalog {
+    ($module:ident, $catalog:ident: $($name:ident),* $(,)?) => {
+        mod $module {
             $(
                 #[tokio::test]
                 async fn $name() {
-                    super::$name(super::Catalog::Sql).await
-                }
-            )*
-        }
-        mod rest {
-            $(
-                #[tokio::test]
-                async fn $name() {
-                    super::$name(super::Catalog::Rest).await
+                    super::$name(super::Catalog::$catalog).await
                 }
             )*
         }
     };
 }
 
-on_both_catalogs!(
+on_catalog!(sql, Sql:
     every_fault_point_aborted_then_restarted_loses_and_duplicates_nothing,
     random_kill_9_during_ingest_never_loses_or_duplicates,
     three_instances_in_one_group_with_one_restarting_write_exactly_once,
     a_thawed_zombie_is_fenced_and_its_files_are_removed,
     losing_the_transaction_log_leaves_only_orphan_files,
+);
+on_catalog!(rest, Rest:
+    every_fault_point_aborted_then_restarted_loses_and_duplicates_nothing,
+    random_kill_9_during_ingest_never_loses_or_duplicates,
+    three_instances_in_one_group_with_one_restarting_write_exactly_once,
+    a_thawed_zombie_is_fenced_and_its_files_are_removed,
+    losing_the_transaction_log_leaves_only_orphan_files,
+);
+// Object stores: the SQL catalog on Postgres and the Glue catalog, both with the warehouse in S3. The zombie
+// test watches a local data directory, so it runs on the first two only.
+on_catalog!(postgres_s3, Postgres:
+    random_kill_9_during_ingest_never_loses_or_duplicates,
+    three_instances_in_one_group_with_one_restarting_write_exactly_once,
+    losing_the_transaction_log_leaves_only_orphan_files,
+);
+on_catalog!(glue_s3, Glue:
+    every_fault_point_aborted_then_restarted_loses_and_duplicates_nothing,
+    three_instances_in_one_group_with_one_restarting_write_exactly_once,
 );
 
 fn until_caught_up(setup: &Setup, config: &std::path::Path) -> std::process::Output {
@@ -66,9 +78,8 @@ fn assert_exactly_once(stack: &Stack, setup: &Setup, catalog: Catalog, expected:
     assert_eq!(seen["rows"].as_i64(), Some(expected), "rows in the table");
     assert_eq!(seen["distinct"].as_i64(), Some(expected), "distinct (partition, offset) in the table");
     let kept = kept_commit_ids(logs);
-    assert!(catalog == Catalog::Rest || kept.is_empty(), "an embedded catalog's commit cannot land later: {kept:?}");
-    let orphans: Vec<String> = setup
-        .unreferenced_files_in(&setup.data_dir(stack, catalog), &seen)
+    assert!(catalog != Catalog::Sql || kept.is_empty(), "an embedded catalog's commit cannot land later: {kept:?}");
+    let orphans: Vec<String> = Setup::unreferenced_files(&seen)
         .into_iter()
         .filter(|f| {
             !kept.iter().any(|id| f.rsplit('/').next().is_some_and(|name| name.starts_with(&format!("k2i-{id}-"))))
@@ -301,7 +312,7 @@ async fn losing_the_transaction_log_leaves_only_orphan_files(catalog: Catalog) {
     let seen = setup.inspect(stack, catalog, "");
     assert!(Setup::missing_files(&seen).is_empty(), "{seen}");
     assert_eq!((seen["rows"].as_i64(), seen["distinct"].as_i64()), (Some(300), Some(300)));
-    let orphans = setup.unreferenced_files_in(&setup.data_dir(stack, catalog), &seen);
+    let orphans = Setup::unreferenced_files(&seen);
     assert!(!orphans.is_empty(), "the aborted flush's files remain, unreferenced");
     assert!(orphans.iter().all(|f| f.contains("/k2i-")), "{orphans:?}");
 }

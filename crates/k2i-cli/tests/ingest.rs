@@ -282,22 +282,37 @@ fn unbuilt_features_are_refused_not_faked() {
 }
 
 #[test]
-fn object_store_warehouses_are_refused_not_faked() {
+fn an_object_store_warehouse_needs_a_catalog_database_and_unknown_stores_are_refused() {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("k2i.toml");
-    let toml = "[kafka]\nbootstrap_servers = [\"127.0.0.1:1\"]\ntopic = \"t\"\nconsumer_group = \"g\"\n\
-                [iceberg]\ntable_name = \"t\"\nwarehouse_path = \"s3://bucket/warehouse\"\n";
-    std::fs::write(&config, toml).unwrap();
+    let write = |warehouse: &str| {
+        let toml = format!(
+            "[kafka]\nbootstrap_servers = [\"127.0.0.1:1\"]\ntopic = \"t\"\nconsumer_group = \"g\"\n\
+             [iceberg]\ntable_name = \"t\"\nwarehouse_path = \"{warehouse}\"\n"
+        );
+        std::fs::write(&config, toml).unwrap();
+    };
+    // The embedded SQLite file cannot live in a bucket: the SQL catalog asks for its database.
+    write("s3://bucket/warehouse");
     let mut cmd = k2i();
     cmd.args(["ingest", "--config"]).arg(&config).current_dir(dir.path());
     let out = run(cmd);
     assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
     assert!(
-        text(&out.stderr).contains(
-            "error: writing to object stores is not built yet (key=iceberg.warehouse_path, waits_for=issue 11)"
-        ),
+        text(&out.stderr).contains("error: iceberg.sql.uri is required when the warehouse is not a local directory"),
         "{}",
         text(&out.stderr)
+    );
+    // A store this build has no client for fails validation, naming the ones it has.
+    write("hdfs://namenode/warehouse");
+    let mut cmd = k2i();
+    cmd.args(["validate", "--config"]).arg(&config);
+    let out = run(cmd);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains("iceberg.warehouse_path") && stderr.contains("s3") && stderr.contains("`hdfs`"),
+        "{stderr}"
     );
 }
 

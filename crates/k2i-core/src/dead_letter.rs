@@ -12,12 +12,19 @@
 //! Headers added to the original ones:
 //! `k2i.error.kind`, `k2i.error.reason`, `k2i.source.topic`, `k2i.source.partition`, `k2i.source.offset`,
 //! `k2i.schema.id` (registry formats, when known) and `k2i.version`.
+//!
+//! The producer connects like the consumer (the same `kafka.properties`, so `[kafka.security]` too), and a
+//! connection no retry can fix (refused credentials, a failed TLS handshake) stops the table with a
+//! configuration error, at start or at the next settle, instead of pausing it for ever.
 
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures::FutureExt as _;
+use rdkafka::client::ClientContext;
+use rdkafka::error::KafkaError;
 use rdkafka::message::{BorrowedMessage, Header, Headers, Message, OwnedHeaders};
-use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
+use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer as _};
 
 use crate::config::KafkaConfig;
 use crate::error::{Error, ErrorKind, Result};
@@ -62,9 +69,34 @@ struct Letter {
     source: String,
 }
 
+/// The producer's context: keeps the first connection refusal librdkafka reports (on the producer's own
+/// polling thread) for [`DeadLetters::settle`].
+#[derive(Clone, Default)]
+struct Refusal(Arc<Mutex<Option<Error>>>);
+
+impl Refusal {
+    fn take(&self) -> Option<Error> {
+        self.0.lock().ok().and_then(|mut r| r.take())
+    }
+}
+
+impl ClientContext for Refusal {
+    fn error(&self, error: KafkaError, reason: &str) {
+        match crate::source::refused_connection(&error, reason, "dead-letter producer") {
+            Some(refused) => {
+                if let Ok(mut slot) = self.0.lock() {
+                    slot.get_or_insert(refused);
+                }
+            }
+            None => tracing::warn!(error = %error, "dead-letter producer error: {reason}"),
+        }
+    }
+}
+
 /// The dead-letter producer of one table's pipeline.
 pub struct DeadLetters {
-    producer: FutureProducer,
+    producer: FutureProducer<Refusal>,
+    refusal: Refusal,
     topic: String,
     letters: Vec<Letter>,
     last_error: Option<String>,
@@ -87,10 +119,17 @@ impl DeadLetters {
         }
         // After the user's properties: these two are what makes "acknowledged" mean "stored".
         config.set("enable.idempotence", "true").set("acks", "all");
-        let producer: FutureProducer = config
-            .create()
-            .map_err(|e| Error::new(ErrorKind::Config, "cannot create the dead-letter producer").source(e))?;
-        Ok(Self { producer, topic: topic.to_owned(), letters: Vec::new(), last_error: None })
+        let refusal = Refusal::default();
+        let producer: FutureProducer<Refusal> = config
+            .create_with_context(refusal.clone())
+            .map_err(|e| crate::source::creation_error("cannot create the dead-letter producer", e))?;
+        crate::source::await_connection(
+            "dead-letter producer",
+            &kafka.bootstrap_servers.join(","),
+            || producer.client().fetch_metadata(Some(topic), Duration::from_millis(250)).is_ok(),
+            || refusal.take().map(|e| e.with("topic", topic)),
+        )?;
+        Ok(Self { producer, refusal, topic: topic.to_owned(), letters: Vec::new(), last_error: None })
     }
 
     /// The topic dead letters go to.
@@ -174,6 +213,10 @@ impl DeadLetters {
     pub fn settle(&mut self, wait: Duration) -> Result<()> {
         let deadline = Instant::now() + wait;
         loop {
+            // Deliveries to a broker that refuses the producer only time out: the refusal says why.
+            if let Some(refused) = self.refusal.take() {
+                return Err(refused.with("topic", &self.topic).with("pending", self.letters.len()));
+            }
             let mut fatal: Option<String> = None;
             let mut letters = std::mem::take(&mut self.letters);
             for letter in &mut letters {

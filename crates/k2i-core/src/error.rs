@@ -80,6 +80,19 @@ impl Error {
         Self::new(kind, message).source(e)
     }
 
+    /// The message followed by its chain of causes (`message (context): cause: its cause`), for logs and
+    /// readiness reasons where the cause is the useful part (which store URL failed, and how).
+    pub fn with_causes(&self) -> String {
+        let mut out = self.to_string();
+        let mut cause = std::error::Error::source(self);
+        while let Some(e) = cause {
+            out.push_str(": ");
+            out.push_str(&e.to_string().replace('\n', " "));
+            cause = e.source();
+        }
+        out
+    }
+
     /// Sets whether retrying the same operation may succeed.
     pub fn retryable(mut self, retryable: bool) -> Self {
         self.retryable = retryable;

@@ -158,7 +158,28 @@ impl Intended {
         // The chunks are handed over by value so each is freed once written: the flush in flight holds its
         // rows or their encoded form, not both.
         let chunks = std::mem::take(&mut self.batch.chunks);
-        let files = sink::write(table, chunks, self.meta.commit_id.as_str(), cx.write).await?;
+        let files = match sink::write(table, chunks, self.meta.commit_id.as_str(), cx.write).await {
+            Ok(files) => files,
+            Err(error) => {
+                // Nothing of this flush can land: remove what it wrote if the store lets us now, else the intent
+                // stays pending and the next start's recovery removes it.
+                let pending = Pending { intent: self.intent, files: None, bases: Vec::new() };
+                match recovery::abort(table, &pending).await {
+                    Ok(Aborted::Deleted(deleted)) => {
+                        cx.append(Record::Aborted {
+                            commit_id: self.meta.commit_id.to_string(),
+                            reason: error.to_string(),
+                        })?;
+                        tracing::info!(commit_id = %self.meta.commit_id, deleted_files = deleted, "rolled back the flush whose data files could not be written");
+                    }
+                    Ok(Aborted::Referenced) => {}
+                    Err(e) => {
+                        tracing::warn!(commit_id = %self.meta.commit_id, error = %e, "cannot roll back the unwritten flush now; the next start's recovery does")
+                    }
+                }
+                return Err(error);
+            }
+        };
         let paths: Vec<String> = files.iter().map(|f| f.file_path().to_owned()).collect();
         let files_record = FilesRecord { commit_id: self.meta.commit_id.to_string(), files: paths };
         cx.append(Record::Files(files_record.clone()))?;

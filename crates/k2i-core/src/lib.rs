@@ -23,6 +23,7 @@ pub mod recovery;
 pub mod schema;
 pub mod sink;
 pub mod source;
+pub mod storage;
 pub mod table;
 pub mod tls;
 pub mod txlog;

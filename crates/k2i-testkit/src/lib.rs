@@ -51,14 +51,7 @@ pub struct Stack {
 pub fn stack() -> &'static Stack {
     static STACK: OnceLock<Stack> = OnceLock::new();
     STACK.get_or_init(|| {
-        let var = |name: &str| {
-            std::env::var(name).unwrap_or_else(|_| {
-                panic!(
-                    "stack not running: run scripts/stack.sh up and export its variables \
-                     (eval \"$(scripts/stack.sh env)\"), or run the suite with scripts/test.sh; {name} is not set"
-                )
-            })
-        };
+        let var = stack_var;
         Stack {
             kafka: var("K2I_TEST_KAFKA"),
             registry: var("K2I_TEST_REGISTRY").trim_end_matches('/').to_owned(),
@@ -67,6 +60,55 @@ pub fn stack() -> &'static Stack {
             python: PathBuf::from(var("K2I_TEST_PYTHON")),
         }
     })
+}
+
+/// The stack's S3-compatible server (moto): one bucket, static test keys, path-style addressing.
+#[derive(Debug, Clone)]
+pub struct S3 {
+    /// `http://127.0.0.1:PORT`; moto serves Glue and STS on the same URL.
+    pub endpoint: String,
+    /// The bucket `scripts/stack.sh up` creates.
+    pub bucket: String,
+    /// The region moto answers for.
+    pub region: String,
+    /// The access key id (the variable is `K2I_TEST_S3_ACCESS_KEY`).
+    pub access_key: String,
+    /// The secret key (`K2I_TEST_S3_SECRET_KEY`): tests check it never appears in k2i's output.
+    pub secret_key: String,
+}
+
+fn stack_var(name: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| {
+        panic!(
+            "stack not running: run scripts/stack.sh up and export its variables \
+             (eval \"$(scripts/stack.sh env)\"), or run the suite with scripts/test.sh; {name} is not set"
+        )
+    })
+}
+
+impl Stack {
+    /// The S3 server.
+    ///
+    /// # Panics
+    /// When its variables are missing (the stack is not running).
+    pub fn s3(&self) -> &'static S3 {
+        static S3: OnceLock<S3> = OnceLock::new();
+        S3.get_or_init(|| S3 {
+            endpoint: stack_var("K2I_TEST_S3_ENDPOINT").trim_end_matches('/').to_owned(),
+            bucket: stack_var("K2I_TEST_S3_BUCKET"),
+            region: stack_var("K2I_TEST_S3_REGION"),
+            access_key: stack_var("K2I_TEST_S3_ACCESS_KEY"),
+            secret_key: stack_var("K2I_TEST_S3_SECRET_KEY"),
+        })
+    }
+
+    /// The Postgres database URL (`postgres://k2i:…@127.0.0.1:PORT/k2i`).
+    ///
+    /// # Panics
+    /// When it is missing (the stack is not running).
+    pub fn postgres(&self) -> String {
+        stack_var("K2I_TEST_POSTGRES")
+    }
 }
 
 /// One record to produce.

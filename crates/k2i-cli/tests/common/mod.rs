@@ -108,7 +108,31 @@ impl Setup {
         match catalog {
             Catalog::Sql => self.sql_config(stack, format, extra),
             Catalog::Rest => self.rest_config(stack, "k2i.toml", &stack.rest, format, extra),
+            Catalog::Postgres => {
+                let text = format!(
+                    "warehouse_path = \"{}\"\n[iceberg.sql]\nuri = {{ env = \"K2I_TEST_POSTGRES\" }}\n{}",
+                    self.s3_warehouse(stack),
+                    s3_storage(stack)
+                );
+                self.write_config(stack, "k2i.toml", &text, format, extra)
+            }
+            Catalog::Glue => {
+                let text = format!(
+                    "catalog_type = \"glue\"\nwarehouse_path = \"{}\"\n[iceberg.glue]\nendpoint = \"{}\"\n\
+                     region = \"{}\"\n{}",
+                    self.s3_warehouse(stack),
+                    stack.s3().endpoint,
+                    stack.s3().region,
+                    s3_storage(stack)
+                );
+                self.write_config(stack, "k2i.toml", &text, format, extra)
+            }
         }
+    }
+
+    /// This test's own warehouse in the stack's S3 bucket.
+    pub fn s3_warehouse(&self, stack: &Stack) -> String {
+        format!("s3://{}/{}", stack.s3().bucket, self.namespace)
     }
 
     fn write_config(&self, stack: &Stack, name: &str, catalog: &str, format: &str, extra: &str) -> PathBuf {
@@ -126,9 +150,9 @@ type = "{format}"
 schema_update_min_interval = "0s"
 
 [iceberg]
-{catalog}
 database_name = "{namespace}"
 table_name = "events"
+{catalog}
 
 [transaction_log]
 log_dir = "{dir}/txlog"
@@ -151,7 +175,8 @@ log_dir = "{dir}/txlog"
     }
 
     /// Reads the table through `catalog` (the REST one directly, never through a test's proxy) with pyiceberg:
-    /// rows, distinct (partition, offset), snapshot summaries, the data files the current snapshot references.
+    /// rows, distinct (partition, offset), snapshot summaries, the data files the current snapshot references,
+    /// and the data files on the store under the table's `data/` (for the orphan checks).
     pub fn inspect(&self, stack: &Stack, catalog: Catalog, columns: &str) -> Value {
         let open = match catalog {
             Catalog::Sql => format!(
@@ -160,21 +185,55 @@ log_dir = "{dir}/txlog"
                 self.warehouse().join("catalog.db").display(),
                 self.warehouse().display()
             ),
-            Catalog::Rest => "import os\nfrom pyiceberg.catalog import load_catalog\n\
+            Catalog::Rest => "from pyiceberg.catalog import load_catalog\n\
                               catalog = load_catalog(\"rest\", type=\"rest\", uri=os.environ[\"K2I_TEST_REST\"])"
+                .to_owned(),
+            Catalog::Postgres => format!(
+                "from pyiceberg.catalog.sql import SqlCatalog\n\
+                 url = os.environ[\"K2I_TEST_POSTGRES\"].replace(\"postgres://\", \"postgresql+psycopg2://\", 1)\n\
+                 catalog = SqlCatalog(\"k2i\", uri=url, warehouse=\"{}\", **S3_PROPS)",
+                self.s3_warehouse(stack)
+            ),
+            Catalog::Glue => "from pyiceberg.catalog.glue import GlueCatalog\n\
+                              catalog = GlueCatalog(\"glue\", **{\"glue.endpoint\": os.environ[\"K2I_TEST_S3_ENDPOINT\"], \
+                              \"glue.region\": os.environ[\"K2I_TEST_S3_REGION\"], \
+                              \"glue.access-key-id\": os.environ[\"K2I_TEST_S3_ACCESS_KEY\"], \
+                              \"glue.secret-access-key\": os.environ[\"K2I_TEST_S3_SECRET_KEY\"], **S3_PROPS})"
                 .to_owned(),
         };
         let script = format!(
             r#"
 import json, os
+S3_PROPS = {{
+    "s3.endpoint": os.environ.get("K2I_TEST_S3_ENDPOINT", ""),
+    "s3.region": os.environ.get("K2I_TEST_S3_REGION", ""),
+    "s3.access-key-id": os.environ.get("K2I_TEST_S3_ACCESS_KEY", ""),
+    "s3.secret-access-key": os.environ.get("K2I_TEST_S3_SECRET_KEY", ""),
+    "s3.force-virtual-addressing": "false",
+}}
 {open}
 table = catalog.load_table("{ns}.events")
 referenced = sorted(task.file.file_path for task in table.scan().plan_files())
-local = lambda f: f[len("file://"):] if f.startswith("file://") else f[len("file:"):] if f.startswith("file:") else f
+
+def on_store(location):
+    """The files under location/data, as full locations."""
+    import pyarrow.fs as pafs
+    if location.startswith("s3://"):
+        fs = pafs.S3FileSystem(endpoint_override=S3_PROPS["s3.endpoint"], region=S3_PROPS["s3.region"],
+                               access_key=S3_PROPS["s3.access-key-id"], secret_key=S3_PROPS["s3.secret-access-key"])
+        root, prefix = location[len("s3://"):] + "/data", "s3://"
+    else:
+        fs = pafs.LocalFileSystem()
+        root = location[len("file://"):] if location.startswith("file://") else location[len("file:"):]
+        root, prefix = root + "/data", "file://" if location.startswith("file://") else "file:"
+    infos = fs.get_file_info(pafs.FileSelector(root, allow_not_found=True, recursive=True))
+    return sorted(prefix + i.path for i in infos if i.type == pafs.FileType.File)
+
+stored = on_store(table.location())
 # A referenced file that is gone would make the scan fail: report it instead of crashing.
-missing = [f for f in referenced if not os.path.exists(local(f))]
+missing = [f for f in referenced if f not in stored and not table.io.new_input(f).exists()]
 if missing:
-    print(json.dumps({{"metadata": table.metadata_location, "missing": missing, "referenced": referenced}}))
+    print(json.dumps({{"metadata": table.metadata_location, "missing": missing, "referenced": referenced, "stored": stored}}))
     raise SystemExit(0)
 data = table.scan().to_arrow().sort_by([("_kafka_partition", "ascending"), ("_kafka_offset", "ascending")])
 keys = list(zip(data["_kafka_partition"].to_pylist(), data["_kafka_offset"].to_pylist()))
@@ -186,6 +245,7 @@ print(json.dumps({{
     "sample": data.select([{columns}]).slice(0, 3).to_pylist() if {has_columns} else [],
     "summaries": [dict(s.summary.additional_properties) for s in sorted(table.snapshots(), key=lambda s: s.sequence_number)],
     "referenced": referenced,
+    "stored": stored,
     "missing": [],
     "location": table.location(),
 }}, default=str))
@@ -195,6 +255,18 @@ print(json.dumps({{
         );
         stack.python_json(&script)
     }
+}
+
+/// The `[iceberg.storage]` table for the stack's S3 server; the keys come from the environment, so the
+/// configuration file holds no secret.
+pub fn s3_storage(stack: &Stack) -> String {
+    format!(
+        "[iceberg.storage]\n\"s3.endpoint\" = \"{}\"\n\"s3.region\" = \"{}\"\n\"s3.path-style-access\" = \"true\"\n\
+         \"s3.access-key-id\" = {{ env = \"K2I_TEST_S3_ACCESS_KEY\" }}\n\
+         \"s3.secret-access-key\" = {{ env = \"K2I_TEST_S3_SECRET_KEY\" }}\n",
+        stack.s3().endpoint,
+        stack.s3().region
+    )
 }
 
 pub fn json_records(partitions: i32, per_partition: i64, first: i64) -> Vec<TestRecord> {
@@ -227,42 +299,32 @@ pub fn recorded_offsets(summaries: &Value, topic: &str) -> std::collections::BTr
 }
 
 impl Setup {
-    /// Data files on disk that the table's current snapshot does not reference (orphans), for the SQL catalog.
-    pub fn unreferenced_files(&self, seen: &Value) -> Vec<String> {
-        self.unreferenced_files_in(&self.warehouse().join(&self.namespace).join("events").join("data"), seen)
-    }
-
-    /// The table's data directory (both catalogs' warehouses are local directories).
+    /// The table's data directory, for the catalogs whose warehouse is a local directory.
     pub fn data_dir(&self, stack: &Stack, catalog: Catalog) -> PathBuf {
         let warehouse = match catalog {
             Catalog::Sql => self.warehouse(),
             Catalog::Rest => PathBuf::from(local_path(&stack.warehouse)),
+            Catalog::Postgres | Catalog::Glue => panic!("the {catalog:?} catalog's warehouse is in S3"),
         };
         warehouse.join(&self.namespace).join("events").join("data")
     }
 
-    /// Data files the table's current snapshot references that are not on disk (a flush's files deleted
+    /// Data files the table's current snapshot references that are not on the store (a flush's files deleted
     /// although its commit landed): readers would fail. When any is missing, [`Setup::inspect`] reports only
     /// these (and the references), not rows.
     pub fn missing_files(seen: &Value) -> Vec<String> {
         seen["missing"].as_array().unwrap().iter().map(|f| f.as_str().unwrap().to_owned()).collect()
     }
 
-    /// Data files in `data` that the table's current snapshot does not reference (orphans).
-    pub fn unreferenced_files_in(&self, data: &std::path::Path, seen: &Value) -> Vec<String> {
-        let referenced = referenced(seen);
-        let mut on_disk: Vec<String> = match std::fs::read_dir(data) {
-            Ok(entries) => entries.map(|e| e.unwrap().path().display().to_string()).collect(),
-            Err(_) => Vec::new(),
+    /// Data files on the store under the table's `data/` that its current snapshot does not reference
+    /// (orphans), from an [`Setup::inspect`] result.
+    pub fn unreferenced_files(seen: &Value) -> Vec<String> {
+        let list = |key: &str| -> Vec<String> {
+            seen[key].as_array().unwrap().iter().map(|f| f.as_str().unwrap().to_owned()).collect()
         };
-        on_disk.sort();
-        on_disk.into_iter().filter(|f| !referenced.iter().any(|r| r == f)).collect()
+        let referenced = list("referenced");
+        list("stored").into_iter().filter(|f| !referenced.contains(f)).collect()
     }
-}
-
-/// The local paths of the data files an [`Setup::inspect`] result references.
-fn referenced(seen: &Value) -> Vec<String> {
-    seen["referenced"].as_array().unwrap().iter().map(|f| local_path(f.as_str().unwrap()).to_owned()).collect()
 }
 
 /// The path of a `file:` location.
@@ -270,14 +332,18 @@ pub fn local_path(location: &str) -> &str {
     location.strip_prefix("file://").or_else(|| location.strip_prefix("file:")).unwrap_or(location)
 }
 
-/// Which catalog an ingest writes through. The REST catalog's warehouse is the stack's local directory, so
-/// the orphan-file checks work on both.
+/// Which catalog an ingest writes through (and where its warehouse is). [`Setup::inspect`] lists the data
+/// files on every store, so the orphan-file checks work on all of them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Catalog {
     /// The embedded SQLite catalog in the test's own warehouse.
     Sql,
     /// The stack's Iceberg REST catalog.
     Rest,
+    /// The SQL catalog in the stack's Postgres, with the test's warehouse in the stack's S3 server.
+    Postgres,
+    /// The Glue catalog of the stack's S3 server (moto), with the test's warehouse in its S3.
+    Glue,
 }
 
 /// The commit ids of the flushes whose files recovery kept because their commit could still land (a REST

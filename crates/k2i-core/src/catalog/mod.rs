@@ -1,17 +1,19 @@
 //! Opening the configured Iceberg catalog and the one table k2i writes: created with the initial schema if
 //! missing, evolved additively when records bring new fields.
 //!
-//! `sql` is the default: a JDBC-layout catalog in an embedded SQLite file (`<warehouse>/catalog.db`) with a
-//! local warehouse, readable by pyiceberg's `SqlCatalog` and Java's `JdbcCatalog`; a `postgres://` URL works
-//! too. `rest` speaks the Iceberg REST protocol with a bearer token, OAuth2 client credentials and extra
-//! headers. Glue and S3 Tables are rejected until they are built.
+//! `sql` is the default: a JDBC-layout catalog in an embedded SQLite file (`<warehouse>/catalog.db`) or in
+//! Postgres, readable by pyiceberg's `SqlCatalog` and Java's `JdbcCatalog`. `rest` speaks the Iceberg REST
+//! protocol with a bearer token, OAuth2 client credentials and extra headers. `glue` is the AWS Glue Data
+//! Catalog. Every catalog writes through [`crate::storage`], so the warehouse may be local or on S3, GCS or
+//! Azure. S3 Tables is rejected until it is built.
+
+pub mod glue;
 
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::{Arc, Once};
 use std::time::Duration;
 
-use iceberg::io::LocalFsStorageFactory;
 use iceberg::spec::Schema;
 use iceberg::table::Table;
 use iceberg::transaction::{AddColumn, ApplyTransactionAction, Transaction};
@@ -19,7 +21,7 @@ use iceberg::{Catalog, CatalogBuilder, NamespaceIdent, TableCreation, TableIdent
 use iceberg_catalog_rest::RestCatalogBuilder;
 use iceberg_catalog_sql::{SqlBindStyle, SqlCatalogBuilder};
 
-use crate::config::{CatalogType, Config};
+use crate::config::{CatalogType, Config, IcebergConfig};
 use crate::error::{Error, ErrorKind, Result};
 use crate::ops::Ops;
 use crate::schema::Addition;
@@ -78,96 +80,118 @@ pub fn warehouse_url(path: &str) -> Result<String> {
 /// Opens the configured catalog.
 pub async fn open(config: &Config, ops: Arc<Ops>) -> Result<TableRef> {
     let ice = &config.iceberg;
-    let mut props: HashMap<String, String> = HashMap::new();
-    for (key, value) in &ice.storage {
-        props.insert(key.clone(), value.expose()?.to_owned());
-    }
+    let storage = crate::storage::properties(ice)?;
     let (catalog, location): (Arc<dyn Catalog>, String) = match ice.catalog_type {
-        CatalogType::Sql => {
-            // Only the SQL catalog uses warehouse_path itself (a REST catalog owns its warehouse), so only it
-            // creates a local directory.
-            let warehouse = warehouse_url(&ice.warehouse_path)?;
-            if !warehouse.starts_with("file://") {
-                return Err(Error::new(
-                    ErrorKind::Config,
-                    "object-store warehouses are not built yet; use a local path",
-                )
-                .with("warehouse_path", &ice.warehouse_path));
-            }
-            static DRIVERS: Once = Once::new();
-            DRIVERS.call_once(sqlx::any::install_default_drivers);
-            let uri = match &ice.sql.uri {
-                Some(uri) => uri.expose()?.to_owned(),
-                None => match warehouse.strip_prefix("file://") {
-                    Some(dir) => format!("sqlite:{dir}/catalog.db"),
-                    None => {
-                        return Err(Error::new(
-                            ErrorKind::Config,
-                            "iceberg.sql.uri is required when the warehouse is not a local directory",
-                        )
-                        .with("warehouse", &warehouse));
-                    }
-                },
-            };
-            let is_sqlite = uri.starts_with("sqlite:");
-            // SQLite must create the file on first start; sqlx only does that with mode=rwc.
-            let uri = if is_sqlite && !uri.contains("mode=") {
-                format!("{uri}{}mode=rwc", if uri.contains('?') { "&" } else { "?" })
-            } else {
-                uri
-            };
-            let location = redact_url(&uri);
-            let name = ice.sql.catalog_name.clone().unwrap_or_else(|| DEFAULT_SQL_CATALOG_NAME.to_owned());
-            let catalog = SqlCatalogBuilder::default()
-                .uri(uri)
-                .warehouse_location(warehouse.clone())
-                .sql_bind_style(if is_sqlite { SqlBindStyle::QMark } else { SqlBindStyle::DollarNumeric })
-                .with_storage_factory(Arc::new(LocalFsStorageFactory))
-                .load(name, props)
-                .await
-                .map_err(|e| Error::iceberg("cannot open the SQL catalog", e).with("catalog", &location))?;
-            (Arc::new(catalog), location)
-        }
-        CatalogType::Rest => {
-            let uri = ice.rest_uri.clone().ok_or_else(|| {
-                Error::new(ErrorKind::Config, "iceberg.rest_uri is required for the REST catalog")
-                    .with("key", "iceberg.rest_uri")
-            })?;
-            props.insert("uri".to_owned(), uri.clone());
-            if let Some(w) = &ice.rest.warehouse {
-                props.insert("warehouse".to_owned(), w.clone());
-            }
-            if let Some(token) = &ice.rest.token {
-                props.insert("token".to_owned(), token.expose()?.to_owned());
-            }
-            if let Some(credential) = &ice.rest.credential {
-                props.insert("credential".to_owned(), credential.expose()?.to_owned());
-            }
-            if let Some(uri) = &ice.rest.oauth2_server_uri {
-                props.insert("oauth2-server-uri".to_owned(), uri.clone());
-            }
-            if let Some(scope) = &ice.rest.scope {
-                props.insert("scope".to_owned(), scope.clone());
-            }
-            for (name, value) in &ice.rest.headers {
-                props.insert(format!("header.{name}"), value.expose()?.to_owned());
-            }
-            let catalog = RestCatalogBuilder::default()
-                .with_storage_factory(Arc::new(LocalFsStorageFactory))
-                .load("rest", props)
-                .await
-                .map_err(|e| Error::iceberg("cannot open the REST catalog", e).with("catalog", &uri))?;
-            (Arc::new(catalog), uri)
-        }
-        CatalogType::Glue | CatalogType::S3tables => {
-            return Err(Error::new(ErrorKind::Config, "this catalog type is not built yet; use sql or rest")
-                .with("catalog_type", format!("{:?}", ice.catalog_type).to_lowercase()));
+        CatalogType::Sql => open_sql(ice, storage).await?,
+        CatalogType::Rest => open_rest(ice, storage).await?,
+        CatalogType::Glue => open_glue(ice, storage).await?,
+        CatalogType::S3tables => {
+            return Err(Error::new(ErrorKind::Config, "this catalog type is not built yet; use sql, rest or glue")
+                .with("catalog_type", "s3tables"));
         }
     };
     let namespace = NamespaceIdent::from_strs(ice.database_name.split('.')).map_err(|e| {
         Error::new(ErrorKind::Config, "invalid namespace").with("database_name", &ice.database_name).source(e)
     })?;
     Ok(TableRef { catalog, ident: TableIdent::new(namespace, ice.table_name.clone()), location, ops })
+}
+
+/// Whether the catalog is a server that may still apply a commit a dead process sent (REST, Glue, the SQL
+/// catalog on Postgres), rather than an embedded database whose commit ended with the process (SQLite).
+pub fn is_remote(ice: &IcebergConfig) -> bool {
+    match ice.catalog_type {
+        CatalogType::Sql => {
+            ice.sql.uri.as_ref().is_some_and(|uri| uri.expose().is_ok_and(|u| !u.starts_with("sqlite:")))
+        }
+        CatalogType::Rest | CatalogType::Glue | CatalogType::S3tables => true,
+    }
+}
+
+/// The JDBC-layout catalog in SQLite or Postgres; its warehouse may be local or on an object store.
+async fn open_sql(ice: &IcebergConfig, props: HashMap<String, String>) -> Result<(Arc<dyn Catalog>, String)> {
+    // Only the SQL catalog uses warehouse_path itself (a REST catalog owns its warehouse), so only it
+    // creates a local directory.
+    let warehouse = warehouse_url(&ice.warehouse_path)?;
+    crate::storage::check_location("iceberg.warehouse_path", &warehouse)?;
+    static DRIVERS: Once = Once::new();
+    DRIVERS.call_once(sqlx::any::install_default_drivers);
+    let uri = match &ice.sql.uri {
+        Some(uri) => uri.expose()?.to_owned(),
+        None => match warehouse.strip_prefix("file://") {
+            Some(dir) => format!("sqlite:{dir}/catalog.db"),
+            None => {
+                return Err(Error::new(
+                    ErrorKind::Config,
+                    "iceberg.sql.uri is required when the warehouse is not a local directory",
+                )
+                .with("warehouse", &warehouse));
+            }
+        },
+    };
+    let is_sqlite = uri.starts_with("sqlite:");
+    // SQLite must create the file on first start; sqlx only does that with mode=rwc.
+    let uri = if is_sqlite && !uri.contains("mode=") {
+        format!("{uri}{}mode=rwc", if uri.contains('?') { "&" } else { "?" })
+    } else {
+        uri
+    };
+    let location = redact_url(&uri);
+    let name = ice.sql.catalog_name.clone().unwrap_or_else(|| DEFAULT_SQL_CATALOG_NAME.to_owned());
+    let catalog = SqlCatalogBuilder::default()
+        .uri(uri)
+        .warehouse_location(warehouse)
+        .sql_bind_style(if is_sqlite { SqlBindStyle::QMark } else { SqlBindStyle::DollarNumeric })
+        .with_storage_factory(crate::storage::factory())
+        .load(name, props)
+        .await
+        .map_err(|e| Error::iceberg("cannot open the SQL catalog", e).with("catalog", &location))?;
+    Ok((Arc::new(catalog), location))
+}
+
+/// An Iceberg REST catalog, with a bearer token, OAuth2 client credentials and extra headers.
+async fn open_rest(ice: &IcebergConfig, mut props: HashMap<String, String>) -> Result<(Arc<dyn Catalog>, String)> {
+    let uri = ice.rest_uri.clone().ok_or_else(|| {
+        Error::new(ErrorKind::Config, "iceberg.rest_uri is required for the REST catalog")
+            .with("key", "iceberg.rest_uri")
+    })?;
+    props.insert("uri".to_owned(), uri.clone());
+    if let Some(w) = &ice.rest.warehouse {
+        props.insert("warehouse".to_owned(), w.clone());
+    }
+    if let Some(token) = &ice.rest.token {
+        props.insert("token".to_owned(), token.expose()?.to_owned());
+    }
+    if let Some(credential) = &ice.rest.credential {
+        props.insert("credential".to_owned(), credential.expose()?.to_owned());
+    }
+    if let Some(uri) = &ice.rest.oauth2_server_uri {
+        props.insert("oauth2-server-uri".to_owned(), uri.clone());
+    }
+    if let Some(scope) = &ice.rest.scope {
+        props.insert("scope".to_owned(), scope.clone());
+    }
+    for (name, value) in &ice.rest.headers {
+        props.insert(format!("header.{name}"), value.expose()?.to_owned());
+    }
+    let catalog = RestCatalogBuilder::default()
+        .with_storage_factory(crate::storage::factory())
+        .load("rest", props)
+        .await
+        .map_err(|e| Error::iceberg("cannot open the REST catalog", e).with("catalog", &uri))?;
+    Ok((Arc::new(catalog), uri))
+}
+
+/// The AWS Glue Data Catalog ([`glue`]).
+async fn open_glue(ice: &IcebergConfig, props: HashMap<String, String>) -> Result<(Arc<dyn Catalog>, String)> {
+    let warehouse = warehouse_url(&ice.warehouse_path)?;
+    crate::storage::check_location("iceberg.warehouse_path", &warehouse)?;
+    let location = match (&ice.glue.endpoint, &ice.glue.region) {
+        (Some(endpoint), _) => format!("glue at {endpoint}"),
+        (None, Some(region)) => format!("glue in {region}"),
+        (None, None) => "glue".to_owned(),
+    };
+    let catalog = glue::GlueCatalog::open(ice, warehouse, props).await.map_err(|e| e.with("catalog", &location))?;
+    Ok((Arc::new(catalog), location))
 }
 
 /// Removes the password from a database URL.
@@ -369,16 +393,16 @@ where
                 return Ok(v);
             }
             Err(e) if e.is_retryable() && attempt < ATTEMPTS => {
-                ops.catalog(false, e.to_string());
+                ops.catalog(false, e.with_causes());
                 ops.metrics.catalog_retries.with_label_values(&[what]).inc();
-                tracing::warn!(operation = what, attempt, error = %e, "catalog operation failed; retrying");
+                tracing::warn!(operation = what, attempt, error = %e.with_causes(), "catalog operation failed; retrying");
                 tokio::time::sleep(delay).await;
                 delay = (delay * 2).min(Duration::from_secs(10));
                 attempt += 1;
             }
             Err(e) => {
                 if e.is_retryable() {
-                    ops.catalog(false, e.to_string());
+                    ops.catalog(false, e.with_causes());
                 }
                 return Err(e);
             }

@@ -218,7 +218,7 @@ pub(crate) const K2I_KEYS: &[K2iKey] = &[
     ),
     same_but(
         "iceberg.warehouse_path",
-        "object stores (`s3://`, `gs://`, `az://`, …) validate, `k2i ingest` refuses them until issue 11",
+        "same meaning; object stores by scheme (`s3://`, `gs://`, `abfss://`, `wasbs://`; see docs/storage.md)",
     ),
     same("iceberg.database_name"),
     same("iceberg.table_name"),
@@ -378,9 +378,7 @@ impl K2iKey {
                     "mapped to the librdkafka property".to_owned()
                 }
                 Convert::Unchanged if to.starts_with(&["iceberg", "storage"]) => {
-                    "mapped to the Iceberg FileIO property; object stores validate, `k2i ingest` refuses them until \
-                     issue 11"
-                        .to_owned()
+                    "mapped to the Iceberg FileIO property".to_owned()
                 }
                 Convert::Unchanged => "same meaning".to_owned(),
                 Convert::Days => "mapped: `N` days become the duration `\"Nd\"`".to_owned(),

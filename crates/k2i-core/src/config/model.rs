@@ -471,6 +471,11 @@ pub struct GlueCatalogConfig {
     /// Endpoint override, for Glue-compatible services.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub endpoint: Option<String>,
+    /// AWS profile (from `~/.aws/config`) for Glue's credentials and region; a profile with `role_arn`
+    /// assumes that role. Without a profile or static S3 keys in `iceberg.storage`, the standard AWS
+    /// chain applies (environment, web identity, ECS/EC2 metadata).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub profile: Option<String>,
 }
 
 /// `[iceberg.s3tables]`: Amazon S3 Tables.

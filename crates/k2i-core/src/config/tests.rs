@@ -454,7 +454,7 @@ fn catalog_rules() {
     assert_eq!(
         problems(&text),
         [
-            "iceberg.warehouse_path: expected a local path or a URL with scheme file, s3, s3a, gs, gcs, abfss, wasbs, az, found scheme `hdfs`"
+            "iceberg.warehouse_path: expected a local path or a URL with scheme file, s3, s3a, s3n, gs, gcs, abfss, abfs, wasbs, wasb, found scheme `hdfs`"
         ]
     );
     assert_eq!(
@@ -744,9 +744,7 @@ fn k2i_full_config_validates_with_the_same_meaning() {
 
     let unbuilt: Vec<(String, Issue)> = config.unbuilt().into_iter().map(|u| (u.key, u.issue)).collect();
     let expected = [
-        ("iceberg.warehouse_path", Issue::StorageAndCatalogs),
         ("iceberg.partition_by", Issue::TablesMaintenance),
-        ("iceberg.storage", Issue::StorageAndCatalogs),
         ("iceberg.gcs_credentials_path", Issue::StorageAndCatalogs),
         ("iceberg.gcs_service_account_key", Issue::StorageAndCatalogs),
         ("iceberg.azure_container", Issue::StorageAndCatalogs),
@@ -1016,7 +1014,8 @@ fn k2i_hive_and_nessie_catalogs_validate_and_are_unbuilt() {
 #[test]
 fn unbuilt_lists_every_feature_that_is_not_built() {
     assert_eq!(unbuilt(MINIMAL), Vec::<String>::new());
-    assert_eq!(unbuilt(K2I_README), ["iceberg.warehouse_path"]);
+    // K2I's README example writes to S3: built now.
+    assert_eq!(unbuilt(K2I_README), Vec::<String>::new());
     let text = format!(
         "{}\n[kafka.format]\ntype = \"avro\"\n[kafka.format.registry]\nurl = \"http://r\"\n\
          [kafka.properties]\n\"sasl.mechanism\" = \"GSSAPI\"\n\
@@ -1025,7 +1024,7 @@ fn unbuilt_lists_every_feature_that_is_not_built() {
          [rpc]\nenabled = true\n[maintenance]\nenabled = true\n",
         MINIMAL.replace(
             "table_name = \"events\"",
-            "table_name = \"events\"\ncatalog_type = \"glue\"\nwarehouse_path = \"s3://b/w\"\npartition_by = [\"day(ts)\"]\nstorage = { \"s3.region\" = \"eu-west-1\" }"
+            "table_name = \"events\"\ncatalog_type = \"s3tables\"\nwarehouse_path = \"s3://b/w\"\npartition_by = [\"day(ts)\"]\nstorage = { \"s3.region\" = \"eu-west-1\" }\ns3tables = { table_bucket_arn = \"arn:aws:s3tables:eu-west-1:1:bucket/b\" }"
         )
     );
     let config = parse(&text).unwrap_or_else(|e| panic!("{e}"));
@@ -1036,10 +1035,8 @@ fn unbuilt_lists_every_feature_that_is_not_built() {
             "kafka.format.type: decoding Avro is not built yet; the configuration validates, `k2i ingest` refuses it until issue 13",
             "kafka.properties.\"sasl.mechanism\": Kerberos (GSSAPI) authentication is not built yet; the configuration validates, `k2i ingest` refuses it until issue 11",
             "schema_evolution.mode: the permissive schema-evolution mode is not built yet; the configuration validates, `k2i ingest` refuses it until issue 10",
-            "iceberg.catalog_type: the Glue catalog is not built yet; the configuration validates, `k2i ingest` refuses it until issue 11",
-            "iceberg.warehouse_path: writing to object stores is not built yet; the configuration validates, `k2i ingest` refuses it until issue 11",
+            "iceberg.catalog_type: the S3 Tables catalog is not built yet; the configuration validates, `k2i ingest` refuses it until issue 11",
             "iceberg.partition_by: writing partitioned tables is not built yet; the configuration validates, `k2i ingest` refuses it until the tables/maintenance issue",
-            "iceberg.storage: using object-store settings is not built yet; the configuration validates, `k2i ingest` refuses it until issue 11",
             "rpc.enabled: the read-state RPC is not built yet; the configuration validates, `k2i ingest` refuses it until issue 12",
             "maintenance.enabled: scheduled maintenance is not built yet; the configuration validates, `k2i ingest` refuses it until the tables/maintenance issue",
         ]

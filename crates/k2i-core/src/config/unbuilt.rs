@@ -120,24 +120,22 @@ impl Config {
         let catalog = match (self.notes.catalog, ice.catalog_type) {
             (Some(UnbuiltCatalog::Hive), _) => Some("the Hive Metastore catalog"),
             (Some(UnbuiltCatalog::Nessie), _) => Some("the Nessie catalog"),
-            (None, CatalogType::Glue) => Some("the Glue catalog"),
             (None, CatalogType::S3tables) => Some("the S3 Tables catalog"),
-            (None, CatalogType::Sql | CatalogType::Rest) => None,
+            (None, CatalogType::Sql | CatalogType::Rest | CatalogType::Glue) => None,
         };
         if let Some(what) = catalog {
             add("iceberg.catalog_type".to_owned(), what, Issue::StorageAndCatalogs);
         }
-        if ice.warehouse_path.contains("://") && !ice.warehouse_path.starts_with("file://") {
-            add("iceberg.warehouse_path".to_owned(), "writing to object stores", Issue::StorageAndCatalogs);
+        if ice.warehouse_path.starts_with("az://") {
+            add(
+                "iceberg.warehouse_path".to_owned(),
+                "K2I's `az://` warehouse URLs (write `abfss://<container>@<account>.dfs.core.windows.net/<path>`)",
+                Issue::StorageAndCatalogs,
+            );
         }
         if !ice.partition_by.is_empty() {
             add("iceberg.partition_by".to_owned(), "writing partitioned tables", Issue::TablesMaintenance);
         }
-        // Only the local filesystem's FileIO is wired, and it reads none of these properties.
-        if !ice.storage.is_empty() {
-            add("iceberg.storage".to_owned(), "using object-store settings", Issue::StorageAndCatalogs);
-        }
-
         if self.rpc.enabled {
             add("rpc.enabled".to_owned(), "the read-state RPC", Issue::ReadState);
         }

@@ -8,9 +8,6 @@ use super::model::{BreakingChangeAction, Config, ErrorPolicy, FormatType, KafkaC
 use super::types::Secret;
 use super::{Env, check::join, name_of};
 
-/// URL schemes of warehouse locations (`az` is how K2I configurations name Azure).
-const WAREHOUSE_SCHEMES: [&str; 8] = ["file", "s3", "s3a", "gs", "gcs", "abfss", "wasbs", "az"];
-
 /// librdkafka's `security.protocol` values.
 const SECURITY_PROTOCOLS: [&str; 4] = ["plaintext", "ssl", "sasl_plaintext", "sasl_ssl"];
 
@@ -169,11 +166,13 @@ fn iceberg(config: &Config, errors: &mut Vec<ConfigError>, warnings: &mut Vec<Co
     if ice.warehouse_path.trim().is_empty() {
         errors.push(ConfigError::rule("iceberg.warehouse_path", "must not be empty"));
     } else if let Some((scheme, _)) = ice.warehouse_path.split_once("://")
-        && !WAREHOUSE_SCHEMES.contains(&scheme)
+        // `az://` is how K2I configurations name Azure: it validates, and `Config::unbuilt` refuses it.
+        && !crate::storage::SCHEMES.contains(&scheme)
+        && scheme != "az"
     {
         errors.push(ConfigError::invalid(
             "iceberg.warehouse_path",
-            format!("a local path or a URL with scheme {}", WAREHOUSE_SCHEMES.join(", ")),
+            format!("a local path or a URL with scheme {}", crate::storage::SCHEMES.join(", ")),
             format!("scheme `{scheme}`"),
         ));
     }

@@ -80,6 +80,11 @@ pub enum Outcome {
     Fenced,
     /// The flush could not be committed; the table stops (its intent stays pending for recovery).
     Failed(Error),
+    /// The flush could not land for now: the store or the catalog kept failing through every retry (an
+    /// outage). Its intent stays pending unless its files could be removed (a commit attempt may still land;
+    /// recovery resolves it at the next start); the pipeline reads its records again from the table's
+    /// progress, so a later flush carries them (and is fenced if the earlier attempt landed meanwhile).
+    Unlanded(Error),
     /// A [`Job::Resolve`] ended: the schema is in the table's schema set (compiled, or marked invalid for
     /// the error policy), or the registry could not be asked (`Err`: try again later).
     Resolved {
@@ -97,7 +102,7 @@ pub enum Outcome {
 impl Outcome {
     /// Whether this is a flush's outcome (the inbox counts flushes in flight).
     pub fn is_flush(&self) -> bool {
-        matches!(self, Self::Committed(_) | Self::Fenced | Self::Failed(_))
+        matches!(self, Self::Committed(_) | Self::Fenced | Self::Failed(_) | Self::Unlanded(_))
     }
 }
 
@@ -147,6 +152,7 @@ impl CommitActor {
                 Job::Flush(sealed) => {
                     let outcome = match self.flush(sealed).await {
                         Ok(outcome) => outcome,
+                        Err(error) if error.is_retryable() => Outcome::Unlanded(error),
                         Err(error) => Outcome::Failed(error),
                     };
                     let failed = matches!(outcome, Outcome::Failed(_));

@@ -33,7 +33,7 @@ use tokio::sync::mpsc;
 use crate::buffer::TableBuffer;
 use crate::catalog;
 use crate::commit;
-use crate::config::{CatalogType, Config, EvolutionMode, TxlogDurability};
+use crate::config::{Config, EvolutionMode, TxlogDurability};
 use crate::decode::Format;
 use crate::decode::registry::RegistryClient;
 use crate::error::{Error, ErrorKind, Result};
@@ -116,13 +116,9 @@ pub fn run(config: Config, options: IngestOptions, shutdown: Arc<AtomicBool>) ->
     commit::check_spec(&table)?;
     // Every commit checks it is still writing this table, not one dropped and recreated under the same name.
     let table_uuid = table.metadata().uuid();
-    // Only the local-filesystem FileIO is wired; a REST catalog may place a table in an object store itself.
-    let location = table.metadata().location();
-    if !location.starts_with("file:") {
-        return Err(Error::new(ErrorKind::Config, "writing to an object-store table location is not built yet")
-            .with("table", table_ref.table_name())
-            .with("location", location));
-    }
+    // A REST or Glue catalog may have placed the table on a store this build cannot write.
+    crate::storage::check_location("the table location", table.metadata().location())
+        .map_err(|e| e.with("table", table_ref.table_name()))?;
     // An existing table gains the columns the configuration asks for (headers, declared JSON columns).
     let missing = schema::reconcile(table.metadata().current_schema(), &config)?;
     if !missing.is_empty() {
@@ -139,7 +135,7 @@ pub fn run(config: Config, options: IngestOptions, shutdown: Arc<AtomicBool>) ->
     if !pending.is_empty() {
         tracing::info!(pending = pending.len(), "recovering flushes the transaction log left unresolved");
     }
-    let remote = config.iceberg.catalog_type == CatalogType::Rest;
+    let remote = catalog::is_remote(&config.iceberg);
     let report = runtime.block_on(recovery::recover(&mut txlog, &table, &table_ref.table_name(), remote))?;
     tracing::info!(
         landed = report.landed.len(),

@@ -106,6 +106,8 @@ pub struct TablePipeline {
     pause: PauseReasons,
     /// Whether the consumer's partitions of this table are paused right now.
     paused: bool,
+    /// The error of the last flush that could not land, until one lands again.
+    unlanded: Option<Error>,
     failed: Option<Error>,
     jobs: mpsc::Sender<Job>,
     assigned: HashSet<TopicPartition>,
@@ -183,6 +185,7 @@ impl TablePipeline {
             pause: PauseReasons::default(),
             paused: false,
             failed: None,
+            unlanded: None,
             jobs,
             assigned: HashSet::new(),
             committed: HashMap::new(),
@@ -235,7 +238,7 @@ impl TablePipeline {
         if self.failed.is_some() {
             return;
         }
-        tracing::error!(table = %self.name, error = %error, "the table stopped");
+        tracing::error!(table = %self.name, error = %error.with_causes(), "the table stopped");
         ops.table_failed(error.to_string());
         self.failed = Some(error);
         self.pending = None;
@@ -427,6 +430,11 @@ impl TablePipeline {
         self.pause.set(PauseReason::Schema, false);
         self.pause.set(PauseReason::Breaking, false);
         ops.schema(None);
+    }
+
+    /// Why the last flush could not land, while none has landed since (taken: a batch run stops on it).
+    pub fn take_unlanded(&mut self) -> Option<Error> {
+        self.unlanded.take()
     }
 
     /// Why the table is paused by a breaking schema change, if it is.
@@ -917,6 +925,19 @@ impl TablePipeline {
                 let more = self.in_flight > 0 || self.pending.is_some();
                 self.waiting_since = more.then(Instant::now);
                 ops.stalled(None);
+                if self.unlanded.take().is_some() {
+                    ops.unlanded(None);
+                    tracing::info!(table = %self.name, "flushes land again");
+                }
+            }
+            // Stopping: what did not land is read again by the next start; the stop reports it.
+            Outcome::Unlanded(error) if self.stopping => self.fail(error, consumer, ops),
+            Outcome::Unlanded(error) => {
+                tracing::warn!(table = %self.name, error = %error.with_causes(), "a flush could not land for now; its records are read again from the table's progress");
+                ops.unlanded(Some(format!("table {}: {}", self.name, error.with_causes())));
+                self.unlanded = Some(error);
+                self.waiting_since = None;
+                self.resync(consumer, config, "a flush could not land")?
             }
             // While stopping nothing more is consumed: the next start resumes from the table anyway.
             Outcome::Fenced if self.stopping => {
@@ -924,7 +945,7 @@ impl TablePipeline {
             }
             Outcome::Fenced => {
                 self.waiting_since = None;
-                self.resync(consumer, config)?
+                self.resync(consumer, config, "a flush was fenced")?
             }
             Outcome::Failed(error) => self.fail(error, consumer, ops),
             Outcome::Resolved { .. } | Outcome::Evolved(_) | Outcome::Reread(_) => {}
@@ -951,9 +972,9 @@ impl TablePipeline {
         }
     }
 
-    /// After a fenced flush: drop everything not yet committed and restart every owned partition from the
-    /// table's progress (which another writer may have advanced).
-    fn resync(&mut self, consumer: &KafkaConsumer, config: &Config) -> Result<()> {
+    /// After a fenced or unlanded flush (`why`): drop everything not yet committed and restart every owned
+    /// partition from the table's progress (which another writer may have advanced).
+    fn resync(&mut self, consumer: &KafkaConsumer, config: &Config, why: &str) -> Result<()> {
         let owned: Vec<TopicPartition> = self.assigned.iter().cloned().collect();
         self.pending = None;
         let dropped = self.buffer.drop_partitions(&owned)?;
@@ -981,7 +1002,7 @@ impl TablePipeline {
             table = %self.name,
             partitions = owned.len(),
             dropped_rows = dropped,
-            "a flush was fenced; restarted owned partitions from the table's progress"
+            "{why}; restarted owned partitions from the table's progress"
         );
         Ok(())
     }

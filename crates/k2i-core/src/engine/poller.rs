@@ -178,6 +178,10 @@ impl<'a> Poller<'a> {
             // A batch run has nobody to resume a paused table: a breaking schema change stops it instead.
             if self.targets.is_some() {
                 for p in &mut self.pipelines {
+                    // Nor waits out an outage: a flush that could not land through every retry stops it.
+                    if let Some(error) = p.take_unlanded() {
+                        p.fail(error, self.consumer, self.ops);
+                    }
                     if let Some(reason) = p.breaking_pause() {
                         let error = Error::new(
                             ErrorKind::InvalidRecord,

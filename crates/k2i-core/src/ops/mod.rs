@@ -117,6 +117,8 @@ struct State {
     failed: Option<String>,
     /// Set while buffered data has waited too long for a commit.
     stalled: Option<String>,
+    /// A flush could not land through every retry (a store or catalog outage); cleared by the next commit.
+    unlanded: Option<String>,
     /// A table waits for a schema (registry unreachable) or is paused by a breaking schema change.
     schema: Option<String>,
     /// Dead letters wait for the dead-letter topic.
@@ -170,6 +172,7 @@ impl Ops {
                 recovery: None,
                 failed: None,
                 stalled: None,
+                unlanded: None,
                 schema: None,
                 dead_letters: None,
                 resumes: Vec::new(),
@@ -283,6 +286,11 @@ impl Ops {
         self.with(|s| s.stalled = reason);
     }
 
+    /// A flush could not land for now (`Some`), or a flush landed again (`None`).
+    pub fn unlanded(&self, reason: Option<String>) {
+        self.with(|s| s.unlanded = reason);
+    }
+
     /// A table waits for a schema or is paused by a breaking change (`Some`), or decodes again (`None`).
     pub fn schema(&self, reason: Option<String>) {
         self.with(|s| s.schema = reason);
@@ -326,6 +334,9 @@ impl Ops {
                 Err(format!("dead-letter topic unavailable: {}", s.dead_letters.as_deref().unwrap_or_default()))
             }
             Phase::Running if s.schema.is_some() => Err(format!("schema: {}", s.schema.as_deref().unwrap_or_default())),
+            Phase::Running if s.unlanded.is_some() => {
+                Err(format!("flushes cannot land: {}", s.unlanded.as_deref().unwrap_or_default()))
+            }
             Phase::Running if s.stalled.is_some() => {
                 Err(format!("commits stalled: {}", s.stalled.as_deref().unwrap_or_default()))
             }

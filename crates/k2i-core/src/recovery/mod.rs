@@ -114,7 +114,7 @@ pub enum Aborted {
 /// Rolls back a flush that will never be committed: deletes its data files, unless the table references
 /// one of them (then the flush landed and nothing is touched).
 pub async fn abort(table: &Table, flush: &Pending) -> Result<Aborted> {
-    let files = flush_files(flush);
+    let files = flush_files(table, flush).await?;
     if !files.is_empty() {
         let live = live_data_files(table).await?;
         if files.iter().any(|f| live.iter().any(|l| same_file(l, f))) {
@@ -124,33 +124,53 @@ pub async fn abort(table: &Table, flush: &Pending) -> Result<Aborted> {
     delete_files(table, files).await.map(Aborted::Deleted)
 }
 
-/// The flush's data files: those in its files record and — for a local warehouse — every file in the data
-/// directory whose name starts with `k2i-<commit id>-` (files written before the files record, a crash
-/// mid-write).
-fn flush_files(flush: &Pending) -> Vec<String> {
+/// The flush's data files: those in its files record and those written before the files record (a crash
+/// mid-write): for a local warehouse every file in the data directory whose name starts with
+/// `k2i-<commit id>-`; on an object store (no cheap listing) the names the writer gives them, probed in the
+/// order it writes them ([`crate::sink::data_file_name`]: group by group, file by file, none skipped), so a
+/// missing name ends each sequence. An interrupted multipart upload leaves no object, only parts that the
+/// bucket's lifecycle rule for incomplete uploads removes.
+async fn flush_files(table: &Table, flush: &Pending) -> Result<Vec<String>> {
     let (commit_id, data_dir) = (&flush.intent.commit_id, &flush.intent.data_dir);
     let mut files = flush.files().to_vec();
+    let add = |files: &mut Vec<String>, path: String| {
+        if !files.iter().any(|f| same_file(f, &path)) {
+            files.push(path);
+        }
+    };
     if let Some(dir) = local_path(data_dir) {
         let prefix = format!("k2i-{commit_id}-");
         if let Ok(entries) = std::fs::read_dir(&dir) {
             for entry in entries.flatten() {
                 let name = entry.file_name();
                 if name.to_str().is_some_and(|n| n.starts_with(&prefix)) {
-                    let path = format!("{}/{}", data_dir.trim_end_matches('/'), name.to_string_lossy());
-                    if !files.iter().any(|f| same_file(f, &path)) {
-                        files.push(path);
-                    }
+                    add(&mut files, format!("{}/{}", data_dir.trim_end_matches('/'), name.to_string_lossy()));
                 }
             }
         }
     } else if flush.files.is_none() {
-        tracing::warn!(
-            commit_id,
-            data_dir,
-            "cannot list an object-store data directory; files of this flush may remain as orphans"
-        );
+        let io = table.file_io();
+        let exists = async |path: &str| {
+            io.exists(path).await.map_err(|e| Error::iceberg("cannot check a data file", e).with("file", path))
+        };
+        'groups: for group in 0.. {
+            for file in 0.. {
+                let path = format!(
+                    "{}/{}",
+                    data_dir.trim_end_matches('/'),
+                    crate::sink::data_file_name(commit_id, group, file)
+                );
+                if !exists(&path).await? {
+                    if file == 0 {
+                        break 'groups;
+                    }
+                    break;
+                }
+                add(&mut files, path);
+            }
+        }
     }
-    files
+    Ok(files)
 }
 
 /// Every data file the table's current snapshot references.

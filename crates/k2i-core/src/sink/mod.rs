@@ -41,6 +41,17 @@ fn writer_properties(compression: Compression) -> WriterProperties {
     WriterProperties::builder().set_compression(codec).build()
 }
 
+fn group_prefix(commit_id: &str, group: usize) -> String {
+    format!("k2i-{commit_id}-{group}")
+}
+
+/// The name of a flush's `file`-th data file (from 0) of its `group`-th schema group (from 0). Groups are
+/// written one after another and each group's files in order, so the names a flush used have no gaps.
+pub fn data_file_name(commit_id: &str, group: usize, file: u64) -> String {
+    // DefaultFileNameGenerator's scheme (a test checks they agree).
+    format!("{}-{file:05}.{}", group_prefix(commit_id, group), DataFileFormat::Parquet)
+}
+
 /// Writes the chunks as data files of `table` and returns them, in chunk order.
 pub async fn write(table: &Table, chunks: Vec<Chunk>, commit_id: &str, options: WriteOptions) -> Result<Vec<DataFile>> {
     let mut files = Vec::new();
@@ -54,7 +65,7 @@ pub async fn write(table: &Table, chunks: Vec<Chunk>, commit_id: &str, options: 
     }
     for (index, group) in groups.into_iter().enumerate() {
         // Each group's writer numbers its files from 0, so the group index keeps file names unique.
-        let prefix = format!("k2i-{commit_id}-{index}");
+        let prefix = group_prefix(commit_id, index);
         files.extend(write_group(table, group, commit_id, &prefix, options).await?);
     }
     Ok(files)
@@ -88,4 +99,19 @@ async fn write_group(
         writer.write(chunk.batch).await.map_err(|e| fail("cannot write a data file", e))?;
     }
     writer.close().await.map_err(|e| fail("cannot close a data file", e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn data_file_names_follow_the_writers_scheme() {
+        use iceberg::writer::file_writer::location_generator::FileNameGenerator;
+        let generator = DefaultFileNameGenerator::new(group_prefix("c1", 2), None, DataFileFormat::Parquet);
+        for file in 0..3 {
+            assert_eq!(generator.generate_file_name(), data_file_name("c1", 2, file));
+        }
+        assert_eq!(data_file_name("c1", 2, 1), "k2i-c1-2-00001.parquet");
+    }
 }

@@ -21,16 +21,23 @@
 //! `auto_offset_reset` says, or its first records would be skipped. Revocations are reported to the engine,
 //! which drops the revoked partitions' buffered rows. Offsets are committed to Kafka only after the Iceberg
 //! commit, synchronously, for lag tools.
+//!
+//! A connection no retry can fix stops the ingest instead of retrying for ever, as librdkafka would: the
+//! broker refused the credentials (SASL) or the TLS handshake failed (an untrusted broker certificate, a
+//! refused client certificate). [`subscribe`] waits for the first broker answer so such a refusal surfaces
+//! at start, before anything else reads from Kafka; later (credentials rotated under a running instance)
+//! the context's error callback stops the polling loop. See [`refused_connection`] and
+//! docs/kafka-security.md.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rdkafka::client::ClientContext;
 use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, RebalanceProtocol};
 use rdkafka::error::KafkaError;
-use rdkafka::types::RDKafkaRespErr;
+use rdkafka::types::{RDKafkaErrorCode, RDKafkaRespErr};
 use rdkafka::{Offset, TopicPartitionList};
 
 pub use crate::config::DataLossPolicy;
@@ -190,9 +197,14 @@ impl ClientContext for SourceContext {
     }
 
     fn error(&self, error: KafkaError, reason: &str) {
+        if let Some(refused) = refused_connection(&error, reason, "consumer") {
+            self.ops.kafka(false, refused.to_string());
+            self.fail(refused);
+            return;
+        }
         // A fatal error (a fenced static member, an idempotence violation) leaves the client unusable:
         // stop with it instead of polling a dead consumer.
-        if error.rdkafka_error_code() == Some(rdkafka::types::RDKafkaErrorCode::Fatal) {
+        if error.rdkafka_error_code() == Some(RDKafkaErrorCode::Fatal) {
             self.fail(
                 Error::new(ErrorKind::Transient, format!("the Kafka client hit a fatal error: {reason}")).source(error),
             );
@@ -313,6 +325,92 @@ pub fn check_position(
     }
 }
 
+/// How long a new client waits for a broker's first answer before leaving the connection to librdkafka's
+/// retries (a broker that is down is not a refusal: the instance starts and reports Kafka down in
+/// `/status`).
+const CONNECT_WAIT: Duration = Duration::from_secs(10);
+
+/// The connection failure behind a librdkafka error event, when no retry can fix it: the broker refused
+/// the SASL authentication (wrong password, user or mechanism), or the TLS handshake failed (the broker's
+/// certificate is not trusted by `ssl.ca.location`, the client certificate was refused). A configuration
+/// error (exit 2) naming the broker and librdkafka's cause; librdkafka's reasons never contain a
+/// credential. `client` names the k2i client (consumer, dead-letter producer).
+pub(crate) fn refused_connection(error: &KafkaError, reason: &str, client: &str) -> Option<Error> {
+    let tls = (
+        "cannot complete the TLS handshake with the Kafka broker",
+        "check kafka.security.ssl_ca_location (the CA that signed the broker's certificate) and, when the \
+         broker requires client certificates, ssl_cert_location, ssl_key_location and ssl_key_password",
+    );
+    let (what, fix) = match error.rdkafka_error_code()? {
+        RDKafkaErrorCode::Authentication => (
+            "cannot authenticate to the Kafka broker",
+            "check kafka.security.sasl_mechanism, sasl_username and sasl_password (or sasl.* in \
+             kafka.properties) against the broker's listener",
+        ),
+        RDKafkaErrorCode::SSL => tls,
+        // A broker refusing the client's certificate (mTLS) sends a TLS alert once the client's side of the
+        // handshake is done (TLS 1.3), which librdkafka reports as a transport failure: OpenSSL's "SSL alert
+        // number N" is the only sign. The one place k2i reads librdkafka's text: without it, a refused or
+        // missing client certificate would be retried for ever.
+        RDKafkaErrorCode::BrokerTransportFailure if reason.contains("SSL alert number") => tls,
+        _ => return None,
+    };
+    let (broker, cause) = split_broker(reason);
+    Some(
+        Error::new(ErrorKind::Config, format!("{what} {}: {cause}", broker.unwrap_or("(unnamed)")))
+            .with("client", client)
+            .with("fix", fix),
+    )
+}
+
+/// Splits librdkafka's `<protocol>://<host>:<port>/<node id or "bootstrap">: <cause>` into the broker's
+/// address and the cause (dropping the address librdkafka repeats for a coordinator connection).
+fn split_broker(reason: &str) -> (Option<&str>, &str) {
+    let Some((name, cause)) = reason.split_once(": ") else { return (None, reason) };
+    let Some((_, address)) = name.split_once("://") else { return (None, reason) };
+    let address = address.rsplit_once('/').map_or(address, |(address, _)| address);
+    let cause = cause.strip_prefix(address).and_then(|c| c.strip_prefix(": ")).unwrap_or(cause);
+    (Some(address), cause)
+}
+
+/// Waits up to [`CONNECT_WAIT`] for a new client's first broker answer (`answered` makes one bounded
+/// metadata request) and returns the refusal its context recorded meanwhile (`refused`), so a wrong
+/// password or an untrusted certificate stops k2i at start. Without an answer or a refusal in that time
+/// the client keeps retrying on its own (the broker may be down).
+pub(crate) fn await_connection(
+    client: &str,
+    servers: &str,
+    answered: impl Fn() -> bool,
+    refused: impl Fn() -> Option<Error>,
+) -> Result<()> {
+    let deadline = Instant::now() + CONNECT_WAIT;
+    loop {
+        let ok = answered();
+        if let Some(error) = refused() {
+            return Err(error);
+        }
+        if ok {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            tracing::warn!(client, bootstrap_servers = servers, waited = ?CONNECT_WAIT,
+                "no Kafka broker answered yet; starting anyway, the client keeps retrying");
+            return Ok(());
+        }
+    }
+}
+
+/// A client creation error without the property's value: librdkafka's message repeats it, and it may be a
+/// secret (a mistyped `sasl.password` key is not recognised as one).
+pub(crate) fn creation_error(what: &str, error: KafkaError) -> Error {
+    match error {
+        KafkaError::ClientConfig(_, description, key, _) => {
+            Error::new(ErrorKind::Config, format!("{what}: {description}")).with("property", key)
+        }
+        other => Error::new(ErrorKind::Config, what.to_owned()).source(other),
+    }
+}
+
 /// Where a partition starts: the table's next offset, or per `auto_offset_reset` when the table has none.
 pub fn start_offset(recorded: Option<i64>, reset: OffsetReset) -> Offset {
     match (recorded, reset) {
@@ -372,8 +470,20 @@ pub fn subscribe(
     };
     let consumer: KafkaConsumer = base_config(kafka)?
         .create_with_context(context)
-        .map_err(|e| Error::new(ErrorKind::Config, "cannot create the Kafka consumer").source(e))?;
+        .map_err(|e| creation_error("cannot create the Kafka consumer", e))?;
     let topics = kafka.topic_list();
+    let probe = topics.first().copied();
+    await_connection(
+        "consumer",
+        &kafka.bootstrap_servers.join(","),
+        || consumer.fetch_metadata(probe, Duration::from_millis(250)).is_ok(),
+        || {
+            // Nothing is subscribed yet, so a poll returns no record: it serves the error events the
+            // metadata request raised, and the context records a refusal as fatal.
+            while consumer.poll(Duration::ZERO).is_some() {}
+            consumer.context().take_fatal()
+        },
+    )?;
     consumer
         .subscribe(&topics)
         .map_err(|e| Error::new(ErrorKind::Transient, "cannot subscribe").with("topics", topics.join(",")).source(e))?;
@@ -397,7 +507,7 @@ pub fn watermarks(
         if let Some(err) = meta.error() {
             return Err(Error::new(ErrorKind::Transient, "the topic is not available")
                 .with("topic", topic)
-                .with("error", format!("{:?}", rdkafka::types::RDKafkaErrorCode::from(err))));
+                .with("error", format!("{:?}", RDKafkaErrorCode::from(err))));
         }
         for partition in meta.partitions() {
             let (low, high) = consumer.fetch_watermarks(topic, partition.id(), timeout).map_err(|e| {
@@ -423,5 +533,45 @@ mod tests {
         assert_eq!(standing(1000, 0, 0), Standing::AboveHigh, "topic recreated");
         assert_eq!(standing(5, 8, 20), Standing::BelowLow, "retention passed the progress");
         assert_eq!(standing(8, 8, 20), Standing::InRange);
+    }
+
+    #[test]
+    fn a_refused_connection_names_the_broker_and_librdkafkas_cause() {
+        let auth = KafkaError::Global(RDKafkaErrorCode::Authentication);
+        let reason = "sasl_ssl://127.0.0.1:19094/bootstrap: SASL authentication error: Authentication failed \
+                      during authentication due to invalid credentials with SASL mechanism SCRAM-SHA-512";
+        let error = refused_connection(&auth, reason, "consumer").unwrap();
+        assert_eq!(error.kind(), ErrorKind::Config);
+        assert!(
+            error.to_string().starts_with(
+                "cannot authenticate to the Kafka broker 127.0.0.1:19094: SASL authentication error: \
+                 Authentication failed"
+            ),
+            "{error}"
+        );
+        let tls = KafkaError::Global(RDKafkaErrorCode::SSL);
+        let reason = "ssl://127.0.0.1:19095/1: 127.0.0.1:19095: SSL handshake failed: certificate verify failed";
+        let error = refused_connection(&tls, reason, "dead-letter producer").unwrap();
+        assert!(
+            error.to_string().starts_with(
+                "cannot complete the TLS handshake with the Kafka broker 127.0.0.1:19095: SSL handshake failed: \
+                 certificate verify failed (client=dead-letter producer, fix="
+            ),
+            "{error}"
+        );
+        let transport = KafkaError::Global(RDKafkaErrorCode::BrokerTransportFailure);
+        let alert = "ssl://127.0.0.1:19095/bootstrap: Receive failed: error:0A000412:SSL routines::sslv3 alert bad \
+                     certificate: SSL alert number 42 (after 0ms in state APIVERSION_QUERY)";
+        let error = refused_connection(&transport, alert, "consumer").unwrap();
+        assert!(
+            error.to_string().starts_with(
+                "cannot complete the TLS handshake with the Kafka broker 127.0.0.1:19095: Receive failed: \
+                 error:0A000412:SSL routines::sslv3 alert bad certificate"
+            ),
+            "{error}"
+        );
+        let down = "plaintext://127.0.0.1:19092/bootstrap: Connect to ipv4#127.0.0.1:19092 failed: Connection refused";
+        assert!(refused_connection(&transport, down, "consumer").is_none(), "a broker that is down is retried");
+        assert_eq!(split_broker("no broker here"), (None, "no broker here"));
     }
 }
