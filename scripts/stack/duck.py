@@ -21,6 +21,11 @@ to that endpoint (the stack's moto server) through an S3 secret made from K2I_TE
 K2I_TEST_S3_REGION, K2I_TEST_S3_ACCESS_KEY and K2I_TEST_S3_SECRET_KEY: path-style URLs, TLS only
 for an https:// endpoint. K2I_DUCK_S3=0 turns that off. It only affects s3:// reads, and the
 secret's key never reaches the output.
+Azure: when the SQL names an az:// (or azure://) URL, the azure extension is loaded too (from its wheel,
+like the others) and an azure secret is made from K2I_TEST_AZURE_ENDPOINT (the Blob endpoint, Azurite's
+path-style http://127.0.0.1:PORT/<account>), K2I_TEST_AZURE_ACCOUNT and K2I_TEST_AZURE_KEY, as a connection
+string. DuckDB reads az://<container>/<path> only: its iceberg_scan cannot follow the wasbs:// paths
+Iceberg metadata holds, so Azure tests read data files by their az:// names.
 Examples:
   duck.py "select * from iceberg_scan('file:///.../metadata/00001-....metadata.json')"
   duck.py --rest "$K2I_TEST_REST" "select count(*) as n from rest.smoke.events"
@@ -104,6 +109,21 @@ def configure_s3(con: duckdb.DuckDBPyConnection, env=os.environ) -> bool:
     return True
 
 
+def configure_azure(con: duckdb.DuckDBPyConnection, sql: str, env=os.environ) -> bool:
+    """Load the azure extension and point it at K2I_TEST_AZURE_* when `sql` reads az:// (see the module doc)."""
+    if "az://" not in sql and "azure://" not in sql:
+        return False
+    con.execute(f"LOAD '{extension_path('azure')}'")
+    endpoint = env["K2I_TEST_AZURE_ENDPOINT"].rstrip("/")
+    protocol = "https" if endpoint.startswith("https://") else "http"
+    connection = (
+        f"DefaultEndpointsProtocol={protocol};AccountName={env['K2I_TEST_AZURE_ACCOUNT']};"
+        f"AccountKey={env['K2I_TEST_AZURE_KEY']};BlobEndpoint={endpoint};"
+    )
+    con.execute(f"CREATE SECRET k2i_test_azure (TYPE azure, CONNECTION_STRING {_sql_str(connection)})")
+    return True
+
+
 def attach_rest(con: duckdb.DuckDBPyConnection, url: str, warehouse: str) -> None:
     # The REST fixture has no authentication; AUTHORIZATION_TYPE 'none' stops DuckDB from asking
     # for an OAuth2 secret.
@@ -146,6 +166,7 @@ def main(argv: list[str]) -> int:
     con = connect()
     try:
         configure_s3(con)
+        configure_azure(con, sql)
         if args.rest:
             attach_rest(con, args.rest, args.warehouse)
         cursor = con.execute(sql)

@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""moto's server (S3, Glue, STS, S3 Tables on one port) with Glue's optimistic locking added.
+"""moto's server (S3, Glue, STS, S3 Tables on one port) with Glue's optimistic locking added and one
+S3 Tables answer fixed.
 
 AWS Glue's UpdateTable takes a `VersionId`: when the table's current version is another, Glue refuses the
 update with ConcurrentModificationException. This is the compare-and-swap every Iceberg Glue catalog (Java's,
@@ -15,6 +16,7 @@ import sys
 import threading
 
 from moto.glue import models, responses
+from moto.s3tables import models as s3tables_models
 from moto.glue.exceptions import GlueClientError
 from moto.server import main
 
@@ -51,6 +53,19 @@ def update_table_response(self):
 
 models.GlueBackend.update_table = update_table
 responses.GlueResponse.update_table = update_table_response
+
+# S3 Tables' GetTable answers `managedByService` with the managing service's name, absent for a customer's
+# table; moto 5.2 answers `false`, which the AWS SDKs' typed deserializers (Rust's, Java's) refuse.
+_table_init = s3tables_models.Table.__init__
+
+
+def table_init(self, *args, **kwargs):
+    _table_init(self, *args, **kwargs)
+    if self.managed_by_service is False:
+        self.managed_by_service = None
+
+
+s3tables_models.Table.__init__ = table_init
 
 if __name__ == "__main__":
     main([a for a in sys.argv[1:] if not a.startswith("-Dk2i.stack.")])

@@ -17,7 +17,8 @@ Usage:
   --require-client-cert    require a client certificate signed by the CA (mTLS); a handshake without one
                            or with another fails
 
-Forwarded: the method, path, query, body and the Accept, Content-Type and Authorization headers. Relayed:
+Forwarded: the method (GET, POST, HEAD, DELETE), path, query, body and headers (not hop-by-hop ones, Host,
+Content-Length or Accept-Encoding). Relayed:
 the upstream's status, headers (except hop-by-hop ones, Date and Server) and body. An upstream that does not answer gives
 502. Each TLS handshake runs on the connection's own thread, so a failed one cannot stall the others.
 
@@ -44,7 +45,6 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-FORWARDED_HEADERS = ("Accept", "Content-Type", "Authorization")
 HOP_BY_HOP = {
     "connection",
     "keep-alive",
@@ -59,6 +59,8 @@ HOP_BY_HOP = {
     "date",
     "server",
 }
+# Forwarded: every request header but these (the connection's own, and encodings urllib would not undo).
+NOT_FORWARDED = HOP_BY_HOP | {"host", "content-length", "accept-encoding"}
 UPSTREAM_TIMEOUT_S = 30
 
 
@@ -180,13 +182,18 @@ class Handler(BaseHTTPRequestHandler):
     def do_POST(self) -> None:  # noqa: N802
         self.forward()
 
+    def do_HEAD(self) -> None:  # noqa: N802 (the Iceberg REST catalog's "exists" checks)
+        self.forward()
+
+    def do_DELETE(self) -> None:  # noqa: N802
+        self.forward()
+
     def forward(self) -> None:
         length = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(length) if length else None
         request = urllib.request.Request(self.server.upstream + self.path, data=body, method=self.command)
-        for header in FORWARDED_HEADERS:
-            value = self.headers.get(header)
-            if value is not None:
+        for header, value in self.headers.items():
+            if header.lower() not in NOT_FORWARDED:
                 request.add_header(header, value)
         try:
             with self.server.opener.open(request, timeout=UPSTREAM_TIMEOUT_S) as response:
@@ -203,7 +210,8 @@ class Handler(BaseHTTPRequestHandler):
                 self.send_header(key, value)
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
-        self.wfile.write(body)
+        if self.command != "HEAD":
+            self.wfile.write(body)
 
     def log_message(self, format: str, *args: object) -> None:  # noqa: A002 (the http.server signature)
         sys.stderr.write(f"tls_proxy: {self.address_string()} {format % args}\n")

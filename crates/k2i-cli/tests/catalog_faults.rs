@@ -331,7 +331,8 @@ async fn a_hung_catalog_turns_readyz_503_within_the_call_timeout_and_the_ingest_
     eprintln!(
         "hung catalog: /readyz 503 after {first_after:?} ({first}), catalog named after {catalog_after:?} ({catalog})"
     );
-    assert!(catalog.contains("did not answer in time"), "{catalog}");
+    // The REST client's own request timeout (iceberg.rest.request_timeout, 30 s) or the call deadline fires.
+    assert!(catalog.contains("did not answer in time") || catalog.contains("timed out"), "{catalog}");
     assert!(hang.holding() >= 1, "the commit is waiting on the catalog");
     assert!(child.try_wait().unwrap().is_none(), "k2i gave up within one call timeout:\n{}", read_log(&log));
 
@@ -348,7 +349,10 @@ async fn a_hung_catalog_turns_readyz_503_within_the_call_timeout_and_the_ingest_
     let out = wait(child, Duration::from_secs(60));
     let stderr = read_log(&log);
     assert_eq!(out.status.code(), Some(0), "{stderr}");
-    assert!(stderr.contains("the catalog did not answer in time"), "{stderr}");
+    assert!(
+        stderr.contains("the catalog did not answer in time") || stderr.contains("operation timed out"),
+        "{stderr}"
+    );
     // Nothing lost or doubled, also after a restart directly against the catalog.
     let direct = setup.rest_config(stack, "direct.toml", &stack.rest, "raw", "");
     let logs = stderr + &text(&until_caught_up(&direct).stderr);

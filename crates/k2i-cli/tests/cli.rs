@@ -73,7 +73,7 @@ fn validate_reports_every_problem() {
         stderr(&out),
         format!(
             "error: invalid configuration {path} (3 problems)\n\
-             \x20 - iceberg.catalog_type: expected one of \"sql\", \"rest\", \"glue\", \"s3tables\", found string \"hiev\"\n\
+             \x20 - iceberg.catalog_type: expected one of \"sql\", \"rest\", \"glue\", \"s3tables\", \"nessie\", found string \"hiev\"\n\
              \x20 - kafka.topic: expected a Kafka topic name (1–249 characters of a-z, A-Z, 0-9, `.`, `_`, `-`), found string \"\"\n\
              \x20 - kafka.properties.\"enable.auto.commit\": would commit offsets before their records are in the table; k2i commits offsets itself, after each Iceberg commit\n"
         )
@@ -101,8 +101,7 @@ fn validate_accepts_a_full_k2i_config_and_warns_about_what_it_ignores() {
         "iceberg.rest.request_timeout_seconds: accepted and ignored: k2i gives every catalog call a fixed 30 s deadline (K2I's default) and retries it with backoff".to_owned(),
         "iceberg.glue.role_arn: accepted; has no effect until the Glue catalog is built (issue 11)".to_owned(),
         "iceberg.glue.external_id: accepted; has no effect until the Glue catalog is built (issue 11)".to_owned(),
-        "iceberg.nessie.default_branch: accepted; has no effect until the Nessie catalog is built (issue 11)".to_owned(),
-        "iceberg.nessie.api_version: accepted; has no effect until the Nessie catalog is built (issue 11)".to_owned(),
+        "iceberg.nessie.api_version: accepted and ignored: k2i speaks Nessie's Iceberg REST API (`<server>/iceberg/<branch>`), the same for either version of Nessie's own API".to_owned(),
         "buffer.ttl_seconds: accepted and ignored: rows leave k2i's buffer when they are flushed, at the latest `buffer.flush_interval` after they arrive; nothing else expires them".to_owned(),
         "buffer.memory_alignment_bytes: accepted and ignored: Arrow aligns its buffers (64 bytes) itself; there is nothing to choose".to_owned(),
         format!("transaction_log.checkpoint_interval_entries: {txlog}"),
@@ -125,9 +124,7 @@ fn validate_accepts_a_full_k2i_config_and_warns_about_what_it_ignores() {
     };
     let later = "the tables/maintenance issue";
     let unbuilt = [
-        refused("iceberg.warehouse_path", "writing to object stores", "issue 11"),
         refused("iceberg.partition_by", "writing partitioned tables", later),
-        refused("iceberg.storage", "using object-store settings", "issue 11"),
         refused("iceberg.gcs_credentials_path", "reading Google Cloud Storage credentials from a file", "issue 11"),
         refused("iceberg.gcs_service_account_key", "reading a Google Cloud Storage service-account key", "issue 11"),
         refused("iceberg.azure_container", "naming the Azure container apart from warehouse_path", "issue 11"),
@@ -226,13 +223,9 @@ fn json_logs_are_one_object_per_line() {
         .unwrap_or_else(|| panic!("no log line in {logs:?}"));
     assert!(line.starts_with('{') && line.ends_with('}'), "{line}");
     assert!(line.contains("\"level\":\"DEBUG\""), "{line}");
-    // -q hides it; what remains is validate's own report (the README's s3:// warehouse is not built yet).
+    // -q hides it; what remains is validate's own report: nothing (the README's s3:// warehouse is built).
     let quiet = k2i(&["-q", "validate", "--config", &path]);
-    assert_eq!(
-        stderr(&quiet),
-        "warning: iceberg.warehouse_path: writing to object stores is not built yet; the configuration validates, \
-         `k2i ingest` refuses it until issue 11\n"
-    );
+    assert_eq!(stderr(&quiet), "");
 }
 
 #[test]

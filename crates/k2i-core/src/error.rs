@@ -70,7 +70,15 @@ impl Error {
     /// table or namespace, an unsupported feature or a failed precondition is [`ErrorKind::Config`].
     pub fn iceberg(message: impl Into<String>, e: iceberg::Error) -> Self {
         use iceberg::ErrorKind as K;
+        // A store's permanent refusal (storage::chunked) may arrive wrapped by the writer that met it.
+        let mut refused = false;
+        let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(&e);
+        while let Some(c) = cause {
+            refused |= c.downcast_ref::<iceberg::Error>().is_some_and(|i| i.kind() == K::PreconditionFailed);
+            cause = c.source();
+        }
         let kind = match e.kind() {
+            _ if refused => ErrorKind::Config,
             K::CatalogCommitConflicts => ErrorKind::Conflict,
             _ if e.retryable() => ErrorKind::Transient,
             K::Unexpected => ErrorKind::Transient,

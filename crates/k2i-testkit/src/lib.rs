@@ -8,6 +8,7 @@
 //!
 //! Each test should use its own names ([`Stack::unique`]) for topics, groups, subjects and namespaces.
 
+pub mod oauth;
 pub mod proxy;
 
 use std::collections::BTreeMap;
@@ -617,4 +618,58 @@ fn run_python_input(python: &Path, command: &mut Command, input: &[u8]) -> Strin
 /// The repository root (this crate lives in `crates/k2i-testkit`).
 pub fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// The stack's Azure Blob service (Azurite): `scripts/stack.sh env` exports these.
+#[derive(Debug, Clone)]
+pub struct Azure {
+    /// `http://127.0.0.1:PORT/<account>`: Azurite serves accounts by path.
+    pub endpoint: String,
+    /// The emulator's development account (`devstoreaccount1`).
+    pub account: String,
+    /// The account key (`K2I_TEST_AZURE_KEY`): tests check it never appears in k2i's output.
+    pub key: String,
+    /// The container `scripts/stack.sh up` creates.
+    pub container: String,
+}
+
+impl Azure {
+    /// `host:port` of the Blob service, for `adls.blob-storage-authority`.
+    pub fn authority(&self) -> &str {
+        let host = self.endpoint.split_once("://").map_or(self.endpoint.as_str(), |(_, rest)| rest);
+        host.split('/').next().unwrap_or(host)
+    }
+}
+
+impl Stack {
+    /// The Azure Blob service of the stack.
+    ///
+    /// # Panics
+    /// When `K2I_TEST_AZURE_*` is not set (the stack is not up, or its env was not loaded).
+    pub fn azure(&self) -> &'static Azure {
+        static AZURE: OnceLock<Azure> = OnceLock::new();
+        AZURE.get_or_init(|| Azure {
+            endpoint: stack_var("K2I_TEST_AZURE_ENDPOINT").trim_end_matches('/').to_owned(),
+            account: stack_var("K2I_TEST_AZURE_ACCOUNT"),
+            key: stack_var("K2I_TEST_AZURE_KEY"),
+            container: stack_var("K2I_TEST_AZURE_CONTAINER"),
+        })
+    }
+
+    /// Runs `scripts/stack/azure_blob.py` (a Blob API client independent of k2i's) and parses its JSON
+    /// output, e.g. `["blocks", container, blob]`.
+    pub fn azure_blob(&self, args: &[&str]) -> Value {
+        let azure = self.azure();
+        let script = repo_root().join("scripts/stack/azure_blob.py");
+        let out = run_python(
+            &self.python,
+            Command::new(&self.python)
+                .arg(script)
+                .args(args)
+                .env("K2I_TEST_AZURE_ENDPOINT", &azure.endpoint)
+                .env("K2I_TEST_AZURE_ACCOUNT", &azure.account)
+                .env("K2I_TEST_AZURE_KEY", &azure.key),
+        );
+        serde_json::from_str(&out).unwrap_or_else(|e| panic!("azure_blob.py {args:?} printed no JSON ({e}): {out}"))
+    }
 }

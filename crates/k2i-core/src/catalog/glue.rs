@@ -90,8 +90,9 @@ impl GlueCatalog {
         Ok(Self { client: aws_sdk_glue::Client::new(&sdk), catalog_id: glue.catalog_id.clone(), warehouse, file_io })
     }
 
-    /// Loads the table and the Glue `VersionId` a swap must be based on.
-    async fn load(&self, ident: &TableIdent) -> IceResult<(Table, Option<String>)> {
+    /// Loads the table, the Glue `VersionId` a swap must be based on, and the Glue table's parameters (other
+    /// tools' are kept on every commit).
+    async fn load(&self, ident: &TableIdent) -> IceResult<(Table, Option<String>, HashMap<String, String>)> {
         let database = database(ident.namespace())?;
         let output = self
             .client
@@ -123,7 +124,7 @@ impl GlueCatalog {
         };
         let metadata = TableMetadata::read_from(&self.file_io, &location).await?;
         let table = self.table(ident.clone(), location, metadata)?;
-        Ok((table, glue_table.version_id().map(str::to_owned)))
+        Ok((table, glue_table.version_id().map(str::to_owned), parameters.cloned().unwrap_or_default()))
     }
 
     fn table(&self, ident: TableIdent, location: String, metadata: TableMetadata) -> IceResult<Table> {
@@ -147,6 +148,14 @@ impl GlueCatalog {
         };
         Ok(format!("{base}/{table}"))
     }
+}
+
+/// The SDK's own retries off for one call. The SDK retries a 5xx or a lost answer with the same request: a
+/// swap that had landed would then come back as `ConcurrentModificationException` (a create as
+/// `AlreadyExistsException`), and k2i would delete the metadata file the table now points to. k2i's commit
+/// path retries instead, after checking whether the commit landed.
+fn single_attempt() -> aws_sdk_glue::config::Builder {
+    aws_sdk_glue::config::Builder::default().retry_config(aws_sdk_glue::config::retry::RetryConfig::disabled())
 }
 
 /// The Glue database of a namespace: Glue has one level.
@@ -219,7 +228,13 @@ fn glue_type(t: &Type) -> String {
 }
 
 /// The Glue table input for `metadata` at `location`.
-fn table_input(name: &str, metadata: &TableMetadata, location: &str, previous: Option<&str>) -> IceResult<TableInput> {
+fn table_input(
+    name: &str,
+    metadata: &TableMetadata,
+    location: &str,
+    previous: Option<&str>,
+    mut parameters: HashMap<String, String>,
+) -> IceResult<TableInput> {
     let columns = metadata
         .current_schema()
         .as_struct()
@@ -236,10 +251,9 @@ fn table_input(name: &str, metadata: &TableMetadata, location: &str, previous: O
                 .map_err(|e| IceError::new(IceKind::DataInvalid, format!("cannot describe column {}: {e}", f.name)))
         })
         .collect::<IceResult<Vec<Column>>>()?;
-    let mut parameters = HashMap::from([
-        (TABLE_TYPE.to_owned(), ICEBERG.to_owned()),
-        (METADATA_LOCATION.to_owned(), location.to_owned()),
-    ]);
+    // `TableInput` replaces every parameter: keep the ones other tools set.
+    parameters.insert(TABLE_TYPE.to_owned(), ICEBERG.to_owned());
+    parameters.insert(METADATA_LOCATION.to_owned(), location.to_owned());
     if let Some(previous) = previous {
         parameters.insert(PREVIOUS_METADATA_LOCATION.to_owned(), previous.to_owned());
     }
@@ -386,13 +400,15 @@ impl Catalog for GlueCatalog {
         let new_location = MetadataLocation::new_with_metadata(location, &metadata);
         metadata.write_to(&self.file_io, &new_location).await?;
         let metadata_location = new_location.to_string();
-        let input = table_input(&table_name, &metadata, &metadata_location, None)?;
+        let input = table_input(&table_name, &metadata, &metadata_location, None, HashMap::new())?;
         let created = self
             .client
             .create_table()
             .set_catalog_id(self.catalog_id.clone())
             .database_name(&name)
             .table_input(input)
+            .customize()
+            .config_override(single_attempt())
             .send()
             .await;
         if let Err(e) = created {
@@ -454,20 +470,28 @@ impl Catalog for GlueCatalog {
     async fn update_table(&self, commit: TableCommit) -> IceResult<Table> {
         let ident = commit.identifier().clone();
         let name = database(ident.namespace())?;
-        let (current, version) = self.load(&ident).await?;
+        let (current, version, parameters) = self.load(&ident).await?;
+        let Some(version) = version else {
+            return Err(IceError::new(
+                IceKind::DataInvalid,
+                format!("the Glue table {ident} has no VersionId: k2i commits only with Glue's compare-and-swap"),
+            ));
+        };
         let previous = current.metadata_location_result()?.to_owned();
         let staged = commit.apply(current)?;
         let location = staged.metadata_location_result()?.to_owned();
         staged.metadata().write_to(&self.file_io, &MetadataLocation::from_str(&location)?).await?;
-        let input = table_input(ident.name(), staged.metadata(), &location, Some(&previous))?;
+        let input = table_input(ident.name(), staged.metadata(), &location, Some(&previous), parameters)?;
         let swapped = self
             .client
             .update_table()
             .set_catalog_id(self.catalog_id.clone())
             .database_name(&name)
             .skip_archive(true)
-            .set_version_id(version)
+            .version_id(version)
             .table_input(input)
+            .customize()
+            .config_override(single_attempt())
             .send()
             .await;
         match swapped {
@@ -475,8 +499,8 @@ impl Catalog for GlueCatalog {
             Err(e) => {
                 let refused = matches!(e.code(), Some("ConcurrentModificationException" | "EntityNotFoundException"));
                 if refused {
-                    // Refused for sure: the metadata file is nobody's. (On an unknown outcome it stays: the swap
-                    // may have happened.)
+                    // Refused for sure (the request was sent once, see `single_attempt`): the metadata file is
+                    // nobody's. On an unknown outcome it stays: the swap may have happened.
                     let _ = self.file_io.delete(&location).await;
                 }
                 Err(match e.code() {

@@ -4,10 +4,13 @@
 //! `sql` is the default: a JDBC-layout catalog in an embedded SQLite file (`<warehouse>/catalog.db`) or in
 //! Postgres, readable by pyiceberg's `SqlCatalog` and Java's `JdbcCatalog`. `rest` speaks the Iceberg REST
 //! protocol with a bearer token, OAuth2 client credentials and extra headers. `glue` is the AWS Glue Data
-//! Catalog. Every catalog writes through [`crate::storage`], so the warehouse may be local or on S3, GCS or
-//! Azure. S3 Tables is rejected until it is built.
+//! Catalog, `s3tables` Amazon S3 Tables. Every catalog writes through [`crate::storage`], so the warehouse
+//! may be local or on S3, GCS or Azure.
 
 pub mod glue;
+pub mod nessie;
+mod rest;
+pub mod s3tables;
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -18,7 +21,6 @@ use iceberg::spec::Schema;
 use iceberg::table::Table;
 use iceberg::transaction::{AddColumn, ApplyTransactionAction, Transaction};
 use iceberg::{Catalog, CatalogBuilder, NamespaceIdent, TableCreation, TableIdent};
-use iceberg_catalog_rest::RestCatalogBuilder;
 use iceberg_catalog_sql::{SqlBindStyle, SqlCatalogBuilder};
 
 use crate::config::{CatalogType, Config, IcebergConfig};
@@ -83,12 +85,10 @@ pub async fn open(config: &Config, ops: Arc<Ops>) -> Result<TableRef> {
     let storage = crate::storage::properties(ice)?;
     let (catalog, location): (Arc<dyn Catalog>, String) = match ice.catalog_type {
         CatalogType::Sql => open_sql(ice, storage).await?,
-        CatalogType::Rest => open_rest(ice, storage).await?,
+        CatalogType::Rest => rest::open(ice, storage).await?,
         CatalogType::Glue => open_glue(ice, storage).await?,
-        CatalogType::S3tables => {
-            return Err(Error::new(ErrorKind::Config, "this catalog type is not built yet; use sql, rest or glue")
-                .with("catalog_type", "s3tables"));
-        }
+        CatalogType::S3tables => s3tables::open(ice, storage).await?,
+        CatalogType::Nessie => nessie::open(ice, storage).await?,
     };
     let namespace = NamespaceIdent::from_strs(ice.database_name.split('.')).map_err(|e| {
         Error::new(ErrorKind::Config, "invalid namespace").with("database_name", &ice.database_name).source(e)
@@ -103,7 +103,7 @@ pub fn is_remote(ice: &IcebergConfig) -> bool {
         CatalogType::Sql => {
             ice.sql.uri.as_ref().is_some_and(|uri| uri.expose().is_ok_and(|u| !u.starts_with("sqlite:")))
         }
-        CatalogType::Rest | CatalogType::Glue | CatalogType::S3tables => true,
+        CatalogType::Rest | CatalogType::Glue | CatalogType::S3tables | CatalogType::Nessie => true,
     }
 }
 
@@ -146,39 +146,6 @@ async fn open_sql(ice: &IcebergConfig, props: HashMap<String, String>) -> Result
         .await
         .map_err(|e| Error::iceberg("cannot open the SQL catalog", e).with("catalog", &location))?;
     Ok((Arc::new(catalog), location))
-}
-
-/// An Iceberg REST catalog, with a bearer token, OAuth2 client credentials and extra headers.
-async fn open_rest(ice: &IcebergConfig, mut props: HashMap<String, String>) -> Result<(Arc<dyn Catalog>, String)> {
-    let uri = ice.rest_uri.clone().ok_or_else(|| {
-        Error::new(ErrorKind::Config, "iceberg.rest_uri is required for the REST catalog")
-            .with("key", "iceberg.rest_uri")
-    })?;
-    props.insert("uri".to_owned(), uri.clone());
-    if let Some(w) = &ice.rest.warehouse {
-        props.insert("warehouse".to_owned(), w.clone());
-    }
-    if let Some(token) = &ice.rest.token {
-        props.insert("token".to_owned(), token.expose()?.to_owned());
-    }
-    if let Some(credential) = &ice.rest.credential {
-        props.insert("credential".to_owned(), credential.expose()?.to_owned());
-    }
-    if let Some(uri) = &ice.rest.oauth2_server_uri {
-        props.insert("oauth2-server-uri".to_owned(), uri.clone());
-    }
-    if let Some(scope) = &ice.rest.scope {
-        props.insert("scope".to_owned(), scope.clone());
-    }
-    for (name, value) in &ice.rest.headers {
-        props.insert(format!("header.{name}"), value.expose()?.to_owned());
-    }
-    let catalog = RestCatalogBuilder::default()
-        .with_storage_factory(crate::storage::factory())
-        .load("rest", props)
-        .await
-        .map_err(|e| Error::iceberg("cannot open the REST catalog", e).with("catalog", &uri))?;
-    Ok((Arc::new(catalog), uri))
 }
 
 /// The AWS Glue Data Catalog ([`glue`]).

@@ -13,8 +13,9 @@
 //! - a setting of a feature k2i has not built is type-checked and dropped with a warning, and a key that
 //!   switches such a feature on is recorded for [`super::Config::unbuilt`], so `k2i ingest` refuses it.
 //!
-//! K2I's `catalog_type = "hive"` / `"nessie"` is taken by [`take_unbuilt_catalog`] after the environment
-//! overrides (which may set `catalog_type` too), for the same reason.
+//! K2I's `catalog_type = "hive"` is taken by [`take_unbuilt_catalog`] after the environment overrides (which
+//! may set `catalog_type` too), for the same reason. K2I's `"nessie"` is k2i's own catalog type: Nessie's
+//! Iceberg REST API, with the server in `rest_uri` and the branch in `[iceberg.nessie]` as K2I wrote them.
 
 use std::collections::BTreeMap;
 
@@ -58,7 +59,7 @@ pub(crate) enum Handling {
 /// The keys whose handling needs more than a move.
 #[derive(Clone, Copy)]
 pub(crate) enum Special {
-    /// `hive` / `nessie` have no k2i catalog type ([`take_unbuilt_catalog`]).
+    /// `hive` has no k2i catalog type ([`take_unbuilt_catalog`]).
     CatalogType,
     /// `credential_type` decides which k2i key `credential` is.
     RestCredentialType,
@@ -94,7 +95,7 @@ pub(crate) enum Kind {
 }
 
 /// Tables that only K2I has; what is left in them once their keys are handled is a typo.
-const K2I_TABLES: [&str; 3] = ["kafka.security", "iceberg.nessie", "iceberg.sql_catalog"];
+const K2I_TABLES: [&str; 2] = ["kafka.security", "iceberg.sql_catalog"];
 
 const TXLOG_REASON: &str = "k2i's transaction log checkpoints by size: when a file passes 16 MiB, and after every \
                             recovery, a new file starts with a checkpoint of the pending flushes and the older \
@@ -213,8 +214,8 @@ pub(crate) const K2I_KEYS: &[K2iKey] = &[
         "iceberg.catalog_type",
         Special::CatalogType,
         "iceberg.catalog_type",
-        "same meaning for `rest`, `glue` and `sql`; `hive` and `nessie` validate, `k2i ingest` refuses them until \
-         issue 11",
+        "same meaning for `rest`, `glue`, `sql` and `nessie` (Nessie's Iceberg REST API, see docs/catalogs.md); \
+         `hive` validates, `k2i ingest` refuses it until issue 11",
     ),
     same_but(
         "iceberg.warehouse_path",
@@ -224,7 +225,11 @@ pub(crate) const K2I_KEYS: &[K2iKey] = &[
     same("iceberg.table_name"),
     same("iceberg.target_file_size_mb"),
     same("iceberg.compression"),
-    same_but("iceberg.rest_uri", "also the Nessie endpoint with `catalog_type = \"nessie\"`, as in K2I"),
+    same_but(
+        "iceberg.rest_uri",
+        "with `catalog_type = \"nessie\"` the Nessie server as in K2I: `…/api/v1` and `…/api/v2` \
+         become its Iceberg REST API `…/iceberg/<default_branch>`",
+    ),
     inert("iceberg.hive_metastore_uri", Kind::Text, "the Hive Metastore catalog", Issue::StorageAndCatalogs),
     to("iceberg.aws_region", Kind::Text, &["iceberg", "storage", "s3.region"]),
     to("iceberg.aws_access_key_id", Kind::Secret, &["iceberg", "storage", "s3.access-key-id"]),
@@ -278,8 +283,13 @@ pub(crate) const K2I_KEYS: &[K2iKey] = &[
     inert("iceberg.glue.role_arn", Kind::Text, "the Glue catalog", Issue::StorageAndCatalogs),
     inert("iceberg.glue.external_id", Kind::Text, "the Glue catalog", Issue::StorageAndCatalogs),
     same("iceberg.glue.catalog_id"),
-    inert("iceberg.nessie.default_branch", Kind::Text, "the Nessie catalog", Issue::StorageAndCatalogs),
-    inert("iceberg.nessie.api_version", Kind::OneOf(&["v1", "v2"]), "the Nessie catalog", Issue::StorageAndCatalogs),
+    same_but("iceberg.nessie.default_branch", "the branch k2i reads and commits the table on (default `main`)"),
+    ignored(
+        "iceberg.nessie.api_version",
+        Kind::OneOf(&["v1", "v2"]),
+        "k2i speaks Nessie's Iceberg REST API (`<server>/iceberg/<branch>`), the same for either version of \
+         Nessie's own API",
+    ),
     special(
         "iceberg.sql_catalog.type",
         Special::SqlCatalogType,
@@ -479,12 +489,11 @@ pub(crate) fn apply(doc: &mut Value, notes: &mut Notes, errors: &mut Vec<ConfigE
     }
 }
 
-/// Takes K2I's `catalog_type = "hive"` or `"nessie"` out of the document: k2i has no catalog type for them,
-/// and [`super::Config::unbuilt`] refuses them.
+/// Takes K2I's `catalog_type = "hive"` out of the document: k2i has no catalog type for it, and
+/// [`super::Config::unbuilt`] refuses it.
 pub(crate) fn take_unbuilt_catalog(doc: &mut Value) -> Option<UnbuiltCatalog> {
     let catalog = match get(doc, "iceberg.catalog_type")?.as_str()? {
         "hive" => UnbuiltCatalog::Hive,
-        "nessie" => UnbuiltCatalog::Nessie,
         _ => return None,
     };
     take(doc, "iceberg.catalog_type");

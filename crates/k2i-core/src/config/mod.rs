@@ -105,7 +105,7 @@ pub(crate) struct Notes {
     pub(crate) warnings: Vec<ConfigWarning>,
     /// K2I keys that ask for a feature k2i has not built (the typed keys' are found by [`Config::unbuilt`]).
     pub(crate) unbuilt: Vec<Unbuilt>,
-    /// K2I's `catalog_type = "hive"` / `"nessie"`, which have no [`CatalogType`].
+    /// K2I's `catalog_type = "hive"`, which has no [`CatalogType`].
     pub(crate) catalog: Option<unbuilt::UnbuiltCatalog>,
 }
 
@@ -132,7 +132,7 @@ impl Config {
         &self.notes.warnings
     }
 
-    /// The catalog's name as the file wrote it: `sql`, `rest`, `glue`, `s3tables`, or K2I's `hive` / `nessie`.
+    /// The catalog's name as the file wrote it: `sql`, `rest`, `glue`, `s3tables`, `nessie`, or K2I's `hive`.
     pub fn catalog_name(&self) -> String {
         match self.notes.catalog {
             Some(catalog) => catalog.name().to_owned(),

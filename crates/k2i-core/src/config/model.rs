@@ -344,7 +344,9 @@ pub struct IcebergConfig {
     pub database_name: String,
     /// The table records are written to. It is created on first start if missing.
     pub table_name: String,
-    /// REST catalog base URL (required when `catalog_type = "rest"`).
+    /// REST catalog base URL (required when `catalog_type = "rest"`). With `catalog_type = "nessie"`, the Nessie
+    /// server (required): its root, `…/api/v1` or `…/api/v2` (K2I's form) or `…/iceberg`; k2i talks to its
+    /// Iceberg REST API at `<server>/iceberg/<nessie.default_branch>`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rest_uri: Option<String>,
     /// Partition spec applied when k2i creates the table, as Iceberg transforms:
@@ -370,6 +372,9 @@ pub struct IcebergConfig {
     /// Settings of the `s3tables` catalog.
     #[serde(default)]
     pub s3tables: S3TablesCatalogConfig,
+    /// Settings of the `nessie` catalog beyond `rest_uri` (and `[iceberg.rest]`, which applies to it too).
+    #[serde(default, skip_serializing_if = "NessieCatalogConfig::is_default")]
+    pub nessie: NessieCatalogConfig,
     /// Storage properties passed to Iceberg's FileIO unchanged, with Iceberg's property names
     /// (e.g. `"s3.region" = "eu-west-1"`, `"s3.access-key-id" = { env = "AWS_ACCESS_KEY_ID" }`).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty", serialize_with = "serialize_settings")]
@@ -402,6 +407,8 @@ pub enum CatalogType {
     Glue,
     /// Amazon S3 Tables.
     S3tables,
+    /// Project Nessie, through its Iceberg REST API on one branch (`rest_uri`, `[iceberg.nessie]`).
+    Nessie,
 }
 
 /// Parquet compression codecs.
@@ -434,28 +441,67 @@ pub struct SqlCatalogConfig {
     pub catalog_name: Option<String>,
 }
 
-/// `[iceberg.rest]`: REST catalog authentication and options.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+/// `[iceberg.rest]`: REST catalog authentication and transport.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct RestCatalogConfig {
     /// Warehouse identifier sent to the REST catalog (defaults to `warehouse_path`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub warehouse: Option<String>,
-    /// Static bearer token.
+    /// A static bearer token, sent as `Authorization: Bearer <token>` with every request. It is never
+    /// renewed: when the catalog refuses it (401), k2i stops with a configuration error.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub token: Option<Secret>,
-    /// OAuth2 client credentials as `client_id:client_secret`.
+    /// OAuth2 client credentials as `client_id:client_secret`: k2i asks `oauth2_server_uri` for a token
+    /// (the `client_credentials` grant), sends it as a bearer token, and asks for a new one when four fifths
+    /// of its `expires_in` have passed, or when the catalog refuses it (401).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub credential: Option<Secret>,
-    /// OAuth2 token endpoint (defaults to the catalog's `v1/oauth/tokens`).
+    /// OAuth2 token endpoint (defaults to the catalog's own `<rest_uri>/v1/oauth/tokens`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub oauth2_server_uri: Option<String>,
-    /// OAuth2 scope.
+    /// OAuth2 scope requested with `credential` (defaults to `catalog`, as Iceberg's clients do).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub scope: Option<String>,
-    /// Extra HTTP headers sent with every catalog request. Values may be secrets.
+    /// Extra HTTP headers sent with every catalog request (not to the token endpoint). Values may be
+    /// secrets; names and values must be valid HTTP header names and values.
     #[serde(skip_serializing_if = "BTreeMap::is_empty", serialize_with = "serialize_settings")]
     pub headers: BTreeMap<String, Secret>,
+    /// For an `https://` catalog or token endpoint: a PEM file of one or more CA certificates to trust in
+    /// addition to the system's trust store (a catalog whose certificate a private CA signed).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ca_cert: Option<PathBuf>,
+    /// For an `https://` catalog: a PEM file with the client certificate k2i presents (mTLS), leaf first,
+    /// then any intermediate certificates. Requires `client_key`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_cert: Option<PathBuf>,
+    /// The PEM file with the private key of `client_cert` (PKCS#8, RSA or EC; not encrypted). Requires
+    /// `client_cert`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_key: Option<PathBuf>,
+    /// How long one HTTP request to the catalog or the token endpoint may take (connecting included)
+    /// before it fails and is retried. At most 30s: every catalog operation has a 30 s deadline of its own.
+    pub request_timeout: HumanDuration,
+}
+
+/// The default of `iceberg.rest.request_timeout`: the deadline of a whole catalog operation.
+pub const DEFAULT_REST_REQUEST_TIMEOUT: HumanDuration = HumanDuration::from_secs(30);
+
+impl Default for RestCatalogConfig {
+    fn default() -> Self {
+        Self {
+            warehouse: None,
+            token: None,
+            credential: None,
+            oauth2_server_uri: None,
+            scope: None,
+            headers: BTreeMap::new(),
+            ca_cert: None,
+            client_cert: None,
+            client_key: None,
+            request_timeout: DEFAULT_REST_REQUEST_TIMEOUT,
+        }
+    }
 }
 
 /// `[iceberg.glue]`: AWS Glue Data Catalog.
@@ -476,6 +522,31 @@ pub struct GlueCatalogConfig {
     /// chain applies (environment, web identity, ECS/EC2 metadata).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub profile: Option<String>,
+}
+
+/// `[iceberg.nessie]`: Project Nessie's Iceberg REST catalog.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct NessieCatalogConfig {
+    /// The branch k2i reads the table on and commits to; it must exist. The table's progress is recorded in
+    /// its snapshots on this branch, so each branch is a table of its own to k2i: a restart resumes from the
+    /// branch's history, and what is committed here stays invisible on other branches until Nessie merges it.
+    pub default_branch: String,
+}
+
+/// The default of `iceberg.nessie.default_branch`: Nessie's own default branch.
+pub const DEFAULT_NESSIE_BRANCH: &str = "main";
+
+impl Default for NessieCatalogConfig {
+    fn default() -> Self {
+        Self { default_branch: DEFAULT_NESSIE_BRANCH.to_owned() }
+    }
+}
+
+impl NessieCatalogConfig {
+    fn is_default(&self) -> bool {
+        *self == Self::default()
+    }
 }
 
 /// `[iceberg.s3tables]`: Amazon S3 Tables.

@@ -415,7 +415,7 @@ fn catalog_rules() {
         warnings(&with("iceberg", "rest_uri = \"http://localhost:8181\"\n[iceberg.rest]\ntoken = \"t\"")),
         [
             "iceberg.rest_uri: ignored: applies only when iceberg.catalog_type = \"rest\" or \"nessie\"",
-            "iceberg.rest: ignored: applies only when iceberg.catalog_type = \"rest\"",
+            "iceberg.rest: ignored: applies only when iceberg.catalog_type = \"rest\" or \"nessie\"",
         ]
     );
     assert_eq!(
@@ -448,13 +448,15 @@ fn catalog_rules() {
     );
     assert_eq!(
         problems(&with("iceberg", "catalog_type = \"hiev\"")),
-        ["iceberg.catalog_type: expected one of \"sql\", \"rest\", \"glue\", \"s3tables\", found string \"hiev\""]
+        [
+            "iceberg.catalog_type: expected one of \"sql\", \"rest\", \"glue\", \"s3tables\", \"nessie\", found string \"hiev\""
+        ]
     );
     let text = with("iceberg", "warehouse_path = \"hdfs://nn/w\"\n[iceberg.glue]\nregion = \"eu-west-1\"");
     assert_eq!(
         problems(&text),
         [
-            "iceberg.warehouse_path: expected a local path or a URL with scheme file, s3, s3a, s3n, gs, gcs, abfss, abfs, wasbs, wasb, found scheme `hdfs`"
+            "iceberg.warehouse_path: expected a local path or a URL with scheme file, s3, s3a, s3n, gs, abfss, abfs, wasbs, wasb, found scheme `hdfs`"
         ]
     );
     assert_eq!(
@@ -766,7 +768,6 @@ fn k2i_full_config_validates_with_the_same_meaning() {
             "iceberg.rest.request_timeout_seconds",
             "iceberg.glue.role_arn",
             "iceberg.glue.external_id",
-            "iceberg.nessie.default_branch",
             "iceberg.nessie.api_version",
             "buffer.ttl_seconds",
             "buffer.memory_alignment_bytes",
@@ -987,20 +988,17 @@ fn k2i_sql_catalog_type_must_agree_with_the_url() {
 }
 
 #[test]
-fn k2i_hive_and_nessie_catalogs_validate_and_are_unbuilt() {
-    for name in ["hive", "nessie"] {
-        let text = with("iceberg", &format!("catalog_type = \"{name}\"\nrest_uri = \"http://nessie:19120/api/v1\""));
-        let config = parse(&text).unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(config.catalog_name(), name);
-        let unbuilt = config.unbuilt();
-        assert_eq!(unbuilt.len(), 1);
-        assert_eq!((unbuilt[0].key.as_str(), unbuilt[0].issue), ("iceberg.catalog_type", Issue::StorageAndCatalogs));
-        let printed = config.to_redacted_toml();
-        assert!(printed.contains(&format!("catalog_type = \"{name}\"\n")), "{printed}");
-        assert_eq!(parse(&printed).unwrap(), config);
-    }
-    // rest_uri is Nessie's endpoint, not a REST catalog's setting left over.
-    assert_eq!(warnings(&with("iceberg", "catalog_type = \"nessie\"\nrest_uri = \"http://n\"")), Vec::<String>::new());
+fn k2i_hive_catalog_validates_and_is_unbuilt() {
+    let text = with("iceberg", "catalog_type = \"hive\"\nhive_metastore_uri = \"thrift://hms:9083\"");
+    let config = parse(&text).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(config.catalog_name(), "hive");
+    let unbuilt = config.unbuilt();
+    assert_eq!(unbuilt.len(), 1);
+    assert_eq!((unbuilt[0].key.as_str(), unbuilt[0].issue), ("iceberg.catalog_type", Issue::StorageAndCatalogs));
+    let printed = config.to_redacted_toml();
+    assert!(printed.contains("catalog_type = \"hive\"\n"), "{printed}");
+    let reparsed = parse(&printed).unwrap();
+    assert_eq!((reparsed.catalog_name(), reparsed.iceberg), (config.catalog_name(), config.iceberg.clone()));
     assert_eq!(
         warnings(&with("iceberg", "catalog_type = \"hive\"\nrest_uri = \"http://n\"")),
         ["iceberg.rest_uri: ignored: applies only when iceberg.catalog_type = \"rest\" or \"nessie\""]
@@ -1009,6 +1007,62 @@ fn k2i_hive_and_nessie_catalogs_validate_and_are_unbuilt() {
     let config =
         parse_env(&with("iceberg", "catalog_type = \"hive\""), &[("K2I_ICEBERG__CATALOG_TYPE", "sql")]).unwrap();
     assert_eq!((config.catalog_name().as_str(), config.unbuilt()), ("sql", Vec::new()));
+}
+
+#[test]
+fn k2i_nessie_catalog_is_built_with_the_branch_and_the_server_from_k2i_keys() {
+    let text = with(
+        "iceberg",
+        "catalog_type = \"nessie\"\nrest_uri = \"http://nessie:19120/api/v1\"\n\
+         [iceberg.nessie]\ndefault_branch = \"etl\"\napi_version = \"v1\"",
+    );
+    let config = parse(&text).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!((config.iceberg.catalog_type, config.catalog_name().as_str()), (CatalogType::Nessie, "nessie"));
+    assert_eq!(config.iceberg.nessie.default_branch, "etl");
+    assert_eq!(config.unbuilt(), Vec::new());
+    assert_eq!(
+        warnings(&text),
+        ["iceberg.nessie.api_version: accepted and ignored: k2i speaks Nessie's Iceberg REST API \
+             (`<server>/iceberg/<branch>`), the same for either version of Nessie's own API"]
+    );
+    let printed = config.to_redacted_toml();
+    assert!(printed.contains("catalog_type = \"nessie\"\n"), "{printed}");
+    assert!(printed.contains("[iceberg.nessie]\ndefault_branch = \"etl\"\n"), "{printed}");
+    assert_eq!(parse(&printed).unwrap().iceberg, config.iceberg);
+
+    // The branch defaults to Nessie's `main`; rest_uri and [iceberg.rest] are Nessie's settings, not leftovers.
+    let plain = with("iceberg", "catalog_type = \"nessie\"\nrest_uri = \"http://n\"\n[iceberg.rest]\ntoken = \"t\"");
+    assert_eq!(parse(&plain).unwrap().iceberg.nessie.default_branch, "main");
+    assert_eq!(warnings(&plain), Vec::<String>::new());
+    assert_eq!(
+        warnings(&with("iceberg", "[iceberg.nessie]\ndefault_branch = \"dev\"")),
+        ["iceberg.nessie: ignored: applies only when iceberg.catalog_type = \"nessie\""]
+    );
+}
+
+#[test]
+fn nessie_rules() {
+    assert_eq!(
+        problems(&with("iceberg", "catalog_type = \"nessie\"")),
+        ["iceberg.rest_uri: is required when iceberg.catalog_type = \"nessie\" (the Nessie server, e.g. \
+             `http://nessie:19120/api/v2`)"]
+    );
+    assert_eq!(
+        problems(&with(
+            "iceberg",
+            "catalog_type = \"nessie\"\nrest_uri = \"http://n/iceberg/main\"\n[iceberg.nessie]\ndefault_branch = \"dev\""
+        )),
+        ["iceberg.rest_uri: names the Nessie ref `main`, but iceberg.nessie.default_branch is `dev`; give the \
+             server (`…/api/v2` or `…/iceberg`) and the branch in iceberg.nessie.default_branch only"]
+    );
+    assert_eq!(
+        problems(&with(
+            "iceberg",
+            "catalog_type = \"nessie\"\nrest_uri = \"http://n\"\n[iceberg.nessie]\ndefault_branch = \"feature/x\""
+        )),
+        ["iceberg.nessie.default_branch: expected a Nessie branch name (a letter, then letters, digits, `_`, `-`, \
+             `.`; no `..`, not ending in `.`), found string \"feature/x\""]
+    );
 }
 
 #[test]
@@ -1024,7 +1078,7 @@ fn unbuilt_lists_every_feature_that_is_not_built() {
          [rpc]\nenabled = true\n[maintenance]\nenabled = true\n",
         MINIMAL.replace(
             "table_name = \"events\"",
-            "table_name = \"events\"\ncatalog_type = \"s3tables\"\nwarehouse_path = \"s3://b/w\"\npartition_by = [\"day(ts)\"]\nstorage = { \"s3.region\" = \"eu-west-1\" }\ns3tables = { table_bucket_arn = \"arn:aws:s3tables:eu-west-1:1:bucket/b\" }"
+            "table_name = \"events\"\ncatalog_type = \"glue\"\nwarehouse_path = \"s3://b/w\"\npartition_by = [\"day(ts)\"]\nstorage = { \"s3.region\" = \"eu-west-1\" }"
         )
     );
     let config = parse(&text).unwrap_or_else(|e| panic!("{e}"));
@@ -1035,7 +1089,6 @@ fn unbuilt_lists_every_feature_that_is_not_built() {
             "kafka.format.type: decoding Avro is not built yet; the configuration validates, `k2i ingest` refuses it until issue 13",
             "kafka.properties.\"sasl.mechanism\": Kerberos (GSSAPI) authentication is not built yet; the configuration validates, `k2i ingest` refuses it until issue 11",
             "schema_evolution.mode: the permissive schema-evolution mode is not built yet; the configuration validates, `k2i ingest` refuses it until issue 10",
-            "iceberg.catalog_type: the S3 Tables catalog is not built yet; the configuration validates, `k2i ingest` refuses it until issue 11",
             "iceberg.partition_by: writing partitioned tables is not built yet; the configuration validates, `k2i ingest` refuses it until the tables/maintenance issue",
             "rpc.enabled: the read-state RPC is not built yet; the configuration validates, `k2i ingest` refuses it until issue 12",
             "maintenance.enabled: scheduled maintenance is not built yet; the configuration validates, `k2i ingest` refuses it until the tables/maintenance issue",
@@ -1067,7 +1120,8 @@ fn unbuilt_lists_every_feature_that_is_not_built() {
             "iceberg",
             "catalog_type = \"s3tables\"\n[iceberg.s3tables]\ntable_bucket_arn = \"arn:aws:s3tables:eu-west-1:1:bucket/b\""
         )),
-        ["iceberg.catalog_type"]
+        Vec::<String>::new(),
+        "S3 Tables is built"
     );
     assert_eq!(unbuilt(&with("maintenance", "orphan_cleanup_enabled = true")), ["maintenance.orphan_cleanup_enabled"]);
     assert_eq!(unbuilt(&with("iceberg", "warehouse_path = \"file:///tmp/w\"")), Vec::<String>::new());

@@ -74,15 +74,12 @@ impl fmt::Display for Issue {
 pub(crate) enum UnbuiltCatalog {
     /// `catalog_type = "hive"`.
     Hive,
-    /// `catalog_type = "nessie"`.
-    Nessie,
 }
 
 impl UnbuiltCatalog {
     pub(crate) fn name(self) -> &'static str {
         match self {
             Self::Hive => "hive",
-            Self::Nessie => "nessie",
         }
     }
 }
@@ -119,17 +116,36 @@ impl Config {
         let ice = &self.iceberg;
         let catalog = match (self.notes.catalog, ice.catalog_type) {
             (Some(UnbuiltCatalog::Hive), _) => Some("the Hive Metastore catalog"),
-            (Some(UnbuiltCatalog::Nessie), _) => Some("the Nessie catalog"),
-            (None, CatalogType::S3tables) => Some("the S3 Tables catalog"),
-            (None, CatalogType::Sql | CatalogType::Rest | CatalogType::Glue) => None,
+            (
+                None,
+                CatalogType::Sql | CatalogType::Rest | CatalogType::Glue | CatalogType::S3tables | CatalogType::Nessie,
+            ) => None,
         };
         if let Some(what) = catalog {
             add("iceberg.catalog_type".to_owned(), what, Issue::StorageAndCatalogs);
         }
+        // Nessie's commits go through k2i's own request (catalog::nessie), which sends a token and headers only.
+        if ice.catalog_type == CatalogType::Nessie {
+            if ice.rest.credential.is_some() {
+                add(
+                    "iceberg.rest.credential".to_owned(),
+                    "OAuth2 client credentials with the Nessie catalog",
+                    Issue::StorageAndCatalogs,
+                );
+            }
+            if ice.rest.client_cert.is_some() {
+                add(
+                    "iceberg.rest.client_cert".to_owned(),
+                    "client certificates (mTLS) with the Nessie catalog",
+                    Issue::StorageAndCatalogs,
+                );
+            }
+        }
         if ice.warehouse_path.starts_with("az://") {
             add(
                 "iceberg.warehouse_path".to_owned(),
-                "K2I's `az://` warehouse URLs (write `abfss://<container>@<account>.dfs.core.windows.net/<path>`)",
+                "K2I's `az://` warehouse URLs (write `wasbs://<container>@<account>.blob.core.windows.net/<path>`, or \
+                 `abfss://<container>@<account>.dfs.core.windows.net/<path>` for ADLS Gen2)",
                 Issue::StorageAndCatalogs,
             );
         }

@@ -200,9 +200,10 @@ fn iceberg(config: &Config, errors: &mut Vec<ConfigError>, warnings: &mut Vec<Co
             ));
         }
     };
-    // K2I's Nessie catalog takes its endpoint from rest_uri too.
+    // The Nessie catalog is Nessie's Iceberg REST API: its server is rest_uri, and [iceberg.rest] applies.
     unused(&["rest", "nessie"], ice.rest_uri.is_some(), "iceberg.rest_uri", warnings);
-    unused(&["rest"], ice.rest != Default::default(), "iceberg.rest", warnings);
+    unused(&["rest", "nessie"], ice.rest != Default::default(), "iceberg.rest", warnings);
+    unused(&["nessie"], ice.nessie != Default::default(), "iceberg.nessie", warnings);
     unused(&["sql"], ice.sql != Default::default(), "iceberg.sql", warnings);
     unused(&["glue"], ice.glue != Default::default(), "iceberg.glue", warnings);
     unused(&["s3tables"], ice.s3tables != Default::default(), "iceberg.s3tables", warnings);
@@ -213,6 +214,33 @@ fn iceberg(config: &Config, errors: &mut Vec<ConfigError>, warnings: &mut Vec<Co
                 errors.push(ConfigError::rule("iceberg.rest_uri", "is required when iceberg.catalog_type = \"rest\""))
             }
         },
+        "nessie" => {
+            let branch = &ice.nessie.default_branch;
+            let branch_ok = match crate::catalog::nessie::branch_problem(branch) {
+                Some(expected) => {
+                    errors.push(ConfigError::invalid(
+                        "iceberg.nessie.default_branch",
+                        expected,
+                        format!("string {branch:?}"),
+                    ));
+                    false
+                }
+                None => true,
+            };
+            match &ice.rest_uri {
+                Some(uri) => {
+                    check_http_url("iceberg.rest_uri", uri, errors);
+                    if let (true, Err(e)) = (branch_ok, crate::catalog::nessie::iceberg_uri(uri, branch)) {
+                        errors.push(ConfigError::rule("iceberg.rest_uri", e.to_string()));
+                    }
+                }
+                None => errors.push(ConfigError::rule(
+                    "iceberg.rest_uri",
+                    "is required when iceberg.catalog_type = \"nessie\" (the Nessie server, e.g. \
+                     `http://nessie:19120/api/v2`)",
+                )),
+            }
+        }
         "s3tables" => match &ice.s3tables.table_bucket_arn {
             Some(arn) if arn.starts_with("arn:aws:s3tables:") => {}
             Some(arn) => errors.push(ConfigError::invalid(
@@ -319,6 +347,20 @@ fn rest(config: &Config, errors: &mut Vec<ConfigError>) {
     }
     if let Some(uri) = &rest.oauth2_server_uri {
         check_http_url("iceberg.rest.oauth2_server_uri", uri, errors);
+    }
+    // The files themselves are read (and reported, naming key and file) when the catalog's client is built.
+    if rest.client_cert.is_some() != rest.client_key.is_some() {
+        errors.push(ConfigError::rule("iceberg.rest", "`client_cert` and `client_key` go together (mTLS)"));
+    }
+    let timeout = rest.request_timeout.get();
+    if timeout.is_zero() || timeout > crate::catalog::CALL_TIMEOUT {
+        errors.push(ConfigError::rule(
+            "iceberg.rest.request_timeout",
+            format!(
+                "must be more than 0s and at most {}s (the deadline of one catalog operation)",
+                crate::catalog::CALL_TIMEOUT.as_secs()
+            ),
+        ));
     }
 }
 

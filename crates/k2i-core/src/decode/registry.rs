@@ -28,8 +28,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::pki_types::PrivateKeyDer;
 use serde::{Deserialize, Serialize};
 
 use crate::config::{RegistryConfig, SubjectNameStrategy};
@@ -138,7 +137,7 @@ impl RegistryClient {
         let timeout: Duration = config.request_timeout.get();
         let mut builder = reqwest::Client::builder().timeout(timeout);
         if let Some(path) = &config.ca_cert {
-            let certs = certificates("ca_cert", path)?
+            let certs = crate::tls::certificates("kafka.format.registry.ca_cert", path)?
                 .iter()
                 .map(|der| reqwest::Certificate::from_der(der))
                 .collect::<std::result::Result<Vec<_>, _>>()
@@ -352,47 +351,11 @@ fn file_error(key: &str, path: &Path, message: &str) -> Error {
         .with("file", path.display())
 }
 
-fn read_file(key: &str, path: &Path) -> Result<Vec<u8>> {
-    std::fs::read(path).map_err(|e| file_error(key, path, &format!("cannot read the file: {e}")))
-}
-
-/// The certificates of a PEM file (`ca_cert`, `client_cert`), each checked to parse.
-fn certificates(key: &str, path: &Path) -> Result<Vec<CertificateDer<'static>>> {
-    let bytes = read_file(key, path)?;
-    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&bytes)
-        .collect::<std::result::Result<_, _>>()
-        .map_err(|e| file_error(key, path, &format!("is not a valid PEM file: {e}")))?;
-    if certs.is_empty() {
-        return Err(file_error(key, path, "holds no PEM certificate (`-----BEGIN CERTIFICATE-----`)"));
-    }
-    for (i, cert) in certs.iter().enumerate() {
-        // A trust anchor is the subject and public key of a parsable X.509 certificate.
-        if let Err(e) = rustls::RootCertStore::empty().add(cert.clone()) {
-            return Err(file_error(
-                key,
-                path,
-                &format!("its certificate {} is not a valid X.509 certificate: {e}", i + 1),
-            ));
-        }
-    }
-    Ok(certs)
-}
-
 /// The client identity of `client_cert` and `client_key`: the key must be one rustls can sign with and must
 /// belong to the first certificate.
 fn identity(cert_path: &Path, key_path: &Path) -> Result<reqwest::Identity> {
-    let certs = certificates("client_cert", cert_path)?;
-    let bytes = read_file("client_key", key_path)?;
-    let key = PrivateKeyDer::from_pem_slice(&bytes).map_err(|e| {
-        let message = match e {
-            rustls::pki_types::pem::Error::NoItemsFound => {
-                "holds no PEM private key (`-----BEGIN PRIVATE KEY-----`, or an RSA or EC one; not encrypted)"
-                    .to_owned()
-            }
-            e => format!("is not a valid PEM file: {e}"),
-        };
-        file_error("client_key", key_path, &message)
-    })?;
+    let certs = crate::tls::certificates("kafka.format.registry.client_cert", cert_path)?;
+    let key = crate::tls::private_key("kafka.format.registry.client_key", key_path)?;
     let label = match &key {
         PrivateKeyDer::Pkcs8(_) => "PRIVATE KEY",
         PrivateKeyDer::Pkcs1(_) => "RSA PRIVATE KEY",
@@ -538,6 +501,9 @@ fn decode_cached(bytes: &[u8], id: u32) -> std::result::Result<ResolvedSchema, &
 
 #[cfg(test)]
 mod tests {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject;
+
     use super::*;
 
     fn schema(id: u32) -> ResolvedSchema {

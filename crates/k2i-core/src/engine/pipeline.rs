@@ -937,7 +937,7 @@ impl TablePipeline {
                 ops.unlanded(Some(format!("table {}: {}", self.name, error.with_causes())));
                 self.unlanded = Some(error);
                 self.waiting_since = None;
-                self.resync(consumer, config, "a flush could not land")?
+                self.resync(consumer, config, "a flush could not land", false)?
             }
             // While stopping nothing more is consumed: the next start resumes from the table anyway.
             Outcome::Fenced if self.stopping => {
@@ -945,7 +945,11 @@ impl TablePipeline {
             }
             Outcome::Fenced => {
                 self.waiting_since = None;
-                self.resync(consumer, config, "a flush was fenced")?
+                // The catalog answered: an earlier unlanded attempt is resolved (it landed, or another writer won).
+                if self.unlanded.take().is_some() {
+                    ops.unlanded(None);
+                }
+                self.resync(consumer, config, "a flush was fenced", true)?
             }
             Outcome::Failed(error) => self.fail(error, consumer, ops),
             Outcome::Resolved { .. } | Outcome::Evolved(_) | Outcome::Reread(_) => {}
@@ -974,13 +978,22 @@ impl TablePipeline {
 
     /// After a fenced or unlanded flush (`why`): drop everything not yet committed and restart every owned
     /// partition from the table's progress (which another writer may have advanced).
-    fn resync(&mut self, consumer: &KafkaConsumer, config: &Config, why: &str) -> Result<()> {
+    ///
+    /// `ask_table`: read the progress from the table (after a fence: another writer moved it). Else (after an
+    /// unlanded flush, when the catalog or the store just failed every retry) from what this pipeline knows
+    /// the table holds, without a network call that would fail too: if the unlanded attempt landed after all,
+    /// the first flush of the records read again is fenced, and that resync asks the table.
+    fn resync(&mut self, consumer: &KafkaConsumer, config: &Config, why: &str, ask_table: bool) -> Result<()> {
         let owned: Vec<TopicPartition> = self.assigned.iter().cloned().collect();
         self.pending = None;
         let dropped = self.buffer.drop_partitions(&owned)?;
-        let (reply, answer) = oneshot::channel();
-        self.jobs.blocking_send(Job::Progress { reply }).map_err(|_| actor::gone(&self.name))?;
-        let recorded = actor::wait_reply(answer, &self.name)?;
+        let recorded = if ask_table {
+            let (reply, answer) = oneshot::channel();
+            self.jobs.blocking_send(Job::Progress { reply }).map_err(|_| actor::gone(&self.name))?;
+            actor::wait_reply(answer, &self.name)?
+        } else {
+            owned.iter().filter_map(|tp| self.committed.get(tp).map(|next| (tp.clone(), *next))).collect()
+        };
         for tp in &owned {
             let known = recorded.get(tp).copied();
             if let Some(next) = known {

@@ -347,7 +347,8 @@ pub(crate) fn refused_connection(error: &KafkaError, reason: &str, client: &str)
             "check kafka.security.sasl_mechanism, sasl_username and sasl_password (or sasl.* in \
              kafka.properties) against the broker's listener",
         ),
-        RDKafkaErrorCode::SSL => tls,
+        // Not a connection cut mid-handshake (a broker restarting): that one is retried like any other.
+        RDKafkaErrorCode::SSL if !reason.contains("Disconnected") => tls,
         // A broker refusing the client's certificate (mTLS) sends a TLS alert once the client's side of the
         // handshake is done (TLS 1.3), which librdkafka reports as a transport failure: OpenSSL's "SSL alert
         // number N" is the only sign. The one place k2i reads librdkafka's text: without it, a refused or
