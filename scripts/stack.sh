@@ -9,7 +9,8 @@
 #                                  deletes the runtime data dir (topics, catalog, warehouse, logs)
 #   scripts/stack.sh status        one line per service; exit 0 only if all are up
 #   scripts/stack.sh env           `export K2I_TEST_...=...` lines for tests: eval "$(scripts/stack.sh env)"
-#   scripts/stack.sh logs [SERVICE] [-f]   tail the logs (SERVICE: kafka | registry | rest | s3 | postgres | azure | gcs | nessie)
+#   scripts/stack.sh logs [SERVICE] [-f]   tail the logs (SERVICE: kafka | registry | rest | s3 | postgres | azure | gcs |
+#                                  rest-gcs | nessie)
 #   scripts/stack.sh install       only fetch/install (done by `up` too); no-op when up to date
 #   scripts/stack.sh smoke         end-to-end check of the running stack (leaves nothing behind)
 #   scripts/stack.sh kafka-tool CLASS [ARGS...]   run a Kafka CLI class, e.g.
@@ -33,6 +34,10 @@
 #                                                                                  127.0.0.1:18100
 #   gcs       fake-gcs-server 1.56.1 (built with `go install`), in-memory, Google Cloud Storage's
 #             JSON and XML APIs over http (bucket k2i-test, made by `up`), no auth   127.0.0.1:18444
+#   rest-gcs  a second instance of the REST catalog fixture (same jars plus iceberg-gcp and
+#             iceberg-gcp-bundle, scripts/stack/iceberg-rest-gcs/pom.xml): JdbcCatalog on its own
+#             SQLite file, GCSFileIO on the warehouse gs://k2i-test/rest in the gcs service (no auth).
+#             Its catalog starts empty on every start, as gcs forgets its objects  127.0.0.1:18182
 #   nessie    Project Nessie 0.99.0 (runner jar, Java >= 21), in-memory version store; its Iceberg REST
 #             catalog at /iceberg/<branch> keeps table metadata in s3://k2i-test/nessie on the
 #             s3 service (request signing advertised, static keys accepted)       127.0.0.1:19120 (+19121 management)
@@ -41,11 +46,13 @@
 # Environment (all optional):
 #   K2I_STACK_CACHE   downloads and installs, reused across runs      (default ~/.cache/k2i-stack)
 #   K2I_STACK_DATA    runtime state: logs/, pids/, kafka/, registry/, iceberg/{catalog.db,warehouse},
+#                     iceberg-gcs/catalog.db,
 #                     postgres/{data,run}, azurite/
 #                                                                     (default $K2I_STACK_CACHE/run)
 #   K2I_STACK_KAFKA_PORT (19092)  K2I_STACK_KAFKA_CONTROLLER_PORT (19093)
 #   K2I_STACK_KAFKA_SASL_SSL_PORT (19094)  K2I_STACK_KAFKA_MTLS_PORT (19095)
 #   K2I_STACK_REGISTRY_PORT (18081)  K2I_STACK_REGISTRY_MANAGEMENT_PORT (18082)  K2I_STACK_REST_PORT (18181)
+#   K2I_STACK_REST_GCS_PORT (18182)
 #   K2I_STACK_S3_PORT (18333)  K2I_STACK_POSTGRES_PORT (18432)  K2I_STACK_AZURE_PORT (18100)  K2I_STACK_GCS_PORT (18444)
 #   K2I_STACK_NESSIE_PORT (19120)  K2I_STACK_NESSIE_MANAGEMENT_PORT (19121)
 #   K2I_STACK_TIMEOUT       seconds each service may take to answer after start (default 90)
@@ -57,7 +64,8 @@
 #
 # Data persists across down/up (Kafka topics and offsets, the catalog and its warehouse, PostgreSQL)
 # until `down --purge`; the registry, s3 (moto) and gcs are in-memory, so registered schemas, buckets and
-# objects do not survive a restart (`up` makes the buckets k2i-test again).
+# objects do not survive a restart (`up` makes the buckets k2i-test again); rest-gcs, whose tables live in
+# gcs, starts with an empty catalog each time for the same reason.
 # Needs: bash, curl, mvn (Maven 3.6+), a JDK 17+, python3 with venv, flock, setsid (util-linux), openssl,
 # go 1.26+ (builds fake-gcs-server), node 20+ with npm (Azurite), as root unshare or setpriv (util-linux); apt-get when PostgreSQL is missing.
 set -euo pipefail
@@ -73,6 +81,7 @@ KAFKA_MTLS_PORT="${K2I_STACK_KAFKA_MTLS_PORT:-19095}"
 REGISTRY_PORT="${K2I_STACK_REGISTRY_PORT:-18081}"
 REGISTRY_MANAGEMENT_PORT="${K2I_STACK_REGISTRY_MANAGEMENT_PORT:-18082}"
 REST_PORT="${K2I_STACK_REST_PORT:-18181}"
+REST_GCS_PORT="${K2I_STACK_REST_GCS_PORT:-18182}"
 S3_PORT="${K2I_STACK_S3_PORT:-18333}"
 POSTGRES_PORT="${K2I_STACK_POSTGRES_PORT:-18432}"
 GCS_PORT="${K2I_STACK_GCS_PORT:-18444}"
@@ -81,7 +90,7 @@ NESSIE_PORT="${K2I_STACK_NESSIE_PORT:-19120}"
 NESSIE_MANAGEMENT_PORT="${K2I_STACK_NESSIE_MANAGEMENT_PORT:-19121}"
 TIMEOUT="${K2I_STACK_TIMEOUT:-90}"
 STOP_TIMEOUT=30
-SERVICES=(kafka registry rest s3 postgres azure gcs nessie)
+SERVICES=(kafka registry rest s3 postgres azure gcs rest-gcs nessie)
 
 log() { printf '[stack] %s\n' "$*" >&2; }
 die() { printf '[stack] error: %s\n' "$*" >&2; exit 1; }
@@ -93,12 +102,16 @@ ICEBERG_VERSION="$(pom_prop iceberg-rest iceberg.version)"
 APICURIO_VERSION="$(pom_prop apicurio apicurio.version)"
 [[ -n $KAFKA_VERSION && -n $ICEBERG_VERSION && -n $APICURIO_VERSION ]] ||
   die "cannot read versions from $STACK_DIR/*/pom.xml"
+# rest-gcs adds GCSFileIO to rest's classpath: both must be the same Iceberg release.
+[[ "$(pom_prop iceberg-rest-gcs iceberg.version)" == "$ICEBERG_VERSION" ]] ||
+  die "$STACK_DIR/iceberg-rest-gcs/pom.xml must name Iceberg $ICEBERG_VERSION, as iceberg-rest/pom.xml does"
 NESSIE_VERSION="$(pom_prop nessie nessie.version)"
 [[ -n $NESSIE_VERSION ]] || die "cannot read the Nessie version from $STACK_DIR/nessie/pom.xml"
 
 # Versioned install dirs, so bumping a pom never mixes old and new jars.
 KAFKA_HOME="$CACHE/kafka-$KAFKA_VERSION"
 REST_HOME="$CACHE/iceberg-rest-$ICEBERG_VERSION"
+REST_GCS_HOME="$CACHE/iceberg-rest-gcs-$ICEBERG_VERSION"
 REGISTRY_HOME="$CACHE/apicurio-$APICURIO_VERSION"
 NESSIE_HOME="$CACHE/nessie-$NESSIE_VERSION"
 VENV="$CACHE/venv"
@@ -125,6 +138,9 @@ NESSIE_WAREHOUSE="s3://$S3_BUCKET/nessie"
 GCS_VERSION=v1.56.1
 GCS_HOME="$CACHE/fake-gcs-server-$GCS_VERSION"
 GCS_BUCKET=k2i-test
+# rest-gcs: the REST catalog fixture's second instance, its warehouse in the gcs service's bucket.
+REST_GCS_DIR="$DATA/iceberg-gcs"
+REST_GCS_WAREHOUSE="gs://$GCS_BUCKET/rest"
 # azure (Azurite, the Blob API only): the emulator's well-known development account and key, published
 # by Microsoft for every Azurite install; Azurite accepts no other account unless told to.
 AZURITE_VERSION=3.37.0
@@ -201,6 +217,7 @@ service_port() {
     kafka) echo "$KAFKA_PORT" ;;
     registry) echo "$REGISTRY_PORT" ;;
     rest) echo "$REST_PORT" ;;
+    rest-gcs) echo "$REST_GCS_PORT" ;;
     s3) echo "$S3_PORT" ;;
     postgres) echo "$POSTGRES_PORT" ;;
     azure) echo "$AZURE_PORT" ;;
@@ -214,6 +231,7 @@ service_ports() {
     kafka) echo "$KAFKA_PORT $KAFKA_CONTROLLER_PORT $KAFKA_SASL_SSL_PORT $KAFKA_MTLS_PORT" ;;
     registry) echo "$REGISTRY_PORT $REGISTRY_MANAGEMENT_PORT" ;;
     rest) echo "$REST_PORT" ;;
+    rest-gcs) echo "$REST_GCS_PORT" ;;
     s3) echo "$S3_PORT" ;;
     postgres) echo "$POSTGRES_PORT" ;;
     azure) echo "$AZURE_PORT" ;;
@@ -283,6 +301,17 @@ install_rest() {
   begin_install "$REST_HOME"
   mvn_fetch iceberg-rest dependency:copy-dependencies -DoutputDirectory="$REST_HOME.partial/lib"
   finish_install "$REST_HOME" "$stamp"
+}
+
+# Only the jars rest-gcs adds; it runs with $REST_HOME/lib first on its classpath.
+install_rest_gcs() {
+  local stamp
+  stamp="$(sha "$STACK_DIR/iceberg-rest-gcs/pom.xml")"
+  stamp_ok "$REST_GCS_HOME" "$stamp" && return 0
+  log "installing Iceberg $ICEBERG_VERSION's GCSFileIO for the REST catalog fixture into $REST_GCS_HOME"
+  begin_install "$REST_GCS_HOME"
+  mvn_fetch iceberg-rest-gcs dependency:copy-dependencies -DoutputDirectory="$REST_GCS_HOME.partial/lib"
+  finish_install "$REST_GCS_HOME" "$stamp"
 }
 
 install_registry() {
@@ -402,6 +431,7 @@ cmd_install() {
   install_python
   install_kafka
   install_rest
+  install_rest_gcs
   install_registry
   install_nessie
   install_postgres
@@ -681,6 +711,36 @@ gcs_bucket() {
   log "gcs: bucket $GCS_BUCKET created"
 }
 
+# The REST catalog fixture again, its FileIO GCSFileIO on the gcs service (property names: Iceberg's
+# GCPProperties): no credentials (`gcs.no-auth`) and a fixed project id, so the Google client never looks
+# for Application Default Credentials or asks a metadata server for one. The catalog file is made anew on
+# every start: gcs keeps objects in memory, so after a restart an old catalog would point at metadata
+# files that are gone. A subshell, as for rest.
+start_rest-gcs() (
+  local dir=$REST_GCS_DIR v
+  mkdir -p "$dir"
+  rm -f "$dir/catalog.db"
+  for v in $(compgen -e | grep '^CATALOG_' || true); do unset "$v"; done
+  export CATALOG_CATALOG__IMPL=org.apache.iceberg.jdbc.JdbcCatalog
+  export CATALOG_URI="jdbc:sqlite:$dir/catalog.db"
+  export CATALOG_JDBC_USER=user CATALOG_JDBC_PASSWORD=password
+  export CATALOG_WAREHOUSE="$REST_GCS_WAREHOUSE"
+  export CATALOG_IO__IMPL=org.apache.iceberg.gcp.gcs.GCSFileIO
+  export CATALOG_GCS_SERVICE_HOST="http://$HOST:$GCS_PORT"
+  export CATALOG_GCS_NO__AUTH=true
+  export CATALOG_GCS_PROJECT__ID=k2i-test
+  local cp="$REST_HOME/lib/*:$REST_GCS_HOME/lib/*"
+  if [[ "$("$JAVA" --list-modules 2>/dev/null || true)" == *$'\n'jdk.compiler@* ]]; then
+    spawn rest-gcs "$dir" "$JAVA" -Dk2i.stack.service=rest-gcs -Dk2i.stack.data="$DATA" -Xmx512m \
+      -cp "$cp" "$STACK_DIR/iceberg-rest/LoopbackRestCatalog.java" "$HOST" "$REST_GCS_PORT"
+  else
+    log "rest-gcs: $JAVA is not a JDK; starting the upstream fixture, which listens on all interfaces"
+    export CATALOG_REST_PORT="$REST_GCS_PORT"
+    spawn rest-gcs "$dir" "$JAVA" -Dk2i.stack.service=rest-gcs -Dk2i.stack.data="$DATA" -Xmx512m \
+      -cp "$cp" org.apache.iceberg.rest.RESTCatalogServer
+  fi
+)
+
 # postgres refuses to run as root. As root it runs in a user namespace that maps root to nobody
 # (65534): postgres sees a non-root owner for its files while the kernel still sees root, so the
 # data dir may stay under /root (mode 0700) and every file in it belongs to root. Where user
@@ -812,6 +872,7 @@ probe_kafka() {
 }
 probe_registry() { [[ "$(http_status "http://$HOST:$REGISTRY_PORT/apis/ccompat/v7/subjects")" == 200 ]]; }
 probe_rest() { [[ "$(http_status "http://$HOST:$REST_PORT/v1/config")" == 200 ]]; }
+probe_rest-gcs() { [[ "$(http_status "http://$HOST:$REST_GCS_PORT/v1/config")" == 200 ]]; }
 # The Iceberg REST catalog's config for the default branch (200 once the catalog and its warehouse are set up).
 probe_nessie() { [[ "$(http_status "http://$HOST:$NESSIE_PORT/iceberg/main/v1/config")" == 200 ]]; }
 # S3 ListBuckets (GET /), unsigned: moto answers it with 200.
@@ -985,6 +1046,7 @@ K2I_TEST_NESSIE http://$HOST:$NESSIE_PORT
 K2I_TEST_POSTGRES $(postgres_url)
 K2I_TEST_GCS_ENDPOINT http://$HOST:$GCS_PORT
 K2I_TEST_GCS_BUCKET $GCS_BUCKET
+K2I_TEST_REST_GCS http://$HOST:$REST_GCS_PORT
 K2I_TEST_AZURE_ENDPOINT http://$HOST:$AZURE_PORT/$AZURE_ACCOUNT
 K2I_TEST_AZURE_ACCOUNT $AZURE_ACCOUNT
 K2I_TEST_AZURE_KEY $AZURE_KEY
@@ -1012,8 +1074,8 @@ cmd_logs() {
   for a in "$@"; do
     case $a in
       -f) follow=(-F) ;;
-      kafka | registry | rest | s3 | postgres | azure | gcs | nessie) svcs+=("$a") ;;
-      *) die "usage: stack.sh logs [kafka|registry|rest|s3|postgres|azure|gcs|nessie] [-f]" ;;
+      kafka | registry | rest | s3 | postgres | azure | gcs | rest-gcs | nessie) svcs+=("$a") ;;
+      *) die "usage: stack.sh logs [kafka|registry|rest|s3|postgres|azure|gcs|rest-gcs|nessie] [-f]" ;;
     esac
   done
   ((${#svcs[@]})) || svcs=("${SERVICES[@]}")
@@ -1217,6 +1279,40 @@ PY
   [[ $got == hello ]] || die "smoke: gcs read back '$got'"
   curl -fsS -X DELETE "$gcs/storage/v1/b/$GCS_BUCKET/o/$obj" >/dev/null
   [[ "$(http_status "$gcs/storage/v1/b/$GCS_BUCKET/o/$obj")" == 404 ]] || die "smoke: gcs object survived its delete"
+
+  log "smoke: pyiceberg writes through rest-gcs into $REST_GCS_WAREHOUSE, DuckDB reads it back from gcs"
+  "$VENV/bin/python" - "http://$HOST:$REST_GCS_PORT" "k2i_smoke_$$" "$gcs" "$REST_GCS_WAREHOUSE" "$STACK_DIR" <<'PY'
+import json, sys, urllib.parse, urllib.request
+import pyarrow as pa
+from pyiceberg.catalog import load_catalog
+
+uri, ns, gcs, warehouse, stack_dir = sys.argv[1:6]
+sys.path.insert(0, stack_dir)
+import duck
+
+# pyarrow's GCS filesystem on the emulator; it takes any token.
+io = {"gcs.service.host": gcs, "gcs.oauth2.token": "anonymous", "gcs.oauth2.token-expires-at": "4102444800000"}
+cat = load_catalog("rest_gcs", type="rest", uri=uri, **io)
+cat.create_namespace(ns)
+table = cat.create_table(f"{ns}.t", schema=pa.schema([("id", pa.int64()), ("s", pa.string())]))
+assert table.location() == f"{warehouse}/{ns}/t", table.location()
+table.append(pa.table({"id": [1, 2, 3], "s": ["a", "b", "c"]}))
+table = cat.load_table(f"{ns}.t")
+assert table.scan().to_arrow().num_rows == 3
+con = duck.connect()
+host = gcs.split("://", 1)[1]
+con.execute(f"CREATE SECRET gcs_emulator (TYPE gcs, KEY_ID 'k2i', SECRET 'k2i', ENDPOINT '{host}', "
+            "URL_STYLE 'path', USE_SSL false)")
+total = con.execute(f"select sum(id) from iceberg_scan('{table.metadata_location}')").fetchone()[0]
+assert total == 6, total
+cat.purge_table(f"{ns}.t")
+cat.drop_namespace(ns)
+bucket, _, prefix = warehouse.removeprefix("gs://").partition("/")
+query = urllib.parse.urlencode({"prefix": f"{prefix}/{ns}/"})
+with urllib.request.urlopen(f"{gcs}/storage/v1/b/{bucket}/o?{query}", timeout=10) as r:
+    left = [o["name"] for o in json.load(r).get("items", [])]
+assert not left, f"purge left {left}"
+PY
 
   log "smoke: azure Parquet written by pyarrow's Azure filesystem into $AZURE_CONTAINER, read by DuckDB (az://)"
   K2I_TEST_AZURE_ENDPOINT="http://$HOST:$AZURE_PORT/$AZURE_ACCOUNT" K2I_TEST_AZURE_ACCOUNT="$AZURE_ACCOUNT" \

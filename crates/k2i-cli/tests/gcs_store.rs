@@ -287,3 +287,181 @@ async fn gcs_credentials_json_is_taken_raw_or_base64_and_anything_else_is_refuse
     );
     assert!(!output.contains("k2itest-gcs-not-a-key"), "the value appears in k2i's output:\n{output}");
 }
+
+/// The stack's second REST catalog fixture (`rest-gcs`), whose warehouse is `gs://<bucket>/rest` on the
+/// emulator (Iceberg's GCSFileIO), and proof that it answers: a missing server fails the test.
+fn rest_gcs() -> String {
+    let uri = std::env::var("K2I_TEST_REST_GCS").unwrap_or_else(|_| {
+        panic!("stack not running: run scripts/stack.sh up and eval \"$(scripts/stack.sh env)\"; K2I_TEST_REST_GCS is not set")
+    });
+    let uri = uri.trim_end_matches('/').to_owned();
+    let config = common::http_get(&format!("{uri}/v1/config"));
+    assert!(
+        config.as_ref().is_some_and(|(status, _)| *status == 200),
+        "the REST catalog on GCS at {uri} does not answer (scripts/stack.sh up starts it as rest-gcs): {config:?}"
+    );
+    uri
+}
+
+/// Writes `k2i.toml` for the REST catalog at `rest`: the server places the table (and writes its metadata
+/// through its own FileIO), k2i writes the data files and manifests itself through `[iceberg.storage]`.
+fn rest_config(stack: &Stack, setup: &Setup, rest: &str) -> PathBuf {
+    let text = format!(
+        r#"
+[kafka]
+bootstrap_servers = ["{kafka}"]
+topic = "{topic}"
+consumer_group = "{group}"
+
+[kafka.format]
+type = "json"
+
+[schema_evolution]
+schema_update_min_interval = "0s"
+
+[iceberg]
+catalog_type = "rest"
+rest_uri = "{rest}"
+database_name = "{namespace}"
+table_name = "events"
+
+[iceberg.storage]
+"gcs.service.path" = "{endpoint}"
+{storage}
+
+[buffer]
+flush_batch_size = 250
+
+[transaction_log]
+log_dir = "{dir}/txlog"
+"#,
+        kafka = stack.kafka,
+        topic = setup.topic,
+        group = setup.group,
+        namespace = setup.namespace,
+        endpoint = gcs().0,
+        storage = token_storage(),
+        dir = setup.dir.path().display(),
+    );
+    let path = setup.dir.path().join("k2i-rest.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// Reads the table with pyiceberg's REST catalog at `rest` (its FileIO on the emulator, as in [`inspect`]):
+/// rows, distinct (partition, offset), the files the current snapshot references (data files, manifests,
+/// manifest list) and every object on the store under the table's location.
+fn inspect_rest(stack: &Stack, setup: &Setup, rest: &str) -> Value {
+    let (endpoint, _) = gcs();
+    stack.python_json(&format!(
+        r#"
+import json
+import pyarrow.fs as pafs
+from pyiceberg.catalog import load_catalog
+props = {{"gcs.service.host": "{endpoint}", "gcs.oauth2.token": "anonymous",
+          "gcs.oauth2.token-expires-at": str(4102444800000)}}
+catalog = load_catalog("rest_gcs", type="rest", uri="{rest}", **props)
+table = catalog.load_table("{ns}.events")
+snapshot = table.current_snapshot()
+manifests = snapshot.manifests(table.io)
+data_files = sorted(task.file.file_path for task in table.scan().plan_files())
+fs = pafs.GcsFileSystem(anonymous=True, scheme="http", endpoint_override="{endpoint}".split("://")[1])
+root = table.location()[len("gs://"):]
+infos = fs.get_file_info(pafs.FileSelector(root, allow_not_found=True, recursive=True))
+stored = sorted("gs://" + i.path for i in infos if i.type == pafs.FileType.File)
+data = table.scan().to_arrow()
+keys = set(zip(data["_kafka_partition"].to_pylist(), data["_kafka_offset"].to_pylist()))
+print(json.dumps({{"metadata": table.metadata_location, "location": table.location(), "rows": data.num_rows,
+                   "distinct": len(keys), "data_files": data_files,
+                   "manifests": [m.manifest_path for m in manifests] + [snapshot.manifest_list],
+                   "stored": stored}}))
+"#,
+        ns = setup.namespace,
+    ))
+}
+
+/// Drops the table with its files through the REST catalog (the server's GCSFileIO deletes what k2i
+/// wrote) and its namespace; returns the objects left under `location`.
+fn purge_rest(stack: &Stack, setup: &Setup, rest: &str, location: &str) -> Value {
+    let (endpoint, _) = gcs();
+    stack.python_json(&format!(
+        r#"
+import json
+import pyarrow.fs as pafs
+from pyiceberg.catalog import load_catalog
+catalog = load_catalog("rest_gcs", type="rest", uri="{rest}")
+catalog.purge_table("{ns}.events")
+catalog.drop_namespace("{ns}")
+fs = pafs.GcsFileSystem(anonymous=True, scheme="http", endpoint_override="{endpoint}".split("://")[1])
+infos = fs.get_file_info(pafs.FileSelector("{root}", allow_not_found=True, recursive=True))
+print(json.dumps(sorted("gs://" + i.path for i in infos if i.type == pafs.FileType.File)))
+"#,
+        ns = setup.namespace,
+        root = location.strip_prefix("gs://").unwrap(),
+    ))
+}
+
+/// JSON records land on GCS through the REST catalog (the stack's `rest-gcs`: Iceberg's REST fixture with
+/// GCSFileIO on the emulator): the server writes the table metadata, k2i the data files and manifests, all
+/// under the server's warehouse `gs://<bucket>/rest/`; a restart resumes from the table's progress;
+/// pyiceberg's REST catalog and DuckDB read every record exactly once; the server can delete what k2i
+/// wrote; no output shows the token.
+#[tokio::test]
+async fn json_on_gcs_with_the_rest_catalog_reads_back_in_pyiceberg_and_duckdb_and_resumes() {
+    let stack = stack();
+    let rest = rest_gcs();
+    let setup = Setup::new(stack, "gcs-rest", 3).await;
+    let config = rest_config(stack, &setup, &rest);
+    let table = format!("{}.events", setup.namespace);
+
+    stack.produce(&setup.topic, json_records(3, 200, 0)).await;
+    let mut output = until_caught_up(&config);
+    assert!(output.contains(&format!("ingested 600 rows (0 records skipped) into {table}")), "{output}");
+
+    stack.produce(&setup.topic, json_records(3, 50, 200)).await;
+    let second = until_caught_up(&config);
+    assert!(second.contains(&format!("ingested 150 rows (0 records skipped) into {table}")), "{second}");
+    output += &second;
+    assert!(!output.contains(TOKEN), "the token appears in k2i's output:\n{output}");
+
+    let seen = inspect_rest(stack, &setup, &rest);
+    assert_eq!((seen["rows"].as_i64(), seen["distinct"].as_i64()), (Some(750), Some(750)), "pyiceberg: {seen}");
+    let prefix = format!("gs://{}/rest/", gcs().1);
+    let location = seen["location"].as_str().unwrap();
+    assert_eq!(location, format!("{prefix}{}/events", setup.namespace), "the server placed the table");
+    let metadata = seen["metadata"].as_str().unwrap();
+    assert!(metadata.starts_with(&format!("{location}/metadata/")), "{metadata}");
+    let strings = |key: &str| -> Vec<String> {
+        seen[key].as_array().unwrap().iter().map(|f| f.as_str().unwrap().to_owned()).collect()
+    };
+    let (data_files, manifests, stored) = (strings("data_files"), strings("manifests"), strings("stored"));
+    assert!(!data_files.is_empty() && data_files.iter().all(|f| f.starts_with(&format!("{location}/data/"))), "{seen}");
+    assert!(manifests.iter().all(|f| f.starts_with(&format!("{location}/metadata/"))), "{seen}");
+    let stored_data: Vec<&String> = stored.iter().filter(|f| f.starts_with(&format!("{location}/data/"))).collect();
+    assert_eq!(stored_data, data_files.iter().collect::<Vec<_>>(), "every data file on the store is referenced");
+    for file in manifests.iter().chain([&metadata.to_owned()]) {
+        assert!(stored.contains(file), "{file} is not on the store: {seen}");
+    }
+    assert!(
+        stored
+            .iter()
+            .all(|f| f.starts_with(&format!("{location}/data/")) || f.starts_with(&format!("{location}/metadata/"))),
+        "nothing else under the table: {seen}"
+    );
+
+    let duck = duckdb_gcs(
+        stack,
+        &format!(
+            "select count(*) as n, count(distinct (_kafka_partition, _kafka_offset)) as d, \
+             count(distinct id) as ids from iceberg_scan('{metadata}')"
+        ),
+    );
+    assert_eq!(
+        (duck[0]["n"].as_i64(), duck[0]["d"].as_i64(), duck[0]["ids"].as_i64()),
+        (Some(750), Some(750), Some(250)),
+        "DuckDB: {duck}"
+    );
+
+    let left = purge_rest(stack, &setup, &rest, location);
+    assert_eq!(left.as_array().map(Vec::len), Some(0), "the REST server's purge left: {left}");
+}

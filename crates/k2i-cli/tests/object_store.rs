@@ -120,7 +120,7 @@ async fn json_on_the_s3_tables_catalog_reads_back_from_its_table_bucket() {
 /// A data file bigger than one upload part (here ~12 MiB of incompressible bytes in one flush) goes up as a
 /// multipart upload and reads back whole.
 #[tokio::test]
-async fn a_large_data_file_goes_up_in_parts_and_reads_back_whole() {
+async fn a_large_data_file_reads_back_whole() {
     let stack = stack();
     let setup = Setup::new(stack, "s3-large", 1).await;
     let mut state = 0x9e37_79b9_7f4a_7c15_u64;

@@ -29,7 +29,7 @@ use iceberg::{
 };
 
 use crate::config::IcebergConfig;
-use crate::error::{Error, ErrorKind, Result};
+use crate::error::Result;
 
 const METADATA_LOCATION: &str = "metadata_location";
 const PREVIOUS_METADATA_LOCATION: &str = "previous_metadata_location";
@@ -57,35 +57,14 @@ impl GlueCatalog {
     /// Glue and S3), else the profile of `iceberg.glue.profile`, else the standard AWS chain.
     pub async fn open(ice: &IcebergConfig, warehouse: String, storage: HashMap<String, String>) -> Result<Self> {
         let glue = &ice.glue;
-        let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest());
-        if let Some(endpoint) = &glue.endpoint {
-            loader = loader.endpoint_url(endpoint);
-        }
-        let region = glue.region.clone().or_else(|| storage.get("s3.region").or(storage.get("client.region")).cloned());
-        if let Some(region) = region {
-            loader = loader.region(aws_config::Region::new(region));
-        }
-        if let Some(profile) = &glue.profile {
-            loader = loader.profile_name(profile);
-        }
-        if let (Some(key), Some(secret)) = (storage.get("s3.access-key-id"), storage.get("s3.secret-access-key")) {
-            let token = storage.get("s3.session-token").cloned();
-            loader = loader.credentials_provider(aws_sdk_glue::config::Credentials::new(
-                key,
-                secret,
-                token,
-                None,
-                "iceberg.storage",
-            ));
-        }
-        let sdk = loader.load().await;
-        if sdk.region().is_none() {
-            return Err(Error::new(
-                ErrorKind::Config,
-                "the Glue catalog needs a region: set iceberg.glue.region, iceberg.storage.\"s3.region\" or AWS_REGION",
-            )
-            .with("key", "iceberg.glue.region"));
-        }
+        let sdk = super::aws::sdk_config(
+            glue.endpoint.as_deref(),
+            glue.region.as_deref(),
+            glue.profile.as_deref(),
+            &storage,
+            "iceberg.glue.region",
+        )
+        .await?;
         let file_io = FileIOBuilder::new(crate::storage::factory()).with_props(storage).build();
         Ok(Self { client: aws_sdk_glue::Client::new(&sdk), catalog_id: glue.catalog_id.clone(), warehouse, file_io })
     }

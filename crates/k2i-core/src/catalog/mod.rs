@@ -7,6 +7,7 @@
 //! Catalog, `s3tables` Amazon S3 Tables. Every catalog writes through [`crate::storage`], so the warehouse
 //! may be local or on S3, GCS or Azure.
 
+mod aws;
 pub mod glue;
 pub mod nessie;
 mod rest;

@@ -290,11 +290,12 @@ impl Commits {
                 "CatalogCommitConflicts, one or more requirements failed. The client may retry.",
             )
             .with_retryable(true)),
-            500..=599 => Err(failed(
+            429 | 500..=599 => Err(failed(
                 iceberg::ErrorKind::Unexpected,
                 "a server-side problem occurred; the commit state is unknown",
             )),
-            _ => Err(failed(iceberg::ErrorKind::Unexpected, "Nessie refused the commit")),
+            // Any other refusal (400, 401, 403) will not pass by retrying: the table stops with it.
+            _ => Err(failed(iceberg::ErrorKind::PreconditionFailed, "Nessie refused the commit")),
         }
     }
 }

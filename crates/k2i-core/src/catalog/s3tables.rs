@@ -8,16 +8,14 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use iceberg::{Catalog, CatalogBuilder};
-use iceberg_catalog_s3tables::{
-    S3TABLES_CATALOG_PROP_ENDPOINT_URL, S3TABLES_CATALOG_PROP_TABLE_BUCKET_ARN, S3TablesCatalogBuilder,
-};
+use iceberg_catalog_s3tables::{S3TABLES_CATALOG_PROP_TABLE_BUCKET_ARN, S3TablesCatalogBuilder};
 
 use crate::config::IcebergConfig;
 use crate::error::{Error, ErrorKind, Result};
 
 /// Opens the S3 Tables catalog of `[iceberg.s3tables]`; `props` are the FileIO properties of
-/// `iceberg.storage` (their static S3 keys, when set, are the catalog's credentials too; else the standard
-/// AWS chain). Returns the catalog and how to name it in messages (the table bucket's ARN).
+/// `iceberg.storage` (credentials as for Glue: [`super::aws::sdk_config`]). Returns the catalog and how to
+/// name it in messages (the table bucket's ARN).
 pub async fn open(ice: &IcebergConfig, mut props: HashMap<String, String>) -> Result<(Arc<dyn Catalog>, String)> {
     let config = &ice.s3tables;
     let arn = config.table_bucket_arn.clone().ok_or_else(|| {
@@ -25,25 +23,16 @@ pub async fn open(ice: &IcebergConfig, mut props: HashMap<String, String>) -> Re
             .with("key", "iceberg.s3tables.table_bucket_arn")
     })?;
     props.insert(S3TABLES_CATALOG_PROP_TABLE_BUCKET_ARN.to_owned(), arn.clone());
-    if let Some(endpoint) = &config.endpoint {
-        props.insert(S3TABLES_CATALOG_PROP_ENDPOINT_URL.to_owned(), endpoint.clone());
-    }
     // arn:aws:s3tables:<region>:<account>:bucket/<name>
     let region = config.region.clone().or_else(|| arn.split(':').nth(3).filter(|r| !r.is_empty()).map(str::to_owned));
-    if let Some(region) = region {
+    if let Some(region) = &region {
         props.entry("s3.region".to_owned()).or_insert_with(|| region.clone());
-        props.insert("region_name".to_owned(), region);
     }
-    for (ours, theirs) in [
-        ("s3.access-key-id", "aws_access_key_id"),
-        ("s3.secret-access-key", "aws_secret_access_key"),
-        ("s3.session-token", "aws_session_token"),
-    ] {
-        if let Some(value) = props.get(ours).cloned() {
-            props.insert(theirs.to_owned(), value);
-        }
-    }
+    let sdk =
+        super::aws::sdk_config(config.endpoint.as_deref(), region.as_deref(), None, &props, "iceberg.s3tables.region")
+            .await?;
     let catalog = S3TablesCatalogBuilder::default()
+        .with_client(aws_sdk_s3tables::Client::new(&sdk))
         .with_storage_factory(crate::storage::factory())
         .load("s3tables", props)
         .await
