@@ -9,7 +9,7 @@ mod common;
 use std::path::PathBuf;
 
 use common::{Setup, json_records, k2i, run, text};
-use k2i_testkit::{Stack, TestRecord, stack};
+use k2i_testkit::{Stack, stack};
 use serde_json::Value;
 
 /// The test's warehouse: its own prefix in the stack's container.
@@ -36,17 +36,12 @@ fn azure_config(stack: &Stack, setup: &Setup, format: &str, extra: &str) -> Path
 }
 
 fn azure_config_with_key(stack: &Stack, setup: &Setup, format: &str, extra: &str, key: &str) -> PathBuf {
-    let path = setup.sql_config(stack, format, extra);
-    let local = format!("warehouse_path = \"{}\"", setup.warehouse().display());
     let catalog = format!(
         "warehouse_path = \"{}\"\n[iceberg.sql]\nuri = {{ env = \"K2I_TEST_POSTGRES\" }}\n{}",
         warehouse(stack, setup),
         azure_storage(stack, key)
     );
-    let config = std::fs::read_to_string(&path).unwrap();
-    assert!(config.contains(&local), "{config}");
-    std::fs::write(&path, config.replace(&local, &catalog)).unwrap();
-    path
+    setup.write_config(stack, "k2i.toml", &catalog, format, extra)
 }
 
 /// Asserts neither the account key nor the Postgres password appears in `output`.
@@ -203,20 +198,7 @@ async fn json_on_azure_blob_with_the_sql_catalog_on_postgres_reads_back_and_resu
 async fn a_large_data_file_goes_up_in_blocks_and_reads_back_whole() {
     let stack = stack();
     let setup = Setup::new(stack, "azure-large", 1).await;
-    let mut state = 0x9e37_79b9_7f4a_7c15_u64;
-    let records: Vec<TestRecord> = (0..3000)
-        .map(|_| {
-            let value: Vec<u8> = (0..4096)
-                .map(|_| {
-                    state ^= state << 13;
-                    state ^= state >> 7;
-                    state ^= state << 17;
-                    state as u8
-                })
-                .collect();
-            TestRecord::value(value)
-        })
-        .collect();
+    let records = common::incompressible_records(3000, 4096);
     stack.produce(&setup.topic, records).await;
     let config = azure_config(stack, &setup, "raw", "[buffer]\nflush_batch_size = 100000\nmax_size_mb = 256\n");
     let out = until_caught_up(&config);

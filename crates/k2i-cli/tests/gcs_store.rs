@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 
 use common::{Setup, json_records, k2i, run, text};
 use k2i_testkit::proxy::{Proxy, describe};
-use k2i_testkit::{Stack, TestRecord, repo_root, stack};
+use k2i_testkit::{Stack, repo_root, stack};
 use serde_json::Value;
 
 /// The OAuth2 access token the tests hand k2i (`gcs.oauth2.token`, from the environment). The emulator
@@ -40,46 +40,13 @@ fn catalog_db(setup: &Setup) -> PathBuf {
 /// Writes `k2i.toml`: the SQL catalog on SQLite in the test's directory, the warehouse on GCS at `endpoint`
 /// (the emulator or a proxy in front of it), `storage` as the rest of `[iceberg.storage]`, `extra` appended.
 fn config(stack: &Stack, setup: &Setup, endpoint: &str, storage: &str, format: &str, extra: &str) -> PathBuf {
-    let text = format!(
-        r#"
-[kafka]
-bootstrap_servers = ["{kafka}"]
-topic = "{topic}"
-consumer_group = "{group}"
-
-[kafka.format]
-type = "{format}"
-
-[schema_evolution]
-schema_update_min_interval = "0s"
-
-[iceberg]
-database_name = "{namespace}"
-table_name = "events"
-warehouse_path = "{warehouse}"
-
-[iceberg.sql]
-uri = "sqlite:{db}"
-
-[iceberg.storage]
-"gcs.service.path" = "{endpoint}"
-{storage}
-
-[transaction_log]
-log_dir = "{dir}/txlog"
-{extra}
-"#,
-        kafka = stack.kafka,
-        topic = setup.topic,
-        group = setup.group,
-        namespace = setup.namespace,
+    let catalog = format!(
+        "warehouse_path = \"{warehouse}\"\n\n[iceberg.sql]\nuri = \"sqlite:{db}\"\n\n[iceberg.storage]\n\
+         \"gcs.service.path\" = \"{endpoint}\"\n{storage}\n",
         warehouse = warehouse(setup),
         db = catalog_db(setup).display(),
-        dir = setup.dir.path().display(),
     );
-    let path = setup.dir.path().join("k2i.toml");
-    std::fs::write(&path, text).unwrap();
-    path
+    setup.write_config(stack, "k2i.toml", &catalog, format, extra)
 }
 
 /// `[iceberg.storage]` lines authenticating with the test token, read from the environment.
@@ -212,20 +179,7 @@ async fn json_on_gcs_with_the_sql_catalog_reads_back_in_pyiceberg_and_duckdb_and
 async fn a_large_data_file_on_gcs_reads_back_whole() {
     let stack = stack();
     let setup = Setup::new(stack, "gcs-large", 1).await;
-    let mut state = 0x9e37_79b9_7f4a_7c15_u64;
-    let records: Vec<TestRecord> = (0..3000)
-        .map(|_| {
-            let value: Vec<u8> = (0..4096)
-                .map(|_| {
-                    state ^= state << 13;
-                    state ^= state >> 7;
-                    state ^= state << 17;
-                    state as u8
-                })
-                .collect();
-            TestRecord::value(value)
-        })
-        .collect();
+    let records = common::incompressible_records(3000, 4096);
     stack.produce(&setup.topic, records).await;
     let config = config(
         stack,

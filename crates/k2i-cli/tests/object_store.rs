@@ -117,26 +117,13 @@ async fn json_on_the_s3_tables_catalog_reads_back_from_its_table_bucket() {
     assert!(!location.contains(&setup.namespace), "{location}");
 }
 
-/// A data file bigger than one upload part (here ~12 MiB of incompressible bytes in one flush) goes up as a
-/// multipart upload and reads back whole.
+/// A data file bigger than one upload part (here ~12 MiB of incompressible bytes in one flush) reads back
+/// whole.
 #[tokio::test]
 async fn a_large_data_file_reads_back_whole() {
     let stack = stack();
     let setup = Setup::new(stack, "s3-large", 1).await;
-    let mut state = 0x9e37_79b9_7f4a_7c15_u64;
-    let records: Vec<TestRecord> = (0..3000)
-        .map(|_| {
-            let value: Vec<u8> = (0..4096)
-                .map(|_| {
-                    state ^= state << 13;
-                    state ^= state >> 7;
-                    state ^= state << 17;
-                    state as u8
-                })
-                .collect();
-            TestRecord::value(value)
-        })
-        .collect();
+    let records = common::incompressible_records(3000, 4096);
     stack.produce(&setup.topic, records).await;
     let config =
         setup.config(stack, Catalog::Postgres, "raw", "[buffer]\nflush_batch_size = 100000\nmax_size_mb = 256\n");

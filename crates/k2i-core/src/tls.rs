@@ -86,3 +86,43 @@ fn file_error(key: &str, path: &Path, message: &str) -> Error {
 fn read_file(key: &str, path: &Path) -> Result<Vec<u8>> {
     std::fs::read(path).map_err(|e| file_error(key, path, &format!("cannot read the file: {e}")))
 }
+
+/// How a TLS handshake was lost to the configuration rather than to the network.
+pub(crate) enum Refusal {
+    /// The server's certificate is not trusted; why (worded after "the certificate is not trusted: "), with
+    /// `ca_key` (the config key of the extra CA) named where a CA is missing.
+    Untrusted(String),
+    /// The server refused the client's certificate, or its lack of one (the TLS alert it sent).
+    ClientCertificate(rustls::AlertDescription),
+}
+
+/// The configuration refusal behind a failed request, if its error chain holds one. `ca_key` names the config
+/// key of the extra CA in the message.
+pub(crate) fn refusal(e: &(dyn std::error::Error + 'static), ca_key: &str) -> Option<Refusal> {
+    use rustls::{AlertDescription as A, CertificateError as C};
+    let reason = match rustls_error(e)? {
+        rustls::Error::InvalidCertificate(C::UnknownIssuer) => {
+            format!("it is not signed by a CA of the system trust store or of {ca_key}")
+        }
+        rustls::Error::InvalidCertificate(C::NotValidForName | C::NotValidForNameContext { .. }) => {
+            "it is not valid for the URL's host".to_owned()
+        }
+        rustls::Error::InvalidCertificate(C::Expired | C::ExpiredContext { .. }) => "it has expired".to_owned(),
+        rustls::Error::InvalidCertificate(C::NotValidYet | C::NotValidYetContext { .. }) => {
+            "it is not valid yet".to_owned()
+        }
+        rustls::Error::InvalidCertificate(other) => format!("{other:?}"),
+        rustls::Error::AlertReceived(
+            alert @ (A::CertificateRequired
+            | A::BadCertificate
+            | A::UnknownCA
+            | A::CertificateUnknown
+            | A::UnsupportedCertificate
+            | A::CertificateExpired
+            | A::CertificateRevoked
+            | A::AccessDenied),
+        ) => return Some(Refusal::ClientCertificate(*alert)),
+        _ => return None,
+    };
+    Some(Refusal::Untrusted(reason))
+}

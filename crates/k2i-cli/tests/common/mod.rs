@@ -159,7 +159,9 @@ print(json.dumps({{"arn": found[0] if found else client.create_table_bucket(name
         format!("s3://{}/{}", stack.s3().bucket, self.namespace)
     }
 
-    fn write_config(&self, stack: &Stack, name: &str, catalog: &str, format: &str, extra: &str) -> PathBuf {
+    /// Writes `name`: this test's Kafka topic and group, `format`, its namespace and table `events`, the
+    /// `catalog` lines (keys of `[iceberg]`, then any `[iceberg.*]` tables), its transaction log, `extra`.
+    pub fn write_config(&self, stack: &Stack, name: &str, catalog: &str, format: &str, extra: &str) -> PathBuf {
         let text = format!(
             r#"
 [kafka]
@@ -309,6 +311,24 @@ pub fn s3_storage(stack: &Stack) -> String {
         stack.s3().endpoint,
         stack.s3().region
     )
+}
+
+/// `count` raw records of `size` pseudo-random (incompressible) bytes each, the same on every run.
+pub fn incompressible_records(count: usize, size: usize) -> Vec<TestRecord> {
+    let mut state = 0x9e37_79b9_7f4a_7c15_u64;
+    (0..count)
+        .map(|_| {
+            let value: Vec<u8> = (0..size)
+                .map(|_| {
+                    state ^= state << 13;
+                    state ^= state >> 7;
+                    state ^= state << 17;
+                    state as u8
+                })
+                .collect();
+            TestRecord::value(value)
+        })
+        .collect()
 }
 
 pub fn json_records(partitions: i32, per_partition: i64, first: i64) -> Vec<TestRecord> {

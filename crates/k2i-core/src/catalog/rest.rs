@@ -259,37 +259,15 @@ fn transport_error(message: &str, url: &str, e: http::Error) -> iceberg::Error {
 
 /// Why a request failed, when the TLS handshake was lost to the configuration rather than to the network.
 fn tls_refusal(e: &(dyn std::error::Error + 'static)) -> Option<String> {
-    use rustls::{AlertDescription as A, CertificateError as C};
-    let reason = match crate::tls::rustls_error(e)? {
-        rustls::Error::InvalidCertificate(C::UnknownIssuer) => {
-            "it is not signed by a CA of the system trust store or of iceberg.rest.ca_cert".to_owned()
+    Some(match crate::tls::refusal(e, "iceberg.rest.ca_cert")? {
+        crate::tls::Refusal::Untrusted(reason) => {
+            format!("the REST catalog's TLS certificate is not trusted: {reason}")
         }
-        rustls::Error::InvalidCertificate(C::NotValidForName | C::NotValidForNameContext { .. }) => {
-            "it is not valid for the URL's host".to_owned()
-        }
-        rustls::Error::InvalidCertificate(C::Expired | C::ExpiredContext { .. }) => "it has expired".to_owned(),
-        rustls::Error::InvalidCertificate(C::NotValidYet | C::NotValidYetContext { .. }) => {
-            "it is not valid yet".to_owned()
-        }
-        rustls::Error::InvalidCertificate(other) => format!("{other:?}"),
-        rustls::Error::AlertReceived(
-            alert @ (A::CertificateRequired
-            | A::BadCertificate
-            | A::UnknownCA
-            | A::CertificateUnknown
-            | A::UnsupportedCertificate
-            | A::CertificateExpired
-            | A::CertificateRevoked
-            | A::AccessDenied),
-        ) => {
-            return Some(format!(
-                "the REST catalog refused the TLS handshake ({alert:?}): it requires a client certificate it \
-                 trusts (iceberg.rest.client_cert and client_key)"
-            ));
-        }
-        _ => return None,
-    };
-    Some(format!("the REST catalog's TLS certificate is not trusted: {reason}"))
+        crate::tls::Refusal::ClientCertificate(alert) => format!(
+            "the REST catalog refused the TLS handshake ({alert:?}): it requires a client certificate it trusts \
+             (iceberg.rest.client_cert and client_key)"
+        ),
+    })
 }
 
 /// The HTTP status of a library error made from an unexpected answer. The library keeps it only in the

@@ -400,63 +400,17 @@ fn pem(label: &str, der: &[u8]) -> String {
 /// the registry's certificate is not trusted, or the registry refused k2i's client certificate (or its lack
 /// of one).
 fn tls_refusal(e: &reqwest::Error, mtls: bool) -> Option<String> {
-    use rustls::{AlertDescription as A, CertificateError as C};
-    let tls = tls_error(e)?;
-    let reason = match tls {
-        rustls::Error::InvalidCertificate(C::UnknownIssuer) => {
-            "it is not signed by a CA of the system trust store or of kafka.format.registry.ca_cert".to_owned()
-        }
-        rustls::Error::InvalidCertificate(C::NotValidForName | C::NotValidForNameContext { .. }) => {
-            "it is not valid for the URL's host".to_owned()
-        }
-        rustls::Error::InvalidCertificate(C::Expired | C::ExpiredContext { .. }) => "it has expired".to_owned(),
-        rustls::Error::InvalidCertificate(C::NotValidYet | C::NotValidYetContext { .. }) => {
-            "it is not valid yet".to_owned()
-        }
-        rustls::Error::InvalidCertificate(other) => format!("{other:?}"),
-        rustls::Error::AlertReceived(
-            alert @ (A::CertificateRequired
-            | A::BadCertificate
-            | A::UnknownCA
-            | A::CertificateUnknown
-            | A::UnsupportedCertificate
-            | A::CertificateExpired
-            | A::CertificateRevoked
-            | A::AccessDenied),
-        ) => {
-            return Some(if mtls {
-                format!(
-                    "the registry refused k2i's client certificate (kafka.format.registry.client_cert) in the TLS \
-                     handshake: {alert:?}"
-                )
-            } else {
-                format!(
-                    "the registry requires a client certificate (mTLS): set kafka.format.registry.client_cert and \
-                     client_key (TLS alert {alert:?})"
-                )
-            });
-        }
-        _ => return None,
-    };
-    Some(format!("the registry's TLS certificate is not trusted: {reason}"))
-}
-
-/// The rustls error somewhere in an error's chain (io errors wrap it; their `source` skips what they wrap).
-fn tls_error<'a>(e: &'a (dyn std::error::Error + 'static)) -> Option<&'a rustls::Error> {
-    let mut next: Option<&(dyn std::error::Error + 'static)> = Some(e);
-    while let Some(error) = next {
-        if let Some(tls) = error.downcast_ref::<rustls::Error>() {
-            return Some(tls);
-        }
-        if let Some(io) = error.downcast_ref::<std::io::Error>()
-            && let Some(inner) = io.get_ref()
-            && let Some(tls) = tls_error(inner)
-        {
-            return Some(tls);
-        }
-        next = error.source();
-    }
-    None
+    Some(match crate::tls::refusal(e, "kafka.format.registry.ca_cert")? {
+        crate::tls::Refusal::Untrusted(reason) => format!("the registry's TLS certificate is not trusted: {reason}"),
+        crate::tls::Refusal::ClientCertificate(alert) if mtls => format!(
+            "the registry refused k2i's client certificate (kafka.format.registry.client_cert) in the TLS \
+             handshake: {alert:?}"
+        ),
+        crate::tls::Refusal::ClientCertificate(alert) => format!(
+            "the registry requires a client certificate (mTLS): set kafka.format.registry.client_cert and \
+             client_key (TLS alert {alert:?})"
+        ),
+    })
 }
 
 fn sync_dir(dir: &Path) -> std::io::Result<()> {
@@ -553,9 +507,9 @@ mod tests {
         }
         let unknown = rustls::Error::InvalidCertificate(rustls::CertificateError::UnknownIssuer);
         let outer = Outer(std::io::Error::new(std::io::ErrorKind::InvalidData, unknown.clone()));
-        assert_eq!(tls_error(&outer), Some(&unknown));
+        assert_eq!(crate::tls::rustls_error(&outer), Some(&unknown));
         let refused = Outer(std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "refused"));
-        assert_eq!(tls_error(&refused), None);
+        assert_eq!(crate::tls::rustls_error(&refused), None);
     }
 
     #[test]
