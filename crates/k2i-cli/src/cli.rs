@@ -63,6 +63,20 @@ pub enum Command {
     #[command(after_help = "Exit codes: 0 the instance accepted the action, 6 no table is paused (HTTP 409), 1 the \
                       instance cannot be reached or gave another answer, 2 the configuration cannot be loaded.")]
     Resume(ResumeArgs),
+    /// Print a table's rows from a running `k2i ingest`: committed ∪ not yet committed, each row exactly once.
+    ///
+    /// Asks the instance's read-state socket (`rpc.socket_path`, needs `rpc.enabled = true`) for the table's
+    /// state at one LSN: the committed data files (read here through the table's catalog and store) plus the
+    /// rows buffered but not committed yet. `--follow` then prints new rows as they arrive.
+    #[command(after_help = "Exit codes: 0 success, 1 the socket or the table's files cannot be read, 2 the \
+                      configuration cannot be loaded or the request is invalid (unknown table or column).")]
+    Read(ReadArgs),
+    /// Run SQL (DataFusion) over a table's rows from a running `k2i ingest`: committed ∪ not yet committed at
+    /// one LSN, so `SELECT count(*)` equals what was consumed, before any Iceberg reader could see it.
+    #[command(after_help = "The table is registered under its name (`events`) and its qualified name \
+                      (`db.events`). Exit codes: 0 success, 1 the socket or the files cannot be read, 2 the \
+                      configuration cannot be loaded or the SQL is invalid.")]
+    Query(QueryArgs),
     /// Inspect or repair the Iceberg table's Kafka progress.
     Table(TableArgs),
     /// Print a shell completion script to standard output.
@@ -159,6 +173,64 @@ impl ResumeAction {
             Self::DeadLetter => "dead-letter",
         }
     }
+}
+
+/// How `k2i read` and `k2i query` print rows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum RowFormat {
+    /// An aligned text table.
+    Table,
+    /// One JSON object per row (JSON Lines).
+    Json,
+    /// CSV with a header line.
+    Csv,
+    /// An Arrow IPC stream on standard output (for `pyarrow.ipc.open_stream`).
+    Arrow,
+}
+
+/// `k2i read`.
+#[derive(Debug, Args)]
+pub struct ReadArgs {
+    /// The configuration of the running ingest (its rpc.socket_path, catalog and table).
+    #[arg(short, long, env = "K2I_CONFIG", value_name = "FILE")]
+    pub config: PathBuf,
+    /// The table, as `namespace.name` (default: the configuration's table).
+    #[arg(long, value_name = "TABLE")]
+    pub table: Option<String>,
+    /// Only rows after a read-state's LSN (one printed by an earlier `k2i read`, or a k2i snapshot's `k2i.lsn`).
+    #[arg(long, value_name = "LSN")]
+    pub since_lsn: Option<u64>,
+    /// Only these columns, comma-separated.
+    #[arg(long, value_name = "COLUMN,...", value_delimiter = ',')]
+    pub columns: Option<Vec<String>>,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = RowFormat::Table)]
+    pub format: RowFormat,
+    /// Print at most this many rows (with --follow: stop after this many).
+    #[arg(long, value_name = "N")]
+    pub limit: Option<usize>,
+    /// Keep reading: print rows as they arrive, until interrupted.
+    #[arg(long)]
+    pub follow: bool,
+    /// With --follow: how often to ask for new rows.
+    #[arg(long, value_name = "DURATION", default_value = "100ms", value_parser = humantime::parse_duration)]
+    pub interval: std::time::Duration,
+}
+
+/// `k2i query`.
+#[derive(Debug, Args)]
+pub struct QueryArgs {
+    /// The configuration of the running ingest (its rpc.socket_path, catalog and table).
+    #[arg(short, long, env = "K2I_CONFIG", value_name = "FILE")]
+    pub config: PathBuf,
+    /// The table, as `namespace.name` (default: the configuration's table).
+    #[arg(long, value_name = "TABLE")]
+    pub table: Option<String>,
+    /// Output format (`arrow` writes an Arrow IPC stream).
+    #[arg(long, value_enum, default_value_t = RowFormat::Table)]
+    pub format: RowFormat,
+    /// The SQL statement.
+    pub sql: String,
 }
 
 /// `k2i table`.

@@ -4,6 +4,7 @@
 mod cli;
 mod commands;
 mod logging;
+mod read;
 
 use std::process::ExitCode;
 
@@ -41,6 +42,8 @@ fn main() -> ExitCode {
         Command::Ingest(args) => commands::ingest(&args),
         Command::Status(args) => commands::status(&args),
         Command::Resume(args) => commands::resume(&args),
+        Command::Read(args) => read::read(&args),
+        Command::Query(args) => read::query(&args),
         Command::Table(args) => commands::table(&args),
         Command::Completions(args) => commands::completions(&args),
         Command::Man(args) => commands::man(&args),

@@ -46,6 +46,8 @@ pub struct FlushContext {
     pub txlog: Arc<Mutex<TxLog>>,
     /// Health and metrics.
     pub ops: Arc<Ops>,
+    /// The table's hot view (the LSNs of the flush's rows; readers of rows not committed yet).
+    pub hot: Arc<crate::buffer::hot::HotTable>,
 }
 
 impl FlushContext {
@@ -73,6 +75,8 @@ pub struct FlushMeta {
     pub max_timestamp_ms: Option<i64>,
     /// When the flush was sealed.
     pub sealed_at: Instant,
+    /// Its tag in the table's hot view.
+    pub hot: u64,
 }
 
 /// Rows taken from the buffer, not yet announced anywhere.
@@ -93,6 +97,7 @@ impl Sealed {
             skipped: batch.skipped,
             max_timestamp_ms: batch.max_timestamp_ms,
             sealed_at: Instant::now(),
+            hot: batch.hot,
         };
         Self { meta, batch }
     }
@@ -220,6 +225,10 @@ pub struct Committed {
     pub files: usize,
     /// Their bytes.
     pub bytes: u64,
+    /// The table's LSN with this flush.
+    pub lsn: u64,
+    /// How far its rows' provisional LSNs moved up.
+    pub shift: u64,
 }
 
 /// A flush the fencing check refused.
@@ -245,6 +254,7 @@ impl Written {
             gaps: &meta.gaps,
             group: &cx.group,
             table_uuid: cx.table_uuid,
+            lsns: cx.hot.lsns(meta.hot),
         };
         let bases = Mutex::new(Vec::new());
         let on_attempt = |base: Option<i64>| {
@@ -267,6 +277,8 @@ impl Written {
                     table: committed.table,
                     files: file_count,
                     bytes,
+                    lsn: committed.lsn,
+                    shift: committed.shift,
                 }))
             }
             Err(reason) if reason.kind() == ErrorKind::Fenced => {

@@ -19,6 +19,7 @@ pub mod fault;
 pub mod flush;
 pub mod ops;
 pub mod progress;
+pub mod read;
 pub mod recovery;
 pub mod schema;
 pub mod sink;

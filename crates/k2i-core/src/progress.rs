@@ -21,8 +21,10 @@
 //! partitions resume where the table's data now ends. If a table that holds k2i data has neither (the chain
 //! truncated and no property), progress cannot be established: that is an error, never "start over".
 //!
-//! The read-state issue adds a log sequence number per table: it will be one more summary property
-//! (`k2i.lsn`) decoded here, next to the offsets.
+//! # LSN
+//! Every k2i snapshot also records `k2i.lsn`: the highest log sequence number of the table's rows once it is
+//! visible (docs/rpc.md). The table property carries it too (`"lsn"`), so it survives expiry; [`table_lsn`]
+//! takes the highest of both, so the LSN never goes back (also not after a rollback).
 
 use std::collections::BTreeMap;
 
@@ -41,6 +43,8 @@ pub const PROP_COMMIT_ID: &str = "k2i.commit-id";
 pub const PROP_GROUP: &str = "k2i.consumer-group";
 /// Summary property: the k2i version that wrote the snapshot.
 pub const PROP_VERSION: &str = "k2i.version";
+/// Summary property: the highest LSN of the table's rows once the snapshot is visible.
+pub const PROP_LSN: &str = "k2i.lsn";
 /// Table property set when k2i creates a table.
 pub const PROP_CREATED_BY: &str = "k2i.created-by";
 
@@ -173,9 +177,25 @@ pub fn decode_progress(text: &str) -> Result<Progress, DecodeError> {
     Ok(out)
 }
 
-/// The table property `k2i.progress`: the last k2i commit's id and the whole progress map.
-pub fn encode_table_property(commit_id: &CommitId, progress: &Progress) -> String {
-    serde_json::json!({"commit-id": commit_id.as_str(), "offsets": progress_value(progress)}).to_string()
+/// The table property `k2i.progress`: the last k2i commit's id, the whole progress map and the table's LSN.
+pub fn encode_table_property(commit_id: &CommitId, progress: &Progress, lsn: u64) -> String {
+    serde_json::json!({"commit-id": commit_id.as_str(), "offsets": progress_value(progress), "lsn": lsn}).to_string()
+}
+
+/// The table's LSN: the highest `k2i.lsn` of any snapshot in the metadata or of the table property (0 for a
+/// table without one).
+pub fn table_lsn(metadata: &TableMetadata) -> u64 {
+    let property = metadata
+        .properties()
+        .get(PROP_PROGRESS)
+        .and_then(|text| serde_json::from_str::<Value>(text).ok())
+        .and_then(|value| value.get("lsn").and_then(Value::as_u64));
+    metadata.snapshots().filter_map(|s| snapshot_lsn(s)).chain(property).max().unwrap_or(0)
+}
+
+/// A k2i snapshot's `k2i.lsn`.
+pub fn snapshot_lsn(snapshot: &Snapshot) -> Option<u64> {
+    snapshot.summary().additional_properties.get(PROP_LSN)?.parse().ok()
 }
 
 /// Decodes the table property `k2i.progress` into the commit id that wrote it and the progress.
@@ -431,7 +451,7 @@ mod tests {
         assert_eq!(text, r#"{"a":{"0":10,"1":0},"b":{"7":3}}"#);
         assert_eq!(decode_progress(&text).unwrap(), progress);
         let id = CommitId::generate();
-        let (back_id, back) = decode_table_property(&encode_table_property(&id, &progress)).unwrap();
+        let (back_id, back) = decode_table_property(&encode_table_property(&id, &progress, 7)).unwrap();
         assert_eq!((back_id, back), (id, progress));
         assert_eq!(decode_progress(r#"{"a":{"0":"x"}}"#).unwrap_err().to_string(), "k2i.progress.a.0 is not an offset");
         assert_eq!(

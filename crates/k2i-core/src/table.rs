@@ -62,6 +62,8 @@ pub fn set_progress(config: &Config, offsets: &Progress) -> Result<(Progress, i6
         };
         merged.extend(offsets.iter().map(|(tp, next)| (tp.clone(), *next)));
         let id = CommitId::generate();
+        // The LSN stays where it is: setting progress adds no rows.
+        let lsn = progress::table_lsn(base.metadata());
         let set: Vec<String> = offsets.iter().map(|(tp, next)| format!("{tp}={next}")).collect();
         let props = HashMap::from([
             (PROP_OFFSETS.to_owned(), "{}".to_owned()),
@@ -69,6 +71,7 @@ pub fn set_progress(config: &Config, offsets: &Progress) -> Result<(Progress, i6
             (PROP_COMMIT_ID.to_owned(), id.to_string()),
             (PROP_VERSION.to_owned(), env!("CARGO_PKG_VERSION").to_owned()),
             (PROP_SET_PROGRESS.to_owned(), set.join(" ")),
+            (progress::PROP_LSN.to_owned(), lsn.to_string()),
         ]);
         let tx = Transaction::new(&base);
         let tx = tx
@@ -78,7 +81,7 @@ pub fn set_progress(config: &Config, offsets: &Progress) -> Result<(Progress, i6
             .map_err(|e| table_ref.error("cannot prepare the commit", e))?;
         let tx = tx
             .update_table_properties()
-            .set(PROP_PROGRESS.to_owned(), progress::encode_table_property(&id, &merged))
+            .set(PROP_PROGRESS.to_owned(), progress::encode_table_property(&id, &merged, lsn))
             .apply(tx)
             .map_err(|e| table_ref.error("cannot prepare the commit", e))?;
         let updated =

@@ -26,6 +26,7 @@ use crate::decode::{Decoder, Format, Outcome};
 use crate::error::{Error, ErrorKind, Result};
 use crate::schema::METADATA_COLUMNS;
 
+pub mod hot;
 pub mod policy;
 
 pub use crate::progress::{OffsetRange, TopicPartition};
@@ -77,6 +78,8 @@ pub struct FlushBatch {
     /// Offsets Kafka no longer had when a partition resumed (retention passed the table's progress) and
     /// that `kafka.on_data_loss = "skip"` jumped over; each range ends where the partition's range starts.
     pub gaps: BTreeMap<TopicPartition, OffsetRange>,
+    /// The flush's tag in the table's hot view (its rows' LSNs live there).
+    pub hot: u64,
 }
 
 impl FlushBatch {
@@ -130,11 +133,21 @@ pub struct TableBuffer {
     max_timestamp_ms: Option<i64>,
     /// The partition of the last record, for the allocation-free path of `advance`.
     last_partition: Option<TopicPartition>,
+    /// Where sealed chunks are published (and stamped with LSNs).
+    hot: Arc<hot::HotTable>,
+    /// Flushes taken so far (the next one's hot-view tag).
+    taken: u64,
 }
 
 impl TableBuffer {
-    /// An empty buffer for a table with `schema`.
-    pub fn new(format: Format, schema: Arc<Schema>, evolve: bool, chunk_rows: usize) -> Result<Self> {
+    /// An empty buffer for a table with `schema`, publishing its rows to `hot`.
+    pub fn new(
+        format: Format,
+        schema: Arc<Schema>,
+        evolve: bool,
+        chunk_rows: usize,
+        hot: Arc<hot::HotTable>,
+    ) -> Result<Self> {
         let (arrow, payload_arrow, decoder) = Self::codec(&format, &schema, evolve, chunk_rows)?;
         let headers = headers_builder(&arrow);
         Ok(Self {
@@ -162,6 +175,8 @@ impl TableBuffer {
             first_record_at: None,
             max_timestamp_ms: None,
             last_partition: None,
+            hot,
+            taken: 0,
         })
     }
 
@@ -342,9 +357,21 @@ impl TableBuffer {
         let real = batch.get_array_memory_size();
         self.bytes = self.bytes.saturating_sub(self.open_bytes).saturating_add(real.max(self.open_bytes));
         self.open_bytes = 0;
-        self.chunks.push(Chunk { schema: self.schema.clone(), batch });
+        let chunk = Chunk { schema: self.schema.clone(), batch };
+        self.hot.publish(&chunk);
+        self.chunks.push(chunk);
         self.open_rows = 0;
         Ok(())
+    }
+
+    /// Seals the rows decoded so far into a chunk, so readers of the hot view see them now.
+    pub fn publish(&mut self) -> Result<()> {
+        self.seal()
+    }
+
+    /// Rows decoded but not sealed into a chunk yet (not visible to readers).
+    pub fn unpublished(&self) -> usize {
+        self.open_rows
     }
 
     /// Takes everything buffered; `None` when nothing was consumed since the last flush.
@@ -358,7 +385,10 @@ impl TableBuffer {
         for (tp, &position) in &self.positions {
             self.ranges.entry(tp.clone()).or_insert(OffsetRange { start: position, end: position });
         }
+        self.taken += 1;
+        self.hot.take(self.taken);
         let flush = FlushBatch {
+            hot: self.taken,
             chunks: std::mem::take(&mut self.chunks),
             ranges: std::mem::take(&mut self.ranges),
             rows: self.rows,
@@ -377,6 +407,7 @@ impl TableBuffer {
 
     /// Drops the buffered rows and ranges of partitions this instance no longer owns.
     pub fn drop_partitions(&mut self, revoked: &[TopicPartition]) -> Result<usize> {
+        self.hot.drop_partitions(revoked)?;
         self.positions.retain(|tp, _| !revoked.contains(tp));
         if !self.ranges.keys().any(|tp| revoked.contains(tp)) {
             return Ok(0);
@@ -430,20 +461,19 @@ fn append_headers(builder: &mut MapBuilder<StringBuilder, LargeBinaryBuilder>, h
 }
 
 fn filter_out(batch: &RecordBatch, revoked: &[TopicPartition]) -> Result<(RecordBatch, usize)> {
-    use arrow_array::cast::AsArray;
-    use arrow_array::types::Int32Type;
-    let topics = batch.column_by_name(crate::schema::COL_TOPIC).map(|c| c.as_string::<i32>());
-    let partitions = batch.column_by_name(crate::schema::COL_PARTITION).map(|c| c.as_primitive::<Int32Type>());
-    let (Some(topics), Some(partitions)) = (topics, partitions) else {
-        return Err(Error::new(ErrorKind::Internal, "a buffered batch lacks its metadata columns"));
-    };
-    let keep: arrow_array::BooleanArray = (0..batch.num_rows())
-        .map(|i| Some(!revoked.iter().any(|tp| tp.partition == partitions.value(i) && tp.topic == topics.value(i))))
-        .collect();
+    let keep = outside(batch, revoked)?;
     let removed = keep.false_count();
     let kept = arrow_select::filter::filter_record_batch(batch, &keep)
         .map_err(|e| Error::new(ErrorKind::Internal, "cannot filter a buffered batch").source(e))?;
     Ok((kept, removed))
+}
+
+/// Which rows of `batch` are of partitions other than `revoked`.
+fn outside(batch: &RecordBatch, revoked: &[TopicPartition]) -> Result<arrow_array::BooleanArray> {
+    let (topics, partitions, _) = hot::metadata_columns(batch)?;
+    Ok((0..batch.num_rows())
+        .map(|i| Some(!revoked.iter().any(|tp| tp.partition == partitions.value(i) && tp.topic == topics.value(i))))
+        .collect())
 }
 
 #[cfg(test)]
@@ -462,7 +492,11 @@ mod tests {
     }
 
     fn json_buffer(chunk_rows: usize) -> TableBuffer {
-        TableBuffer::new(Format::Json, schema_for("json", ""), true, chunk_rows).unwrap()
+        TableBuffer::new(Format::Json, schema_for("json", ""), true, chunk_rows, hot()).unwrap()
+    }
+
+    fn hot() -> Arc<hot::HotTable> {
+        Arc::new(hot::HotTable::new("ns.t".into(), 0, true))
     }
 
     fn schema_for(format: &str, extra: &str) -> Arc<Schema> {
@@ -476,7 +510,7 @@ mod tests {
     #[test]
     fn raw_rows_keep_metadata_and_ranges() {
         let schema = schema_for("raw", "");
-        let mut buffer = TableBuffer::new(Format::Raw, schema, true, 2).unwrap();
+        let mut buffer = TableBuffer::new(Format::Raw, schema, true, 2, hot()).unwrap();
         for offset in 10..15 {
             assert!(matches!(buffer.push(&meta(0, offset), Some(b"v")).unwrap(), Outcome::Appended));
         }
@@ -511,7 +545,7 @@ mod tests {
 
     #[test]
     fn ranges_start_at_the_assigned_position_across_gaps() {
-        let mut buffer = TableBuffer::new(Format::Raw, schema_for("raw", ""), true, 10).unwrap();
+        let mut buffer = TableBuffer::new(Format::Raw, schema_for("raw", ""), true, 10, hot()).unwrap();
         let tp = TopicPartition { topic: "t".into(), partition: 0 };
         buffer.set_position(tp.clone(), 100);
         buffer.push(&meta(0, 103), Some(b"a")).unwrap();
@@ -528,7 +562,8 @@ mod tests {
     #[test]
     fn headers_become_a_map_with_the_last_value_per_name() {
         use arrow_array::Array;
-        let mut buffer = TableBuffer::new(Format::Raw, schema_for("raw", "include_headers = true"), true, 10).unwrap();
+        let mut buffer =
+            TableBuffer::new(Format::Raw, schema_for("raw", "include_headers = true"), true, 10, hot()).unwrap();
         let headers: [(&str, Option<&[u8]>); 3] = [("a", Some(b"1")), ("b", None), ("a", Some(b"2"))];
         let mut m = meta(0, 0);
         m.headers = Some(&headers);
@@ -543,7 +578,7 @@ mod tests {
 
     #[test]
     fn idle_owned_partitions_are_recorded_with_an_empty_range() {
-        let mut buffer = TableBuffer::new(Format::Raw, schema_for("raw", ""), true, 10).unwrap();
+        let mut buffer = TableBuffer::new(Format::Raw, schema_for("raw", ""), true, 10, hot()).unwrap();
         buffer.set_position(TopicPartition { topic: "t".into(), partition: 1 }, 42);
         buffer.push(&meta(0, 5), Some(b"a")).unwrap();
         let flush = buffer.take().unwrap().unwrap();
@@ -556,7 +591,7 @@ mod tests {
 
     #[test]
     fn revoked_partitions_are_dropped() {
-        let mut buffer = TableBuffer::new(Format::Raw, schema_for("raw", ""), true, 3).unwrap();
+        let mut buffer = TableBuffer::new(Format::Raw, schema_for("raw", ""), true, 3, hot()).unwrap();
         for offset in 0..4 {
             buffer.push(&meta(0, offset), Some(b"a")).unwrap();
             buffer.push(&meta(1, offset), Some(b"b")).unwrap();

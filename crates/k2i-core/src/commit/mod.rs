@@ -32,8 +32,8 @@ use iceberg::transaction::{ApplyTransactionAction, Transaction};
 use crate::catalog::{TableRef, retry};
 use crate::error::{Error, ErrorKind, Result};
 use crate::progress::{
-    self, CommitId, Landed, OffsetRange, PROP_COMMIT_ID, PROP_GROUP, PROP_OFFSETS, PROP_PROGRESS, PROP_VERSION,
-    TopicPartition,
+    self, CommitId, Landed, OffsetRange, PROP_COMMIT_ID, PROP_GROUP, PROP_LSN, PROP_OFFSETS, PROP_PROGRESS,
+    PROP_VERSION, TopicPartition,
 };
 
 /// One flush to commit.
@@ -51,6 +51,8 @@ pub struct CommitRequest<'a> {
     pub group: &'a str,
     /// The table's identity, pinned when the ingest started.
     pub table_uuid: uuid::Uuid,
+    /// The first and last (provisional) LSN of its rows; `None` when it has none.
+    pub lsns: Option<(u64, u64)>,
 }
 
 /// Summary property: offset ranges skipped because Kafka had deleted them (`kafka.on_data_loss = "skip"`).
@@ -63,6 +65,10 @@ pub struct Committed {
     pub snapshot_id: i64,
     /// The table after the commit.
     pub table: Table,
+    /// The table's LSN with the commit (its `k2i.lsn`).
+    pub lsn: u64,
+    /// How far the commit moved its rows' provisional LSNs up (the table's LSN was above them).
+    pub shift: u64,
 }
 
 /// Called with each attempt's base snapshot before the attempt is sent (to record it durably).
@@ -81,9 +87,10 @@ pub async fn commit(
         let base = table.catalog.load_table(&table.ident).await.map_err(|e| table.error("cannot load table", e))?;
         let known: Vec<Option<i64>> = lock(bases).clone();
         let progress = match decide(&base, &request, &known)? {
-            Decision::Landed(committed) => return Ok(committed),
+            Decision::Landed(committed) => return Ok(*committed),
             Decision::Append(progress) => progress,
         };
+        let (lsn, shift) = lsn_on(base.metadata(), request.lsns);
         let base_id = base.metadata().current_snapshot_id();
         on_attempt(base_id)?;
         lock(bases).push(base_id);
@@ -93,6 +100,7 @@ pub async fn commit(
             (PROP_COMMIT_ID.to_owned(), request.commit_id.to_string()),
             (PROP_GROUP.to_owned(), request.group.to_owned()),
             (PROP_VERSION.to_owned(), env!("CARGO_PKG_VERSION").to_owned()),
+            (PROP_LSN.to_owned(), lsn.to_string()),
         ]);
         if !request.gaps.is_empty() {
             props.insert(PROP_GAPS.to_owned(), progress::encode_ranges(request.gaps));
@@ -107,7 +115,7 @@ pub async fn commit(
             .set_snapshot_properties(props);
         let tx = append.apply(tx).map_err(|e| table.error("cannot prepare the commit", e))?;
         // The same commit keeps the whole progress as a table property: it survives snapshot expiry.
-        let property = progress::encode_table_property(request.commit_id, &progress);
+        let property = progress::encode_table_property(request.commit_id, &progress, lsn);
         let tx = tx
             .update_table_properties()
             .set(PROP_PROGRESS.to_owned(), property)
@@ -128,7 +136,7 @@ pub async fn commit(
                             .with("commit_id", request.commit_id));
                     }
                 };
-                Ok(Committed { snapshot_id, table: updated })
+                Ok(Committed { snapshot_id, table: updated, lsn, shift })
             }
             Err(_) if *lock(&fencing.moved) => {
                 // A concurrent commit landed first (iceberg's retry asked for a new base): start over.
@@ -140,13 +148,31 @@ pub async fn commit(
     .await
 }
 
+/// The LSN a commit of rows with provisional LSNs `lsns` gets on `base`, and how far they move up: never
+/// below the base's LSN, so the table's LSN only grows (docs/rpc.md).
+fn lsn_on(base: &iceberg::spec::TableMetadata, lsns: Option<(u64, u64)>) -> (u64, u64) {
+    let base_lsn = progress::table_lsn(base);
+    match lsns {
+        Some((first, last)) => {
+            let shift = (base_lsn + 1).saturating_sub(first);
+            (last + shift, shift)
+        }
+        None => (base_lsn, 0),
+    }
+}
+
 /// What the check on a commit's base decided.
 #[derive(Debug)]
 enum Decision {
     /// The commit id is already in the table.
-    Landed(Committed),
+    Landed(Box<Committed>),
     /// Append, writing this merged progress.
     Append(progress::Progress),
+}
+
+/// The shift an attempt that landed with `lsn` applied to rows whose provisional last LSN is in `lsns`.
+fn landed_lsn(lsn: u64, lsns: Option<(u64, u64)>) -> (u64, u64) {
+    (lsn, lsns.map_or(0, |(_, last)| lsn.saturating_sub(last)))
 }
 
 fn decide(base: &Table, request: &CommitRequest<'_>, bases: &[Option<i64>]) -> Result<Decision> {
@@ -167,11 +193,14 @@ fn decide(base: &Table, request: &CommitRequest<'_>, bases: &[Option<i64>]) -> R
     match landed {
         Landed::Snapshot(snapshot_id) => {
             tracing::info!(commit_id = %request.commit_id, snapshot_id, "the commit had already landed");
-            return Ok(Decision::Landed(Committed { snapshot_id, table: base.clone() }));
+            let landed = metadata.snapshot_by_id(snapshot_id).and_then(|s| progress::snapshot_lsn(s));
+            let (lsn, shift) = landed_lsn(landed.unwrap_or_else(|| progress::table_lsn(metadata)), request.lsns);
+            return Ok(Decision::Landed(Box::new(Committed { snapshot_id, table: base.clone(), lsn, shift })));
         }
         Landed::Expired => {
             tracing::info!(commit_id = %request.commit_id, "the commit had already landed (its snapshot is expired)");
-            return Ok(Decision::Landed(Committed { snapshot_id: -1, table: base.clone() }));
+            let (lsn, shift) = landed_lsn(progress::table_lsn(metadata), request.lsns);
+            return Ok(Decision::Landed(Box::new(Committed { snapshot_id: -1, table: base.clone(), lsn, shift })));
         }
         Landed::No => {}
     }
@@ -403,6 +432,7 @@ mod tests {
             gaps: &gaps,
             group: "g",
             table_uuid: f.uuid,
+            lsns: None,
         };
         commit(&f.table, request, &Mutex::new(Vec::new()), &|_| Ok(())).await
     }
@@ -422,6 +452,7 @@ mod tests {
             gaps: &gaps,
             group: "g",
             table_uuid: f.uuid,
+            lsns: None,
         };
         let again = commit(&f.table, request, &Mutex::new(vec![None]), &|_| Ok(())).await.unwrap();
         assert_eq!(again.snapshot_id, first.snapshot_id);

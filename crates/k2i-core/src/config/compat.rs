@@ -360,12 +360,12 @@ pub(crate) const K2I_KEYS: &[K2iKey] = &[
         Kind::OneOf(&["json", "text"]),
         "logging starts before the file is read; use `--log-format json` (k2i's default is `text`)",
     ),
-    same_but("rpc.enabled", "`true` validates, `k2i ingest` refuses it until issue 12"),
+    same("rpc.enabled"),
     same("rpc.socket_path"),
-    inert("rpc.read_timeout_ms", Kind::NonNegativeInt, "the read-state RPC", Issue::ReadState),
-    inert("rpc.max_concurrent_scans", Kind::PositiveInt, "the read-state RPC", Issue::ReadState),
-    inert("rpc.scan_ttl_seconds", Kind::PositiveInt, "the read-state RPC", Issue::ReadState),
-    inert("rpc.max_frame_bytes", Kind::PositiveInt, "the read-state RPC", Issue::ReadState),
+    same("rpc.read_timeout_ms"),
+    same("rpc.max_concurrent_scans"),
+    same("rpc.scan_ttl_seconds"),
+    same("rpc.max_frame_bytes"),
 ];
 
 impl K2iKey {

@@ -657,15 +657,31 @@ impl Default for MonitoringConfig {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct RpcConfig {
-    /// Serve the read-state RPC.
+    /// Serve the read-state RPC (docs/rpc.md).
     pub enabled: bool,
-    /// Path of the Unix socket.
+    /// Path of the Unix socket (created mode 0600; a stale socket file is replaced).
     pub socket_path: PathBuf,
+    /// A request frame must arrive complete within this many milliseconds once it has begun, and an idle
+    /// connection is closed after this long with a scan open nowhere (`0`: no limit).
+    pub read_timeout_ms: u64,
+    /// Scans open at once across all connections; more are refused with `too_many_scans`.
+    pub max_concurrent_scans: NonZeroU32,
+    /// A scan not ended by its client is ended this many seconds after it began.
+    pub scan_ttl_seconds: NonZeroU32,
+    /// The largest frame the server sends or accepts; hot rows are streamed in frames up to this size.
+    pub max_frame_bytes: NonZeroU32,
 }
 
 impl Default for RpcConfig {
     fn default() -> Self {
-        Self { enabled: false, socket_path: PathBuf::from("./k2i.sock") }
+        Self {
+            enabled: false,
+            socket_path: PathBuf::from("./k2i.sock"),
+            read_timeout_ms: 1000,
+            max_concurrent_scans: NonZeroU32::new(64).expect("64 is not zero"),
+            scan_ttl_seconds: NonZeroU32::new(300).expect("300 is not zero"),
+            max_frame_bytes: NonZeroU32::new(64 * 1024 * 1024).expect("64 MiB is not zero"),
+        }
     }
 }
 

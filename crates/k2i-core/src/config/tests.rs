@@ -779,10 +779,6 @@ fn k2i_full_config_validates_with_the_same_meaning() {
             "maintenance.statistics_interval_seconds",
             "monitoring.log_level",
             "monitoring.log_format",
-            "rpc.read_timeout_ms",
-            "rpc.max_concurrent_scans",
-            "rpc.scan_ttl_seconds",
-            "rpc.max_frame_bytes",
             "iceberg.sql",
             "iceberg.glue",
         ]
@@ -959,10 +955,7 @@ fn k2i_keys_without_meaning_are_accepted_with_the_reason() {
             "monitoring.log_level: accepted and ignored: logging starts before the file is read; use `-v` / `-q` or `K2I_LOG=<level>`"
         ]
     );
-    assert_eq!(
-        warnings(&with("rpc", "max_frame_bytes = 1024")),
-        ["rpc.max_frame_bytes: accepted; has no effect until the read-state RPC is built (issue 12)"]
-    );
+    assert!(warnings(&with("rpc", "max_frame_bytes = 1024")).is_empty(), "the RPC's keys are built");
     let none = with(
         "iceberg",
         "catalog_type = \"rest\"\nrest_uri = \"http://c\"\n[iceberg.rest]\ncredential_type = \"none\"\ncredential = \"x\"",
@@ -1090,7 +1083,6 @@ fn unbuilt_lists_every_feature_that_is_not_built() {
             "kafka.properties.\"sasl.mechanism\": Kerberos (GSSAPI) authentication is not built yet; the configuration validates, `k2i ingest` refuses it until issue 11",
             "schema_evolution.mode: the permissive schema-evolution mode is not built yet; the configuration validates, `k2i ingest` refuses it until issue 10",
             "iceberg.partition_by: writing partitioned tables is not built yet; the configuration validates, `k2i ingest` refuses it until the tables/maintenance issue",
-            "rpc.enabled: the read-state RPC is not built yet; the configuration validates, `k2i ingest` refuses it until issue 12",
             "maintenance.enabled: scheduled maintenance is not built yet; the configuration validates, `k2i ingest` refuses it until the tables/maintenance issue",
         ]
     );

@@ -152,9 +152,6 @@ impl Config {
         if !ice.partition_by.is_empty() {
             add("iceberg.partition_by".to_owned(), "writing partitioned tables", Issue::TablesMaintenance);
         }
-        if self.rpc.enabled {
-            add("rpc.enabled".to_owned(), "the read-state RPC", Issue::ReadState);
-        }
         if self.maintenance.enabled {
             add("maintenance.enabled".to_owned(), "scheduled maintenance", Issue::TablesMaintenance);
         }

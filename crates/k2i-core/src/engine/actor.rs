@@ -150,11 +150,18 @@ impl CommitActor {
         while let Some(job) = jobs.recv().await {
             match job {
                 Job::Flush(sealed) => {
+                    let hot = sealed.meta().hot;
                     let outcome = match self.flush(sealed).await {
                         Ok(outcome) => outcome,
                         Err(error) if error.is_retryable() => Outcome::Unlanded(error),
                         Err(error) => Outcome::Failed(error),
                     };
+                    // Rows that did not land are read again (with new LSNs) or never: readers stop seeing them.
+                    match &outcome {
+                        Outcome::Failed(error) => self.cx.hot.fail(error.to_string()),
+                        Outcome::Committed(_) => {}
+                        _ => self.cx.hot.forget(hot),
+                    }
                     let failed = matches!(outcome, Outcome::Failed(_));
                     // At shutdown the polling thread may already be gone; the outcome is then nobody's business.
                     let _ = self.outcomes.send(Delivered { table: self.index, outcome });
@@ -196,6 +203,15 @@ impl CommitActor {
         let written = intended.write(&self.table, &self.cx).await?;
         match written.commit(&self.cx).await? {
             Landing::Committed(committed) => {
+                // Readers switch from the flush's hot rows to the new snapshot in one step.
+                let recorded = progress::recorded(committed.table.metadata()).map(|r| r.progress).unwrap_or_default();
+                self.cx.hot.committed(
+                    committed.meta.hot,
+                    committed.table.clone(),
+                    committed.lsn,
+                    committed.shift,
+                    recorded,
+                );
                 let report = self.after_commit(&committed).await;
                 self.table = committed.table;
                 Ok(Outcome::Committed(report))

@@ -31,6 +31,7 @@ use rdkafka::consumer::Consumer;
 use tokio::sync::mpsc;
 
 use crate::buffer::TableBuffer;
+use crate::buffer::hot::HotTable;
 use crate::catalog;
 use crate::commit;
 use crate::config::{Config, EvolutionMode, TxlogDurability};
@@ -172,7 +173,12 @@ pub fn run(config: Config, options: IngestOptions, shutdown: Arc<AtomicBool>) ->
     let consumer = Arc::new(source::subscribe(&config.kafka, ops.clone(), lookup, before_revoke)?);
 
     let evolve = config.schema_evolution.mode == EvolutionMode::AutoAdditive;
-    let buffer = TableBuffer::new(format.clone(), table.metadata().current_schema().clone(), evolve, CHUNK_ROWS)?;
+    // LSNs continue after the table's; rows are kept for readers only when the read-state RPC serves them.
+    let hot =
+        Arc::new(HotTable::new(table_ref.table_name(), progress::table_lsn(table.metadata()), config.rpc.enabled));
+    hot.start(table.clone(), progress::recorded(table.metadata())?.progress);
+    let buffer =
+        TableBuffer::new(format.clone(), table.metadata().current_schema().clone(), evolve, CHUNK_ROWS, hot.clone())?;
     let (jobs, queue) = mpsc::channel(JOB_QUEUE);
     // One table today (`Config::tables` turns the single-table keys into one); the multi-table issue opens a
     // catalog table, a pipeline and an actor per entry.
@@ -182,8 +188,8 @@ pub fn run(config: Config, options: IngestOptions, shutdown: Arc<AtomicBool>) ->
         (Some(topic), true) => Some(crate::dead_letter::DeadLetters::new(&config.kafka, topic)?),
         _ => None,
     };
-    let mut pipeline =
-        TablePipeline::new(0, table_ref.table_name(), buffer, &config, jobs).with_dead_letters(dead_letters);
+    let mut pipeline = TablePipeline::new(0, table_ref.table_name(), buffer, hot.clone(), &config, jobs)
+        .with_dead_letters(dead_letters);
 
     let targets = if options.until_caught_up {
         let topics = config.kafka.topic_list();
@@ -210,6 +216,7 @@ pub fn run(config: Config, options: IngestOptions, shutdown: Arc<AtomicBool>) ->
             write,
             txlog,
             ops: ops.clone(),
+            hot: hot.clone(),
         },
         consumer: consumer.clone(),
         outcomes,
@@ -219,6 +226,12 @@ pub fn run(config: Config, options: IngestOptions, shutdown: Arc<AtomicBool>) ->
         registry,
     };
     let actors = vec![runtime.spawn(actor.run(queue))];
+    // Readers connect once the table's state is known (after recovery); the socket goes when this returns.
+    let _read_server = if config.rpc.enabled {
+        Some(runtime.block_on(crate::read::start(&config.rpc, vec![hot.clone()], ops.clone()))?)
+    } else {
+        None
+    };
 
     let mut poller = Poller::new(&config, &consumer, &inbox, &ops, vec![pipeline], targets);
     ops.set_phase(Phase::Running);

@@ -14,6 +14,7 @@
 //! good and takes no more records; other tables of the process go on.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use prometheus::IntCounter;
@@ -139,6 +140,8 @@ pub struct TablePipeline {
     last_breaking: Option<u32>,
     /// The dead-letter producer (`errors.policy` or `on_breaking_change` = `dead-letter`).
     dead_letters: Option<crate::dead_letter::DeadLetters>,
+    /// The table's hot view (the buffer publishes to it; a resync or a failure clears it).
+    hot: Arc<crate::buffer::hot::HotTable>,
 }
 
 /// A table parked on a record's schema.
@@ -173,8 +176,16 @@ enum Flow {
 
 impl TablePipeline {
     /// A pipeline whose flushes go to `jobs`.
-    pub fn new(index: usize, name: String, buffer: TableBuffer, config: &Config, jobs: mpsc::Sender<Job>) -> Self {
+    pub fn new(
+        index: usize,
+        name: String,
+        buffer: TableBuffer,
+        hot: Arc<crate::buffer::hot::HotTable>,
+        config: &Config,
+        jobs: mpsc::Sender<Job>,
+    ) -> Self {
         Self {
+            hot,
             index,
             name,
             buffer,
@@ -203,6 +214,12 @@ impl TablePipeline {
             last_breaking: None,
             dead_letters: None,
         }
+    }
+
+    /// Seals what was decoded since the last poll, so readers of the hot view see it now (with the
+    /// read-state RPC on, after every polled batch).
+    pub fn publish(&mut self) -> Result<()> {
+        if self.buffer.unpublished() > 0 { self.buffer.publish() } else { Ok(()) }
     }
 
     /// Sends dead letters through `dead_letters`.
@@ -240,6 +257,7 @@ impl TablePipeline {
         }
         tracing::error!(table = %self.name, error = %error.with_causes(), "the table stopped");
         ops.table_failed(error.to_string());
+        self.hot.fail(error.to_string());
         self.failed = Some(error);
         self.pending = None;
         self.parked = None;
@@ -985,7 +1003,7 @@ impl TablePipeline {
     /// the first flush of the records read again is fenced, and that resync asks the table.
     fn resync(&mut self, consumer: &KafkaConsumer, config: &Config, why: &str, ask_table: bool) -> Result<()> {
         let owned: Vec<TopicPartition> = self.assigned.iter().cloned().collect();
-        self.pending = None;
+        self.hot.forget_buffered(self.pending.take().map(|p| p.meta().hot));
         let dropped = self.buffer.drop_partitions(&owned)?;
         let recorded = if ask_table {
             let (reply, answer) = oneshot::channel();

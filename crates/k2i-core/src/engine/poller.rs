@@ -175,6 +175,14 @@ impl<'a> Poller<'a> {
                 }
             }
             let idle = self.poll_batch()?;
+            // Readers of the hot view see a polled batch's rows right after it is decoded.
+            if self.config.rpc.enabled {
+                for p in &mut self.pipelines {
+                    if let Err(error) = p.publish() {
+                        p.fail(error, self.consumer, self.ops);
+                    }
+                }
+            }
             // A batch run has nobody to resume a paused table: a breaking schema change stops it instead.
             if self.targets.is_some() {
                 for p in &mut self.pipelines {

@@ -71,6 +71,20 @@ pub struct Metrics {
     pub recovered_kept: IntCounter,
     /// Offsets skipped because Kafka had deleted them before k2i read them (`kafka.on_data_loss = "skip"`).
     pub offsets_lost: IntCounter,
+    /// Read-state scans served.
+    pub rpc_scans: IntCounter,
+    /// Scans open now.
+    pub rpc_scans_open: IntGauge,
+    /// Bytes of frames the read-state server sent.
+    pub rpc_bytes_served: IntCounter,
+    /// Hot rows served by scans.
+    pub rpc_hot_rows_served: IntCounter,
+    /// Rows in the hot view now (buffered, pending or in flight).
+    pub rpc_hot_rows: IntGauge,
+    /// The last read-state's LSN minus its committed LSN: how far the hot part runs ahead of the table.
+    pub rpc_lsn_lag: IntGauge,
+    /// Requests answered with an error frame, by code.
+    pub rpc_errors: IntCounterVec,
 }
 
 fn counter(registry: &Registry, name: &str, help: &str) -> IntCounter {
@@ -193,6 +207,22 @@ impl Metrics {
                 "Kafka timestamp of the newest committed record.",
             ),
             freshness: gauge(&r, "k2i_freshness_seconds", "Age of the newest committed record, in seconds."),
+            rpc_scans: counter(&r, "k2i_rpc_scans_total", "Read-state scans served."),
+            rpc_scans_open: gauge(&r, "k2i_rpc_scans_open", "Read-state scans open now."),
+            rpc_bytes_served: counter(&r, "k2i_rpc_bytes_served_total", "Bytes of frames the read-state server sent."),
+            rpc_hot_rows_served: counter(&r, "k2i_rpc_hot_rows_served_total", "Hot rows served by read-state scans."),
+            rpc_hot_rows: gauge(&r, "k2i_rpc_hot_rows", "Rows of the last read-state's hot part."),
+            rpc_lsn_lag: gauge(
+                &r,
+                "k2i_rpc_lsn_lag",
+                "LSN of the last read-state minus its committed LSN (rows readable before Iceberg has them).",
+            ),
+            rpc_errors: counter_vec(
+                &r,
+                "k2i_rpc_errors_total",
+                "Read-state requests answered with an error.",
+                &["code"],
+            ),
             recovered_landed: counter(&r, "k2i_recovery_landed_total", "Flushes recovery found committed."),
             recovered_rolled_back: counter(&r, "k2i_recovery_rolled_back_total", "Flushes recovery rolled back."),
             recovered_kept: counter(

@@ -175,7 +175,23 @@ async fn flush_files(table: &Table, flush: &Pending) -> Result<Vec<String>> {
 
 /// Every data file the table's current snapshot references.
 pub async fn live_data_files(table: &Table) -> Result<HashSet<String>> {
-    let mut live = HashSet::new();
+    Ok(live_files(table).await?.into_iter().map(|f| f.data_file.file_path().to_owned()).collect())
+}
+
+/// A file of the current snapshot, with the snapshot that added it.
+#[derive(Debug, Clone)]
+pub struct LiveFile {
+    /// The file.
+    pub data_file: iceberg::spec::DataFile,
+    /// The snapshot that added it (when the manifest records it).
+    pub snapshot_id: Option<i64>,
+    /// The partition spec its partition values follow.
+    pub spec_id: i32,
+}
+
+/// The files (data and delete files) the table's current snapshot references, in manifest order.
+pub async fn live_files(table: &Table) -> Result<Vec<LiveFile>> {
+    let mut live = Vec::new();
     let Some(snapshot) = table.metadata().current_snapshot() else { return Ok(live) };
     let fail = |what: &str, e: iceberg::Error| Error::iceberg(what.to_owned(), e).with("table", table.identifier());
     let io = table.file_io();
@@ -190,7 +206,11 @@ pub async fn live_data_files(table: &Table) -> Result<HashSet<String>> {
     for manifest_file in list.entries() {
         let manifest = manifest_file.load_manifest(io).await.map_err(|e| fail("cannot read a manifest", e))?;
         for entry in manifest.entries().iter().filter(|e| e.is_alive()) {
-            live.insert(entry.data_file().file_path().to_owned());
+            live.push(LiveFile {
+                data_file: entry.data_file().clone(),
+                snapshot_id: entry.snapshot_id(),
+                spec_id: manifest_file.partition_spec_id,
+            });
         }
     }
     Ok(live)

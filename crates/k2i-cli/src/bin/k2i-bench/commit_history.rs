@@ -157,6 +157,7 @@ impl Flusher<'_> {
             gaps: &gaps,
             group: "k2i-bench",
             table_uuid: self.created.metadata().uuid(),
+            lsns: None,
         };
         let started = Instant::now();
         commit::commit(self.table, request, &Mutex::new(Vec::new()), &|_| Ok(())).await?;
@@ -277,7 +278,7 @@ async fn grow(table: &TableRef, to: usize) -> Result<()> {
         .set_ref(MAIN_BRANCH, SnapshotReference::new(head, SnapshotRetention::branch(None, None, None)))?
         .set_properties(HashMap::from([(
             PROP_PROGRESS.to_owned(),
-            progress::encode_table_property(&commit_id, &recorded),
+            progress::encode_table_property(&commit_id, &recorded, 0),
         )]))?
         .build()?
         .metadata;
