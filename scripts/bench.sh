@@ -5,6 +5,7 @@
 #   scripts/bench.sh --shape raw --records 300000        # 1 KiB opaque values
 #   scripts/bench.sh --help                  # every option of k2i-bench
 #   scripts/bench.sh commit-history          # commit latency at 10 vs 20,000 snapshots (issue 9, B.7)
+#   scripts/bench.sh freshness               # produce → visible via the read-state RPC vs Iceberg; hot-row scans
 #
 # Builds k2i and k2i-bench in release mode, starts the local stack if needed (and stops it afterwards),
 # preloads a fresh topic, then measures (a) a plain librdkafka consumer that only counts bytes and (b)

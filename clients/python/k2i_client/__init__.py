@@ -429,7 +429,9 @@ class Client:
                 raise
         scan.client = self
         scan.columns = list(columns) if columns is not None else None
-        scan.filter = filter_json
+        # The ReadState's filter is the one to apply to the files: the request's, with `since_lsn` turned into
+        # per-partition offsets by the server.
+        scan.filter = state.get("filter", filter_json)
         return scan
 
     def _read_scan(self, state: dict[str, Any]) -> "Scan":
@@ -489,8 +491,9 @@ def _read_ipc_stream(data: bytes, index: int) -> "pa.Table":
 @dataclass
 class Scan:
     """A scan's answer: the ReadState (``state``), the hot rows (``hot``: one ``(schema_id, table)`` per
-    HotStream) and the ScanComplete payload (``complete``). ``columns`` and ``filter`` are the request's,
-    which :func:`read_committed` applies to the committed files."""
+    HotStream) and the ScanComplete payload (``complete``). ``columns`` is the request's and ``filter`` the
+    ReadState's (the request's, with ``since_lsn`` resolved), which :func:`read_committed` applies to the
+    committed files."""
 
     state: dict[str, Any]
     hot: list[tuple[int, "pa.Table"]]

@@ -8,7 +8,9 @@
 //! `--out`.
 //!
 //! `k2i-bench commit-history` measures instead how a commit's latency depends on the table's history (see
-//! [`commit_history`]); it needs no Kafka and no `--k2i`.
+//! [`commit_history`]); it needs no Kafka and no `--k2i`. `k2i-bench freshness` measures how soon a produced
+//! record is readable through the read-state RPC against how soon it is in Iceberg, and full scans of hot
+//! rows (see [`freshness`]).
 
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
@@ -27,6 +29,8 @@ use rdkafka::{Offset, TopicPartitionList};
 // A crate root looks for modules beside itself; this binary's live in a folder named after it.
 #[path = "k2i-bench/commit_history.rs"]
 mod commit_history;
+#[path = "k2i-bench/freshness.rs"]
+mod freshness;
 #[path = "k2i-bench/protobuf.rs"]
 mod protobuf;
 
@@ -108,6 +112,9 @@ enum Mode {
     /// Commit latency on a table with a small history and with a long one (issue 9, B.7), with k2i's
     /// fencing decision timed on its own; in process, on a SQLite SQL catalog in a temp dir.
     CommitHistory(commit_history::Args),
+    /// Produce → visible through the read-state RPC against produce → visible in Iceberg (p50 / p99 / max),
+    /// and full-scan throughput of hot rows; runs `--k2i ingest` with the RPC on.
+    Freshness(freshness::Args),
 }
 
 fn json_record(i: usize) -> String {
@@ -296,6 +303,8 @@ fn main() -> Result<()> {
     let args = Args::parse();
     let k2i_binary = match (&args.mode, &args.k2i) {
         (Some(Mode::CommitHistory(history)), _) => return commit_history::run(history, &args.out),
+        (Some(Mode::Freshness(freshness)), Some(binary)) => return freshness::run(freshness, &args, binary),
+        (Some(Mode::Freshness(_)), None) => bail!("--k2i is required: freshness runs `k2i ingest`"),
         (None, Some(binary)) => binary.clone(),
         // clap requires --k2i when no mode is given.
         (None, None) => bail!("--k2i is required"),

@@ -216,10 +216,15 @@ impl TablePipeline {
         }
     }
 
-    /// Seals what was decoded since the last poll, so readers of the hot view see it now (with the
-    /// read-state RPC on, after every polled batch).
+    /// Seals what was decoded since the last publication, so readers of the hot view see it now (with the
+    /// read-state RPC on, every few milliseconds).
     pub fn publish(&mut self) -> Result<()> {
-        if self.buffer.unpublished() > 0 { self.buffer.publish() } else { Ok(()) }
+        if self.has_unpublished() { self.buffer.publish() } else { Ok(()) }
+    }
+
+    /// Whether rows were decoded that readers of the hot view cannot see yet.
+    pub fn has_unpublished(&self) -> bool {
+        self.buffer.unpublished() > 0
     }
 
     /// Sends dead letters through `dead_letters`.

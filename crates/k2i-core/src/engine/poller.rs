@@ -23,6 +23,10 @@ const POLL_TIMEOUT: Duration = Duration::from_millis(100);
 /// Records decoded per batch at most: the unit the decoder stage gets, and how often the clock is read. A
 /// batch also stops where `flush_batch_size` would make a table's buffer due.
 const BATCH: usize = 256;
+/// With the read-state RPC on: how often decoded rows are sealed for readers (a chunk per table at most this
+/// often, so a slow trickle of records does not become thousands of tiny chunks), and so the longest a row
+/// waits to be readable once decoded.
+const PUBLISH_INTERVAL: Duration = Duration::from_millis(5);
 
 /// Flush outcomes from the actors. Read by the polling loop and by the revoke hook, which runs inside
 /// `poll` on the polling thread too; the mutexes only satisfy librdkafka's `Send + Sync` bound on the
@@ -117,6 +121,8 @@ pub struct Poller<'a> {
     /// Which pipeline a topic's records go to (from [`Config::tables`]).
     routes: HashMap<String, usize>,
     last_refresh: Instant,
+    /// When rows were last sealed for readers (read-state RPC).
+    last_publish: Instant,
 }
 
 impl<'a> Poller<'a> {
@@ -135,7 +141,8 @@ impl<'a> Poller<'a> {
             .enumerate()
             .flat_map(|(index, table)| table.topics.into_iter().map(move |topic| (topic, index)))
             .collect();
-        Self { config, consumer, inbox, ops, pipelines, targets, routes, last_refresh: Instant::now() }
+        let now = Instant::now();
+        Self { config, consumer, inbox, ops, pipelines, targets, routes, last_refresh: now, last_publish: now }
     }
 
     /// The table a topic's records go to. The consumer subscribes to exactly the configured topics, so
@@ -175,14 +182,7 @@ impl<'a> Poller<'a> {
                 }
             }
             let idle = self.poll_batch()?;
-            // Readers of the hot view see a polled batch's rows right after it is decoded.
-            if self.config.rpc.enabled {
-                for p in &mut self.pipelines {
-                    if let Err(error) = p.publish() {
-                        p.fail(error, self.consumer, self.ops);
-                    }
-                }
-            }
+            self.publish();
             // A batch run has nobody to resume a paused table: a breaking schema change stops it instead.
             if self.targets.is_some() {
                 for p in &mut self.pipelines {
@@ -283,7 +283,7 @@ impl<'a> Poller<'a> {
         let limit = self.pipelines.iter().map(TablePipeline::room).min().unwrap_or(BATCH).min(BATCH);
         let mut batch: Vec<BorrowedMessage<'_>> = Vec::with_capacity(limit);
         let mut out_of_range = false;
-        let mut timeout = POLL_TIMEOUT;
+        let mut timeout = self.poll_timeout();
         while batch.len() < limit {
             match self.consumer.poll(timeout) {
                 Some(Ok(message)) => batch.push(message),
@@ -330,6 +330,29 @@ impl<'a> Poller<'a> {
             }
         }
         Ok(idle)
+    }
+
+    /// With the read-state RPC on: seals what was decoded for readers, at most every [`PUBLISH_INTERVAL`].
+    fn publish(&mut self) {
+        if !self.config.rpc.enabled || self.last_publish.elapsed() < PUBLISH_INTERVAL {
+            return;
+        }
+        self.last_publish = Instant::now();
+        for p in &mut self.pipelines {
+            if let Err(error) = p.publish() {
+                p.fail(error, self.consumer, self.ops);
+            }
+        }
+    }
+
+    /// How long the next poll may wait for its first record: not past the next publication when decoded
+    /// rows wait for it.
+    fn poll_timeout(&self) -> Duration {
+        if self.config.rpc.enabled && self.pipelines.iter().any(TablePipeline::has_unpublished) {
+            PUBLISH_INTERVAL.saturating_sub(self.last_publish.elapsed())
+        } else {
+            POLL_TIMEOUT
+        }
     }
 
     fn apply(&mut self, change: AssignmentChange) -> Result<()> {
