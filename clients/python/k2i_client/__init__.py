@@ -621,8 +621,16 @@ def _resolve(uri: str, filesystem: Optional["pyarrow.fs.FileSystem"]) -> tuple[O
 def read_committed(scan: Scan, filesystem: Optional["pyarrow.fs.FileSystem"] = None) -> "pa.Table":
     """The committed rows of a scan: its ReadState's Parquet files, read with ``pyarrow.parquet``, projected
     to the scan's ``columns`` and restricted by its ``filter``. Each file's row count is checked against the
-    ReadState (:class:`ProtocolError` otherwise)."""
+    ReadState (:class:`ProtocolError` otherwise). A snapshot with delete files (another engine's merge-on-read
+    deletes, which the ReadState counts in ``delete_files`` but does not list) is refused with ``ValueError``:
+    its raw data files would show deleted rows; read such a table with an Iceberg reader (pyiceberg)."""
     import pyarrow.parquet as pq
+
+    if scan.state.get("delete_files"):
+        raise ValueError(
+            f"the snapshot has {scan.state['delete_files']} delete files (merge-on-read deletes); "
+            "read the committed part with an Iceberg reader"
+        )
 
     need: Optional[list[str]] = None
     if scan.columns is not None:

@@ -1,6 +1,7 @@
 //! `k2i read` and `k2i query`: a table's rows from a running ingest's read-state socket — committed files and
 //! hot rows at one LSN (docs/rpc.md) — printed, followed, or queried with SQL (DataFusion).
 
+use std::collections::BTreeMap;
 use std::io::Write;
 use std::sync::Arc;
 
@@ -54,29 +55,53 @@ pub fn read(args: &ReadArgs) -> Result<(), Failure> {
         let mut out = Printer::new(args.format, args.limit);
         out.print(&first.schema, &first.batches).map_err(Failure::runtime)?;
         summary(&first);
-        let mut last = first.state;
+        // Everything below these offsets is printed. A cut's watermarks can fall back (rows a flush could not
+        // land leave the hot view until they are read again), so the highest seen per partition is kept.
+        let mut printed: BTreeMap<(String, i32), i64> = BTreeMap::new();
+        remember(&mut printed, &first.state);
         while args.follow && !out.done() {
             tokio::select! {
                 _ = tokio::signal::ctrl_c() => break,
                 _ = tokio::time::sleep(args.interval) => {}
             }
-            // Everything up to the last read-state's watermarks is printed: ask only for what follows them.
-            let offsets_from = last
-                .watermarks
+            let offsets_from = printed
                 .iter()
-                .map(|w| OffsetFrom { topic: w.topic.clone(), partition: w.partition, offset: w.next_offset })
+                .map(|((topic, partition), offset)| OffsetFrom {
+                    topic: topic.clone(),
+                    partition: *partition,
+                    offset: *offset,
+                })
                 .collect();
             let next = ScanBegin {
                 filter: Some(Filter { partitions: None, offsets_from: Some(offsets_from) }),
                 since_lsn: None,
                 ..request.clone()
             };
-            let fetched = reader.fetch(next).await.map_err(Failure::engine)?;
+            let fetched = match reader.fetch(next).await {
+                Ok(fetched) => fetched,
+                // k2i restarting, the store or catalog briefly away: keep following.
+                Err(e) if !matches!(e.kind(), k2i_core::ErrorKind::Config) => {
+                    tracing::warn!(error = %e.with_causes(), "cannot read the table now; retrying");
+                    if let Ok(again) = Reader::connect(&config).await {
+                        reader = again;
+                    }
+                    continue;
+                }
+                Err(e) => return Err(Failure::engine(e)),
+            };
             out.print(&fetched.schema, &fetched.batches).map_err(Failure::runtime)?;
-            last = fetched.state;
+            remember(&mut printed, &fetched.state);
         }
         out.finish().map_err(Failure::runtime)
     })
+}
+
+/// Raises each partition's printed-up-to offset to a read-state's watermark.
+fn remember(printed: &mut BTreeMap<(String, i32), i64>, state: &k2i_rpc::message::ReadState) {
+    for w in &state.watermarks {
+        let mark = printed.entry((w.topic.clone(), w.partition)).or_insert(w.next_offset);
+        *mark = (*mark).max(w.next_offset);
+    }
 }
 
 /// `k2i query`.
@@ -133,13 +158,16 @@ fn summary(fetched: &Fetched) {
 struct Printer {
     format: RowFormat,
     left: Option<usize>,
-    csv_header: bool,
+    /// The columns of CSV and Arrow output, fixed by the first read-state that has any (later rows are
+    /// aligned to them by name).
+    columns: Option<SchemaRef>,
+    header_done: bool,
     arrow: Option<arrow_ipc::writer::StreamWriter<std::io::Stdout>>,
 }
 
 impl Printer {
     fn new(format: RowFormat, limit: Option<usize>) -> Self {
-        Self { format, left: limit, csv_header: false, arrow: None }
+        Self { format, left: limit, columns: None, header_done: false, arrow: None }
     }
 
     fn done(&self) -> bool {
@@ -162,6 +190,13 @@ impl Printer {
                 taken.push(batch);
             }
         }
+        if matches!(self.format, RowFormat::Csv | RowFormat::Arrow) {
+            if self.columns.is_none() && !schema.fields().is_empty() {
+                self.columns = Some(schema.clone());
+            }
+            let Some(columns) = self.columns.clone() else { return Ok(()) };
+            taken = taken.iter().map(|b| align(b, &columns)).collect::<anyhow::Result<_>>()?;
+        }
         let mut stdout = std::io::stdout().lock();
         match self.format {
             RowFormat::Table if !taken.is_empty() => {
@@ -176,10 +211,10 @@ impl Printer {
                 writer.finish()?;
             }
             RowFormat::Csv => {
-                if !self.csv_header {
-                    let names: Vec<String> = schema.fields().iter().map(|f| csv_field(f.name())).collect();
+                if let (false, Some(columns)) = (self.header_done, &self.columns) {
+                    let names: Vec<String> = columns.fields().iter().map(|f| csv_field(f.name())).collect();
                     writeln!(stdout, "{}", names.join(","))?;
-                    self.csv_header = true;
+                    self.header_done = true;
                 }
                 for batch in &taken {
                     write_csv(&mut stdout, batch)?;
@@ -187,8 +222,8 @@ impl Printer {
             }
             RowFormat::Arrow => {
                 drop(stdout);
-                if self.arrow.is_none() {
-                    self.arrow = Some(arrow_ipc::writer::StreamWriter::try_new(std::io::stdout(), schema)?);
+                if let (None, Some(columns)) = (&self.arrow, &self.columns) {
+                    self.arrow = Some(arrow_ipc::writer::StreamWriter::try_new(std::io::stdout(), columns)?);
                 }
                 if let Some(writer) = self.arrow.as_mut() {
                     for batch in &taken {
@@ -209,6 +244,21 @@ impl Printer {
         }
         Ok(())
     }
+}
+
+/// `batch` with exactly `columns` (by name; a missing one reads null, a column of another type is cast).
+fn align(batch: &RecordBatch, columns: &SchemaRef) -> anyhow::Result<RecordBatch> {
+    let arrays = columns
+        .fields()
+        .iter()
+        .map(|field| match batch.column_by_name(field.name()) {
+            Some(column) if column.data_type() == field.data_type() => Ok(column.clone()),
+            Some(column) => Ok(arrow_cast::cast(column, field.data_type())?),
+            None => Ok(arrow_array::new_null_array(field.data_type(), batch.num_rows())),
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let options = arrow_array::RecordBatchOptions::new().with_row_count(Some(batch.num_rows()));
+    Ok(RecordBatch::try_new_with_options(columns.clone(), arrays, &options)?)
 }
 
 /// One CSV line per row, each value as Arrow displays it (binary as hex, nested values as text).

@@ -227,8 +227,8 @@ pub struct Committed {
     pub bytes: u64,
     /// The table's LSN with this flush.
     pub lsn: u64,
-    /// How far its rows' provisional LSNs moved up.
-    pub shift: u64,
+    /// The progress the table records with it.
+    pub progress: crate::progress::Progress,
 }
 
 /// A flush the fencing check refused.
@@ -278,7 +278,7 @@ impl Written {
                     files: file_count,
                     bytes,
                     lsn: committed.lsn,
-                    shift: committed.shift,
+                    progress: committed.progress,
                 }))
             }
             Err(reason) if reason.kind() == ErrorKind::Fenced => {

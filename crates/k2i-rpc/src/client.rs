@@ -161,7 +161,7 @@ impl Client {
         Ok(Scan { state, hot })
     }
 
-    /// ScanEnd: closes the scan, releasing its files to k2i's maintenance.
+    /// ScanEnd: closes the scan (it no longer counts against the server's `rpc.max_concurrent_scans`).
     pub async fn end_scan(&mut self, scan_id: u64) -> Result<(), ClientError> {
         match self.call(&Request::ScanEnd(ScanEnd { scan_id })).await? {
             Response::ScanEnded(ended) if ended.scan_id == scan_id => Ok(()),
@@ -201,6 +201,11 @@ pub fn filter_batch(batch: &RecordBatch, filter: &Filter) -> Result<RecordBatch,
     if filter.partitions.is_none() && filter.offsets_from.is_none() {
         return Ok(batch.clone());
     }
+    filter_record_batch(batch, &filter_mask(batch, filter)?)
+}
+
+/// Which rows of `batch` `filter` keeps (see [`filter_batch`]).
+pub fn filter_mask(batch: &RecordBatch, filter: &Filter) -> Result<BooleanArray, ArrowError> {
     let column = |name: &str| batch.column_by_name(name).ok_or_else(|| missing(name));
     let topics = column("_kafka_topic")?.as_string_opt::<i32>().ok_or_else(|| wrong_type("_kafka_topic", "Utf8"))?;
     let partitions = column("_kafka_partition")?
@@ -216,7 +221,7 @@ pub fn filter_batch(batch: &RecordBatch, filter: &Filter) -> Result<RecordBatch,
         let offsets = column("_kafka_offset")?.as_primitive_opt::<Int64Type>();
         Some(offsets.ok_or_else(|| wrong_type("_kafka_offset", "Int64"))?)
     };
-    let mask: BooleanArray = (topics.iter().zip(partitions.iter()).enumerate())
+    Ok((topics.iter().zip(partitions.iter()).enumerate())
         .map(|(row, key)| {
             let (Some(topic), Some(partition)) = key else { return Some(false) };
             let listed = keep.as_ref().is_none_or(|k| k.contains(&(topic, partition)));
@@ -226,8 +231,7 @@ pub fn filter_batch(batch: &RecordBatch, filter: &Filter) -> Result<RecordBatch,
             };
             Some(listed && after)
         })
-        .collect();
-    filter_record_batch(batch, &mask)
+        .collect())
 }
 
 fn missing(name: &str) -> ArrowError {
@@ -298,6 +302,7 @@ mod tests {
                 offset_ranges: vec![OffsetRangeRef { topic: "events".into(), partition: 0, start: 0, end: 1000 }],
             }],
             filter: None,
+            delete_files: 0,
             hot_rows,
             hot_streams,
             expires_in_ms: 300_000,

@@ -61,7 +61,7 @@ pub enum Kind {
     TableSchema = 0x03,
     /// Request: open a scan, answered by a whole scan (ReadState … ScanComplete).
     ScanBegin = 0x04,
-    /// Request: close a scan and release its files.
+    /// Request: close a scan.
     ScanEnd = 0x05,
     /// Response to Health.
     HealthReply = 0x81,

@@ -176,7 +176,7 @@ pub struct ScanEnd {
 /// HealthReply: the server is up.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HealthReply {
-    /// `ok`, or why the process is degraded.
+    /// `ready`, or why the process is not ready (its `/readyz` reason).
     pub status: String,
     /// The k2i release of the server.
     pub version: String,
@@ -246,12 +246,20 @@ pub struct ReadState {
     /// request's, with `since_lsn` turned into per-partition offsets.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub filter: Option<Filter>,
+    /// Delete files (another engine's merge-on-read deletes) in the snapshot, not listed: a reader of the raw
+    /// files would see deleted rows; read such a table through an Iceberg reader. Absent when 0.
+    #[serde(skip_serializing_if = "is_zero", default)]
+    pub delete_files: u64,
     /// The hot rows the HotStreams carry, all streams together.
     pub hot_rows: u64,
     /// How many HotStreams follow.
     pub hot_streams: u32,
-    /// How long the scan's files stay protected without a ScanEnd.
+    /// How long the scan stays open without a ScanEnd (the server's `rpc.scan_ttl_seconds`).
     pub expires_in_ms: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// The next offset of one partition at a cut.

@@ -227,6 +227,7 @@ fn goldens() -> Vec<(&'static str, &'static str, Message)> {
                     offset_ranges: vec![OffsetRangeRef { topic: "events".into(), partition: 0, start: 0, end: 1000 }],
                 }],
                 filter: None,
+                delete_files: 0,
                 hot_rows: 2,
                 hot_streams: 1,
                 expires_in_ms: 300_000,

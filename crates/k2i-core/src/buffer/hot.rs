@@ -5,16 +5,24 @@
 //! everything else, so LSNs grow in consumption order). A chunk belongs to the buffer until a flush takes it
 //! (it is tagged with the flush), and stays here while that flush is pending or in flight: until its
 //! snapshot is visible. The commit actor then swaps, in one step, the flush's chunks for the new table, so a
-//! row is always either committed or hot for a reader, never both, never neither.
+//! row is always either committed or hot for a reader, never both. Only the polling thread removes rows that
+//! did not land (a fenced or unlanded flush and everything after it, at the resync that reads them again), so
+//! the hot rows of a partition always continue where its committed rows end.
+//!
+//! Per partition, the view also knows where this instance started reading it (assignment, resync). Until the
+//! committed table records the partition at least that far (the table the view holds can be older than the one
+//! the assignment read: another instance committed in between), the partition's hot rows are held back: a
+//! read-state never shows rows above a gap.
 //!
 //! The rows here share their Arrow buffers with the buffer and the flush (no copy); the memory accounting of
 //! the flush in flight (`in_flight_bytes`) already counts them until its outcome. Without the RPC only the
 //! LSN ranges are kept.
 //!
-//! A hot row's LSN is provisional: when the commit finds the table's LSN already above the flush's first
-//! row (another instance committed meanwhile), the flush and every later hot row move up by the difference.
+//! A hot row's LSN is provisional: when the table's LSN passes the first hot row's (another instance
+//! committed meanwhile), every hot row moves up by the difference (recorded per chunk, applied when a view is
+//! cut, outside the lock).
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use arrow_array::cast::AsArray;
@@ -55,6 +63,8 @@ struct HotChunk {
     flush: Option<u64>,
     first: u64,
     last: u64,
+    /// How far the rows' LSNs moved up since they were stamped (added to `rows.lsn` when a view is cut).
+    moved: u64,
     /// The rows, when kept for readers.
     rows: Option<HotRows>,
 }
@@ -63,11 +73,32 @@ struct HotChunk {
 struct Inner {
     next_lsn: u64,
     chunks: VecDeque<HotChunk>,
-    /// The table as of the last commit (set once the engine has it).
+    /// Flushes tagged so far (the next tag is one more).
+    tags: u64,
+    /// The table as of the last commit or refresh (set once the engine has it).
     table: Option<Table>,
     committed_lsn: u64,
     progress: Progress,
+    /// Where this instance started reading each owned partition the table had recorded.
+    starts: HashMap<TopicPartition, i64>,
     availability: Availability,
+}
+
+impl Inner {
+    /// The table's LSN is now `lsn`: hot rows at or below it move up above it.
+    fn raise(&mut self, lsn: u64) {
+        let lowest = self.chunks.iter().map(|c| c.first).min();
+        let shift = lowest.map_or(0, |first| (lsn + 1).saturating_sub(first));
+        if shift > 0 {
+            for chunk in &mut self.chunks {
+                chunk.first += shift;
+                chunk.last += shift;
+                chunk.moved += shift;
+            }
+        }
+        self.next_lsn = (self.next_lsn + shift).max(lsn + 1);
+        self.committed_lsn = self.committed_lsn.max(lsn);
+    }
 }
 
 /// A consistent cut of the table: the table as of its last commit and the rows above its LSN.
@@ -93,7 +124,6 @@ pub struct HotTable {
     name: String,
     keep_rows: bool,
     inner: Mutex<Inner>,
-    changed: tokio::sync::watch::Sender<u64>,
 }
 
 impl HotTable {
@@ -102,19 +132,14 @@ impl HotTable {
         let inner = Inner {
             next_lsn: lsn + 1,
             chunks: VecDeque::new(),
+            tags: 0,
             table: None,
             committed_lsn: lsn,
             progress: Progress::new(),
+            starts: HashMap::new(),
             availability: Availability::Ready,
         };
-        Self { name, keep_rows, inner: Mutex::new(inner), changed: tokio::sync::watch::channel(lsn).0 }
-    }
-
-    /// The table as the engine opened it, with the progress it records.
-    pub fn start(&self, table: Table, progress: Progress) {
-        let mut inner = self.lock();
-        inner.table = Some(table);
-        inner.progress = progress;
+        Self { name, keep_rows, inner: Mutex::new(inner) }
     }
 
     /// `namespace.table`.
@@ -126,17 +151,24 @@ impl HotTable {
         self.inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    fn notify(&self, inner: &Inner) {
-        self.changed.send_replace(inner.next_lsn - 1);
+    /// Installs a table at least as new as the one held, with the progress it records (at start, after a
+    /// progress lookup, after a schema change): no row of it may be hot here, which holds whenever no flush
+    /// of this table is in flight (the commit actor runs one job at a time).
+    pub fn refresh(&self, table: Table, progress: Progress) {
+        let lsn = crate::progress::table_lsn(table.metadata());
+        let mut inner = self.lock();
+        inner.raise(lsn);
+        inner.table = Some(table);
+        inner.progress = progress;
     }
 
-    /// Stamps a chunk the buffer sealed with the next LSNs.
+    /// Stamps a chunk the buffer sealed with the next LSNs (nothing, once the table stopped).
     pub fn publish(&self, chunk: &Chunk) {
         let rows = chunk.batch.num_rows() as u64;
-        if rows == 0 {
+        let mut inner = self.lock();
+        if rows == 0 || inner.availability != Availability::Ready {
             return;
         }
-        let mut inner = self.lock();
         let first = inner.next_lsn;
         let last = first + rows - 1;
         inner.next_lsn = last + 1;
@@ -145,16 +177,18 @@ impl HotTable {
             batch: chunk.batch.clone(),
             lsn: UInt64Array::from_iter_values(first..=last),
         });
-        inner.chunks.push_back(HotChunk { flush: None, first, last, rows });
-        self.notify(&inner);
+        inner.chunks.push_back(HotChunk { flush: None, first, last, moved: 0, rows });
     }
 
-    /// The buffer's chunks now belong to flush `flush`.
-    pub fn take(&self, flush: u64) {
+    /// The buffer's chunks now belong to a new flush; returns its tag.
+    pub fn take(&self) -> u64 {
         let mut inner = self.lock();
+        inner.tags += 1;
+        let tag = inner.tags;
         for chunk in inner.chunks.iter_mut().filter(|c| c.flush.is_none()) {
-            chunk.flush = Some(flush);
+            chunk.flush = Some(tag);
         }
+        tag
     }
 
     /// The first and last LSN of a flush's rows (`None` when it has none).
@@ -165,9 +199,15 @@ impl HotTable {
         Some((first.first, last.last))
     }
 
+    /// This instance reads `tp` from `next` on (assignment, resync).
+    pub fn start_partition(&self, tp: TopicPartition, next: i64) {
+        self.lock().starts.insert(tp, next);
+    }
+
     /// Drops hot rows of partitions this instance no longer owns (their next owner serves them).
     pub fn drop_partitions(&self, revoked: &[TopicPartition]) -> Result<()> {
         let mut inner = self.lock();
+        inner.starts.retain(|tp, _| !revoked.contains(tp));
         for chunk in &mut inner.chunks {
             if let Some(rows) = chunk.rows.take() {
                 chunk.rows = Some(without(rows, revoked)?);
@@ -176,41 +216,29 @@ impl HotTable {
         Ok(())
     }
 
-    /// Forgets the rows of flush `flush` (fenced, unlanded: they are read again with new LSNs).
+    /// Forgets the rows of flush `flush` (a pending flush whose partitions were all revoked).
     pub fn forget(&self, flush: u64) {
-        let mut inner = self.lock();
-        inner.chunks.retain(|c| c.flush != Some(flush));
-        self.notify(&inner);
+        self.lock().chunks.retain(|c| c.flush != Some(flush));
     }
 
-    /// Forgets the buffer's rows and those of the pending flush `pending` (the pipeline re-reads them from
-    /// the table's progress); the flushes in flight keep theirs until their outcome.
-    pub fn forget_buffered(&self, pending: Option<u64>) {
-        let mut inner = self.lock();
-        inner.chunks.retain(|c| c.flush.is_some() && c.flush != pending);
-        self.notify(&inner);
+    /// Forgets flush `flush` and everything after it (later flushes, the buffer); with `None`, the buffer's
+    /// rows only. The pipeline reads them again from the table's progress, with new LSNs.
+    pub fn forget_from(&self, flush: Option<u64>) {
+        self.lock().chunks.retain(|c| match (c.flush, flush) {
+            (Some(tag), Some(from)) => tag < from,
+            (Some(_), None) => true,
+            (None, _) => false,
+        });
     }
 
     /// Flush `flush` landed: the table becomes `table` at `lsn` (recording `progress`), whose rows are those
-    /// of the flush, moved up by `shift`; later hot rows move up as much.
-    pub fn committed(&self, flush: u64, table: Table, lsn: u64, shift: u64, progress: Progress) {
+    /// of the flush; hot rows left at or below `lsn` move up above it.
+    pub fn committed(&self, flush: u64, table: Table, lsn: u64, progress: Progress) {
         let mut inner = self.lock();
         inner.chunks.retain(|c| c.flush != Some(flush));
-        if shift > 0 {
-            for chunk in &mut inner.chunks {
-                chunk.first += shift;
-                chunk.last += shift;
-                if let Some(rows) = &mut chunk.rows {
-                    rows.lsn = rows.lsn.iter().map(|l| l.map(|l| l + shift)).collect();
-                }
-            }
-            inner.next_lsn += shift;
-        }
-        inner.next_lsn = inner.next_lsn.max(lsn + 1);
-        inner.committed_lsn = inner.committed_lsn.max(lsn);
+        inner.raise(lsn);
         inner.table = Some(table);
         inner.progress = progress;
-        self.notify(&inner);
     }
 
     /// The table stopped: readers get its committed part only.
@@ -218,17 +246,11 @@ impl HotTable {
         let mut inner = self.lock();
         inner.chunks.clear();
         inner.availability = Availability::Failed(reason);
-        self.notify(&inner);
     }
 
     /// The highest LSN assigned (the cut a scan would take now).
     pub fn lsn(&self) -> u64 {
         self.lock().next_lsn - 1
-    }
-
-    /// A receiver told the highest LSN whenever the view changes (for readers that follow the table).
-    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
-        self.changed.subscribe()
     }
 
     /// The cut at `max_lsn` (the newest when `None`). A bound below the committed part cannot be cut.
@@ -245,22 +267,39 @@ impl HotTable {
                 .with("max_lsn", lsn)
                 .with("committed_lsn", inner.committed_lsn));
         }
-        // Only `Arc` clones under the lock; a bound inside a chunk is cut after it is released.
-        let chunks: Vec<HotRows> =
-            inner.chunks.iter().filter(|c| c.first <= lsn).filter_map(|c| c.rows.clone()).collect();
+        // Only `Arc` clones under the lock; LSNs are moved and a bound inside a chunk is cut after it is released.
+        let chunks: Vec<(HotRows, u64)> = inner
+            .chunks
+            .iter()
+            .filter(|c| c.first <= lsn)
+            .filter_map(|c| c.rows.clone().map(|rows| (rows, c.moved)))
+            .collect();
+        // Partitions whose committed rows end below where this instance started reading them: held back.
+        let behind: Vec<TopicPartition> = inner
+            .starts
+            .iter()
+            .filter(|(tp, start)| inner.progress.get(*tp).is_none_or(|next| next < *start))
+            .map(|(tp, _)| tp.clone())
+            .collect();
         let (committed_lsn, progress, availability) =
             (inner.committed_lsn, inner.progress.clone(), inner.availability.clone());
         drop(inner);
         let mut hot = Vec::with_capacity(chunks.len());
-        for rows in chunks {
-            if rows.lsn.values().last().is_some_and(|&last| last <= lsn) {
+        for (mut rows, moved) in chunks {
+            if moved > 0 {
+                rows.lsn = rows.lsn.values().iter().map(|l| l + moved).collect();
+            }
+            if rows.lsn.values().last().is_some_and(|&last| last > lsn) {
+                let keep: BooleanArray = rows.lsn.values().iter().map(|&l| Some(l <= lsn)).collect();
+                rows = filter(&rows, &keep)?;
+            }
+            if !behind.is_empty() {
+                rows = without(rows, &behind)?;
+            }
+            if rows.batch.num_rows() > 0 {
                 hot.push(rows);
-            } else {
-                let keep: BooleanArray = rows.lsn.iter().map(|l| Some(l.is_some_and(|l| l <= lsn))).collect();
-                hot.push(filter(&rows, &keep)?);
             }
         }
-        hot.retain(|rows| rows.batch.num_rows() > 0);
         Ok(View { table, committed_lsn, lsn, progress, hot, availability })
     }
 }
@@ -352,7 +391,7 @@ mod tests {
         let schema = raw_schema();
         let table = table(dir.path(), &schema).await;
         let hot = Arc::new(HotTable::new("db.t".into(), 10, true));
-        hot.start(table.clone(), Progress::new());
+        hot.refresh(table.clone(), Progress::new());
         let mut buffer = TableBuffer::new(Format::Raw, schema, true, 100, hot.clone()).unwrap();
         push(&mut buffer, 0, 0..3);
         push(&mut buffer, 1, 0..2);
@@ -368,12 +407,45 @@ mod tests {
         assert_eq!(rows(&hot.view(None).unwrap()).len(), 7, "a flush in flight stays readable");
 
         // Another instance committed meanwhile: the table's LSN is 20, so this flush's rows move up by 10.
-        hot.committed(flush.hot, table, 25, 10, Progress::new());
+        hot.committed(flush.hot, table.clone(), 25, Progress::new());
         let view = hot.view(None).unwrap();
         assert_eq!(view.committed_lsn, 25);
         assert_eq!(rows(&view), [(0, 3, 26), (0, 4, 27)], "the flush's rows left; later rows moved up as much");
         push(&mut buffer, 0, 5..6);
         assert_eq!(rows(&hot.view(None).unwrap()).last(), Some(&(0, 5, 28)), "new rows continue above");
+
+        // A commit without rows on a table another instance moved to LSN 40: the hot rows (a pending flush now)
+        // move above it too.
+        let _pending = buffer.take().unwrap().unwrap();
+        let empty = hot.take();
+        hot.committed(empty, table.clone(), 40, Progress::new());
+        assert_eq!(rows(&hot.view(None).unwrap()), [(0, 3, 41), (0, 4, 42), (0, 5, 43)]);
+        assert!(hot.view(Some(41)).is_ok());
+
+        // A stopped table serves its committed part only, and nothing is published any more.
+        hot.fail("boom".into());
+        push(&mut buffer, 0, 6..7);
+        let view = hot.view(None).unwrap();
+        assert!(view.hot.is_empty());
+        assert_eq!(view.availability, Availability::Failed("boom".into()));
+    }
+
+    #[tokio::test]
+    async fn a_partition_started_beyond_the_committed_part_is_held_back_until_the_table_catches_up() {
+        let dir = tempfile::tempdir().unwrap();
+        let schema = raw_schema();
+        let table = table(dir.path(), &schema).await;
+        let hot = Arc::new(HotTable::new("db.t".into(), 0, true));
+        let tp = |partition| TopicPartition { topic: "t".into(), partition };
+        hot.refresh(table.clone(), Progress::from([(tp(0), 900)]));
+        let mut buffer = TableBuffer::new(Format::Raw, schema, true, 100, hot.clone()).unwrap();
+        // Assigned at 1000: another instance committed 900..1000 after this view's table was read.
+        hot.start_partition(tp(0), 1000);
+        push(&mut buffer, 0, 1000..1002);
+        push(&mut buffer, 1, 0..1);
+        assert_eq!(rows(&hot.view(None).unwrap()), [(1, 0, 3)], "partition 1 was never recorded: no gap");
+        hot.refresh(table, Progress::from([(tp(0), 1000)]));
+        assert_eq!(rows(&hot.view(None).unwrap()).len(), 3, "the table caught up: the rows show");
     }
 
     #[tokio::test]
@@ -381,7 +453,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let schema = raw_schema();
         let hot = Arc::new(HotTable::new("db.t".into(), 0, true));
-        hot.start(table(dir.path(), &schema).await, Progress::new());
+        hot.refresh(table(dir.path(), &schema).await, Progress::new());
         let mut buffer = TableBuffer::new(Format::Raw, schema, true, 100, hot.clone()).unwrap();
         push(&mut buffer, 0, 0..2);
         let in_flight = buffer.take().unwrap().unwrap();
@@ -391,7 +463,7 @@ mod tests {
         push(&mut buffer, 1, 0..2);
         buffer.drop_partitions(&[TopicPartition { topic: "t".into(), partition: 1 }]).unwrap();
         assert_eq!(rows(&hot.view(None).unwrap()).len(), 6, "a revoked partition's rows leave at once");
-        hot.forget_buffered(Some(pending.hot));
+        hot.forget_from(Some(pending.hot));
         assert_eq!(rows(&hot.view(None).unwrap()), [(0, 0, 1), (0, 1, 2)]);
         hot.forget(in_flight.hot);
         assert!(rows(&hot.view(None).unwrap()).is_empty());
@@ -403,7 +475,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let schema = raw_schema();
         let hot = Arc::new(HotTable::new("db.t".into(), 0, false));
-        hot.start(table(dir.path(), &schema).await, Progress::new());
+        hot.refresh(table(dir.path(), &schema).await, Progress::new());
         let mut buffer = TableBuffer::new(Format::Raw, schema, true, 100, hot.clone()).unwrap();
         push(&mut buffer, 0, 0..4);
         let flush = buffer.take().unwrap().unwrap();

@@ -135,8 +135,6 @@ pub struct TableBuffer {
     last_partition: Option<TopicPartition>,
     /// Where sealed chunks are published (and stamped with LSNs).
     hot: Arc<hot::HotTable>,
-    /// Flushes taken so far (the next one's hot-view tag).
-    taken: u64,
 }
 
 impl TableBuffer {
@@ -176,7 +174,6 @@ impl TableBuffer {
             max_timestamp_ms: None,
             last_partition: None,
             hot,
-            taken: 0,
         })
     }
 
@@ -385,10 +382,8 @@ impl TableBuffer {
         for (tp, &position) in &self.positions {
             self.ranges.entry(tp.clone()).or_insert(OffsetRange { start: position, end: position });
         }
-        self.taken += 1;
-        self.hot.take(self.taken);
         let flush = FlushBatch {
-            hot: self.taken,
+            hot: self.hot.take(),
             chunks: std::mem::take(&mut self.chunks),
             ranges: std::mem::take(&mut self.ranges),
             rows: self.rows,
@@ -407,12 +402,13 @@ impl TableBuffer {
 
     /// Drops the buffered rows and ranges of partitions this instance no longer owns.
     pub fn drop_partitions(&mut self, revoked: &[TopicPartition]) -> Result<usize> {
+        // Sealed first: rows decoded but not published yet must not reach the hot view after it was cleaned.
+        self.seal()?;
         self.hot.drop_partitions(revoked)?;
         self.positions.retain(|tp, _| !revoked.contains(tp));
         if !self.ranges.keys().any(|tp| revoked.contains(tp)) {
             return Ok(0);
         }
-        self.seal()?;
         let mut dropped = 0;
         for chunk in &mut self.chunks {
             let (keep, removed) = filter_out(&chunk.batch, revoked)?;

@@ -67,8 +67,8 @@ pub struct Committed {
     pub table: Table,
     /// The table's LSN with the commit (its `k2i.lsn`).
     pub lsn: u64,
-    /// How far the commit moved its rows' provisional LSNs up (the table's LSN was above them).
-    pub shift: u64,
+    /// The progress the table records with the commit (every partition).
+    pub progress: progress::Progress,
 }
 
 /// Called with each attempt's base snapshot before the attempt is sent (to record it durably).
@@ -90,7 +90,7 @@ pub async fn commit(
             Decision::Landed(committed) => return Ok(*committed),
             Decision::Append(progress) => progress,
         };
-        let (lsn, shift) = lsn_on(base.metadata(), request.lsns);
+        let lsn = lsn_on(base.metadata(), request.lsns);
         let base_id = base.metadata().current_snapshot_id();
         on_attempt(base_id)?;
         lock(bases).push(base_id);
@@ -136,7 +136,7 @@ pub async fn commit(
                             .with("commit_id", request.commit_id));
                     }
                 };
-                Ok(Committed { snapshot_id, table: updated, lsn, shift })
+                Ok(Committed { snapshot_id, table: updated, lsn, progress })
             }
             Err(_) if *lock(&fencing.moved) => {
                 // A concurrent commit landed first (iceberg's retry asked for a new base): start over.
@@ -148,16 +148,13 @@ pub async fn commit(
     .await
 }
 
-/// The LSN a commit of rows with provisional LSNs `lsns` gets on `base`, and how far they move up: never
-/// below the base's LSN, so the table's LSN only grows (docs/rpc.md).
-fn lsn_on(base: &iceberg::spec::TableMetadata, lsns: Option<(u64, u64)>) -> (u64, u64) {
+/// The LSN a commit of rows with provisional LSNs `lsns` gets on `base`: its rows move up above the base's
+/// LSN if they are not already, so the table's LSN only grows (docs/rpc.md).
+fn lsn_on(base: &iceberg::spec::TableMetadata, lsns: Option<(u64, u64)>) -> u64 {
     let base_lsn = progress::table_lsn(base);
     match lsns {
-        Some((first, last)) => {
-            let shift = (base_lsn + 1).saturating_sub(first);
-            (last + shift, shift)
-        }
-        None => (base_lsn, 0),
+        Some((first, last)) => last + (base_lsn + 1).saturating_sub(first),
+        None => base_lsn,
     }
 }
 
@@ -170,9 +167,12 @@ enum Decision {
     Append(progress::Progress),
 }
 
-/// The shift an attempt that landed with `lsn` applied to rows whose provisional last LSN is in `lsns`.
-fn landed_lsn(lsn: u64, lsns: Option<(u64, u64)>) -> (u64, u64) {
-    (lsn, lsns.map_or(0, |(_, last)| lsn.saturating_sub(last)))
+/// A commit found landed (its answer was lost) on `base`: the table is `base`, with whatever other writers
+/// committed since, so its LSN and progress are the base's.
+fn found_landed(base: &Table, snapshot_id: i64) -> Result<Committed> {
+    let metadata = base.metadata();
+    let progress = progress::recorded(metadata)?.progress;
+    Ok(Committed { snapshot_id, table: base.clone(), lsn: progress::table_lsn(metadata), progress })
 }
 
 fn decide(base: &Table, request: &CommitRequest<'_>, bases: &[Option<i64>]) -> Result<Decision> {
@@ -193,14 +193,11 @@ fn decide(base: &Table, request: &CommitRequest<'_>, bases: &[Option<i64>]) -> R
     match landed {
         Landed::Snapshot(snapshot_id) => {
             tracing::info!(commit_id = %request.commit_id, snapshot_id, "the commit had already landed");
-            let landed = metadata.snapshot_by_id(snapshot_id).and_then(|s| progress::snapshot_lsn(s));
-            let (lsn, shift) = landed_lsn(landed.unwrap_or_else(|| progress::table_lsn(metadata)), request.lsns);
-            return Ok(Decision::Landed(Box::new(Committed { snapshot_id, table: base.clone(), lsn, shift })));
+            return Ok(Decision::Landed(Box::new(found_landed(base, snapshot_id)?)));
         }
         Landed::Expired => {
             tracing::info!(commit_id = %request.commit_id, "the commit had already landed (its snapshot is expired)");
-            let (lsn, shift) = landed_lsn(progress::table_lsn(metadata), request.lsns);
-            return Ok(Decision::Landed(Box::new(Committed { snapshot_id: -1, table: base.clone(), lsn, shift })));
+            return Ok(Decision::Landed(Box::new(found_landed(base, -1)?)));
         }
         Landed::No => {}
     }

@@ -661,12 +661,13 @@ pub struct RpcConfig {
     pub enabled: bool,
     /// Path of the Unix socket (created mode 0600; a stale socket file is replaced).
     pub socket_path: PathBuf,
-    /// A request frame must arrive complete within this many milliseconds once it has begun, and an idle
-    /// connection is closed after this long with a scan open nowhere (`0`: no limit).
+    /// A request frame must arrive complete within this many milliseconds once it has begun (`0`: no limit);
+    /// an idle connection is closed after `scan_ttl_seconds`.
     pub read_timeout_ms: u64,
     /// Scans open at once across all connections; more are refused with `too_many_scans`.
     pub max_concurrent_scans: NonZeroU32,
-    /// A scan not ended by its client is ended this many seconds after it began.
+    /// A scan not ended by its client is ended this many seconds after it began; a reader that does not take
+    /// its answer within this long loses the connection; idle connections close after it.
     pub scan_ttl_seconds: NonZeroU32,
     /// The largest frame the server sends or accepts; hot rows are streamed in frames up to this size.
     pub max_frame_bytes: NonZeroU32,

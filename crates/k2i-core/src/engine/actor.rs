@@ -55,6 +55,8 @@ pub enum Job {
         /// The subject whose latest version is tried.
         subject: String,
     },
+    /// Load the table and hand it to the hot view (after an assignment: readers' committed part catches up).
+    Refresh,
     /// Read the progress the table records now.
     Progress {
         /// Every partition the table has recorded.
@@ -150,17 +152,15 @@ impl CommitActor {
         while let Some(job) = jobs.recv().await {
             match job {
                 Job::Flush(sealed) => {
-                    let hot = sealed.meta().hot;
                     let outcome = match self.flush(sealed).await {
                         Ok(outcome) => outcome,
                         Err(error) if error.is_retryable() => Outcome::Unlanded(error),
                         Err(error) => Outcome::Failed(error),
                     };
-                    // Rows that did not land are read again (with new LSNs) or never: readers stop seeing them.
-                    match &outcome {
-                        Outcome::Failed(error) => self.cx.hot.fail(error.to_string()),
-                        Outcome::Committed(_) => {}
-                        _ => self.cx.hot.forget(hot),
+                    // A stopped table serves its committed part only. Rows that did not land for now leave the hot view
+                    // on the polling thread, at the resync that reads them again (with everything after them).
+                    if let Outcome::Failed(error) = &outcome {
+                        self.cx.hot.fail(error.to_string());
                     }
                     let failed = matches!(outcome, Outcome::Failed(_));
                     // At shutdown the polling thread may already be gone; the outcome is then nobody's business.
@@ -186,16 +186,25 @@ impl CommitActor {
                     let result = self.reread(schema_id, &subject).await;
                     let _ = self.outcomes.send(Delivered { table: self.index, outcome: Outcome::Reread(result) });
                 }
-                Job::Progress { reply } => {
-                    let result = async {
-                        let table = self.cx.table_ref.load().await?;
-                        Ok(progress::recorded(table.metadata())?.progress)
+                Job::Refresh => {
+                    if let Err(e) = self.refresh().await {
+                        tracing::warn!(table = %self.cx.table_ref.table_name(), error = %e, "cannot refresh the table for readers");
                     }
-                    .await;
-                    let _ = reply.send(result);
+                }
+                Job::Progress { reply } => {
+                    let _ = reply.send(self.refresh().await);
                 }
             }
         }
+    }
+
+    /// Loads the table, hands it to the hot view (no flush is in flight: jobs run one at a time) and returns
+    /// the progress it records.
+    async fn refresh(&self) -> Result<Progress> {
+        let table = self.cx.table_ref.load().await?;
+        let recorded = progress::recorded(table.metadata())?.progress;
+        self.cx.hot.refresh(table, recorded.clone());
+        Ok(recorded)
     }
 
     async fn flush(&mut self, sealed: Sealed) -> Result<Outcome> {
@@ -204,13 +213,11 @@ impl CommitActor {
         match written.commit(&self.cx).await? {
             Landing::Committed(committed) => {
                 // Readers switch from the flush's hot rows to the new snapshot in one step.
-                let recorded = progress::recorded(committed.table.metadata()).map(|r| r.progress).unwrap_or_default();
                 self.cx.hot.committed(
                     committed.meta.hot,
                     committed.table.clone(),
                     committed.lsn,
-                    committed.shift,
-                    recorded,
+                    committed.progress.clone(),
                 );
                 let report = self.after_commit(&committed).await;
                 self.table = committed.table;
@@ -347,6 +354,10 @@ impl CommitActor {
         self.cx.append(Record::SchemaChange { schema_id: table.metadata().current_schema_id(), columns })?;
         tracing::info!(writer_schema_id = ?writer, change = %change.describe(), "changed the table schema");
         let schema = table.metadata().current_schema().clone();
+        // Readers see the new schema too (no flush is in flight: jobs run one at a time).
+        if let Ok(recorded) = progress::recorded(table.metadata()) {
+            self.cx.hot.refresh(table.clone(), recorded.progress);
+        }
         self.table = table;
         Ok(schema)
     }

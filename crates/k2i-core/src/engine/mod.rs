@@ -176,7 +176,7 @@ pub fn run(config: Config, options: IngestOptions, shutdown: Arc<AtomicBool>) ->
     // LSNs continue after the table's; rows are kept for readers only when the read-state RPC serves them.
     let hot =
         Arc::new(HotTable::new(table_ref.table_name(), progress::table_lsn(table.metadata()), config.rpc.enabled));
-    hot.start(table.clone(), progress::recorded(table.metadata())?.progress);
+    hot.refresh(table.clone(), progress::recorded(table.metadata())?.progress);
     let buffer =
         TableBuffer::new(format.clone(), table.metadata().current_schema().clone(), evolve, CHUNK_ROWS, hot.clone())?;
     let (jobs, queue) = mpsc::channel(JOB_QUEUE);

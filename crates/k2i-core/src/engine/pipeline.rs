@@ -102,8 +102,8 @@ pub struct TablePipeline {
     /// Flushes handed to the actor whose outcome is not back yet (at most one while running; the stop may
     /// hand over the pending flush and the rest of the buffer together).
     in_flight: usize,
-    /// The memory of each flush handed to the actor, oldest first (flushes end in order).
-    in_flight_bytes: std::collections::VecDeque<usize>,
+    /// The hot-view tag and the memory of each flush handed to the actor, oldest first (flushes end in order).
+    in_flight_bytes: std::collections::VecDeque<(u64, usize)>,
     pause: PauseReasons,
     /// Whether the consumer's partitions of this table are paused right now.
     paused: bool,
@@ -142,6 +142,8 @@ pub struct TablePipeline {
     dead_letters: Option<crate::dead_letter::DeadLetters>,
     /// The table's hot view (the buffer publishes to it; a resync or a failure clears it).
     hot: Arc<crate::buffer::hot::HotTable>,
+    /// Whether the read-state RPC serves the hot view.
+    reads: bool,
 }
 
 /// A table parked on a record's schema.
@@ -186,6 +188,7 @@ impl TablePipeline {
     ) -> Self {
         Self {
             hot,
+            reads: config.rpc.enabled,
             index,
             name,
             buffer,
@@ -219,7 +222,7 @@ impl TablePipeline {
     /// Seals what was decoded since the last publication, so readers of the hot view see it now (with the
     /// read-state RPC on, every few milliseconds).
     pub fn publish(&mut self) -> Result<()> {
-        if self.has_unpublished() { self.buffer.publish() } else { Ok(()) }
+        if self.has_unpublished() && self.failed.is_none() { self.buffer.publish() } else { Ok(()) }
     }
 
     /// Whether rows were decoded that readers of the hot view cannot see yet.
@@ -328,6 +331,7 @@ impl TablePipeline {
                 // Also after a gap: the next range starts at the table's progress and so covers the gap,
                 // which the flush records in its summary.
                 self.buffer.set_position(tp.clone(), next);
+                self.hot.start_partition(tp.clone(), next);
                 self.learn([(tp.clone(), next)]);
             }
             if let Some(gap) = start.gap {
@@ -346,13 +350,22 @@ impl TablePipeline {
         if let Err(e) = result {
             tracing::warn!(error = %e, paused = self.pause.any(), "cannot pause or resume newly assigned partitions");
         }
+        // The assignment read the table as it is now; readers' committed part catches up with it (until then the
+        // hot view holds back partitions that start beyond it). A full queue skips it: the next commit catches up.
+        if self.reads {
+            let _ = self.jobs.try_send(Job::Refresh);
+        }
     }
 
     /// Partitions taken away: their buffered rows and their part of the pending flush are dropped (the next
     /// owner re-reads them from the table's progress).
     pub fn revoke(&mut self, partitions: &[TopicPartition], ops: &Ops) -> Result<()> {
         if let Some(pending) = self.pending.take() {
+            let tag = pending.meta().hot;
             self.pending = pending.without(partitions)?;
+            if self.pending.is_none() {
+                self.hot.forget(tag);
+            }
         }
         if self.pending.is_none() && self.in_flight == 0 {
             self.waiting_since = None;
@@ -798,7 +811,7 @@ impl TablePipeline {
         // handed over (a resync, or all its partitions revoked): never stay paused for it. Also pause while the
         // buffer and the flush in flight together hold the whole cap (rows decode to more than their wire
         // size; the flush trigger is half the cap): memory stays near `max_size_mb`.
-        let held: usize = self.in_flight_bytes.iter().sum();
+        let held: usize = self.in_flight_bytes.iter().map(|(_, bytes)| bytes).sum();
         let over = held > 0 && self.buffer.bytes().saturating_add(held) >= self.policy.max_bytes.saturating_mul(2);
         let full = self.pending.is_some() || over;
         self.pause.set(PauseReason::BufferFull, full);
@@ -845,11 +858,11 @@ impl TablePipeline {
             return Ok(false);
         }
         let Some(sealed) = self.pending.take() else { return Ok(false) };
-        let bytes = sealed.bytes();
+        let held = (sealed.meta().hot, sealed.bytes());
         match self.jobs.try_send(Job::Flush(sealed)) {
             Ok(()) => {
                 self.in_flight += 1;
-                self.in_flight_bytes.push_back(bytes);
+                self.in_flight_bytes.push_back(held);
                 Ok(true)
             }
             Err(mpsc::error::TrySendError::Full(Job::Flush(sealed))) => {
@@ -888,10 +901,10 @@ impl TablePipeline {
         }
         let mut sent = 0;
         for sealed in self.pending.take().into_iter().chain(last) {
-            let bytes = sealed.bytes();
+            let held = (sealed.meta().hot, sealed.bytes());
             self.jobs.blocking_send(Job::Flush(sealed)).map_err(|_| actor::gone(&self.name))?;
             self.in_flight += 1;
-            self.in_flight_bytes.push_back(bytes);
+            self.in_flight_bytes.push_back(held);
             sent += 1;
         }
         Ok(sent)
@@ -931,7 +944,7 @@ impl TablePipeline {
             flush => flush,
         };
         self.in_flight = self.in_flight.saturating_sub(1);
-        self.in_flight_bytes.pop_front();
+        let tag = self.in_flight_bytes.pop_front().map(|(tag, _)| tag);
         if self.in_flight == 0 {
             self.in_flight_bytes.clear();
         }
@@ -960,11 +973,12 @@ impl TablePipeline {
                 ops.unlanded(Some(format!("table {}: {}", self.name, error.with_causes())));
                 self.unlanded = Some(error);
                 self.waiting_since = None;
-                self.resync(consumer, config, "a flush could not land", false)?
+                self.resync(consumer, config, "a flush could not land", false, tag)?
             }
             // While stopping nothing more is consumed: the next start resumes from the table anyway.
             Outcome::Fenced if self.stopping => {
                 self.pending = None;
+                self.hot.forget_from(tag);
             }
             Outcome::Fenced => {
                 self.waiting_since = None;
@@ -972,7 +986,7 @@ impl TablePipeline {
                 if self.unlanded.take().is_some() {
                     ops.unlanded(None);
                 }
-                self.resync(consumer, config, "a flush was fenced", true)?
+                self.resync(consumer, config, "a flush was fenced", true, tag)?
             }
             Outcome::Failed(error) => self.fail(error, consumer, ops),
             Outcome::Resolved { .. } | Outcome::Evolved(_) | Outcome::Reread(_) => {}
@@ -1006,10 +1020,20 @@ impl TablePipeline {
     /// unlanded flush, when the catalog or the store just failed every retry) from what this pipeline knows
     /// the table holds, without a network call that would fail too: if the unlanded attempt landed after all,
     /// the first flush of the records read again is fenced, and that resync asks the table.
-    fn resync(&mut self, consumer: &KafkaConsumer, config: &Config, why: &str, ask_table: bool) -> Result<()> {
+    /// Reads every owned partition again from the table's progress after flush `tag` did not land: it, the
+    /// flushes after it and the buffer leave the hot view (their rows come back with new LSNs).
+    fn resync(
+        &mut self,
+        consumer: &KafkaConsumer,
+        config: &Config,
+        why: &str,
+        ask_table: bool,
+        tag: Option<u64>,
+    ) -> Result<()> {
         let owned: Vec<TopicPartition> = self.assigned.iter().cloned().collect();
-        self.hot.forget_buffered(self.pending.take().map(|p| p.meta().hot));
+        let pending = self.pending.take().map(|p| p.meta().hot);
         let dropped = self.buffer.drop_partitions(&owned)?;
+        self.hot.forget_from(tag.into_iter().chain(pending).min());
         let recorded = if ask_table {
             let (reply, answer) = oneshot::channel();
             self.jobs.blocking_send(Job::Progress { reply }).map_err(|_| actor::gone(&self.name))?;
@@ -1021,6 +1045,7 @@ impl TablePipeline {
             let known = recorded.get(tp).copied();
             if let Some(next) = known {
                 self.buffer.set_position(tp.clone(), next);
+                self.hot.start_partition(tp.clone(), next);
             }
             // Never committed yet: back to the first offset this instance read (with `latest`, `End` would skip
             // what the fenced flush held). Nothing read yet: the consumer's position is still where the

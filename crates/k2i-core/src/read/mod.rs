@@ -31,17 +31,27 @@ use crate::error::{Error, ErrorKind, Result};
 
 use crate::ops::Ops;
 
-/// The running server; dropping it stops accepting and removes the socket file.
+/// The running server; dropping it stops accepting and removes the socket file (if it is still the one it
+/// created).
 pub struct ReadServer {
     path: PathBuf,
+    /// The socket file's (device, inode).
+    identity: (u64, u64),
     task: tokio::task::JoinHandle<()>,
 }
 
 impl Drop for ReadServer {
     fn drop(&mut self) {
         self.task.abort();
-        let _ = std::fs::remove_file(&self.path);
+        if identity(&self.path).is_some_and(|id| id == self.identity) {
+            let _ = std::fs::remove_file(&self.path);
+        }
     }
+}
+
+fn identity(path: &Path) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::symlink_metadata(path).ok().map(|m| (m.dev(), m.ino()))
 }
 
 struct Shared {
@@ -57,6 +67,7 @@ struct Shared {
 pub async fn start(config: &RpcConfig, tables: Vec<Arc<HotTable>>, ops: Arc<Ops>) -> Result<ReadServer> {
     let path = config.socket_path.clone();
     let listener = bind(&path)?;
+    let identity = identity(&path).unwrap_or_default();
     let shared = Arc::new(Shared {
         tables: tables.into_iter().map(|t| (t, scan::TableCache::default())).collect(),
         config: config.clone(),
@@ -78,7 +89,7 @@ pub async fn start(config: &RpcConfig, tables: Vec<Arc<HotTable>>, ops: Arc<Ops>
             }
         }
     });
-    Ok(ReadServer { path, task })
+    Ok(ReadServer { path, identity, task })
 }
 
 /// Binds the socket owner-only, replacing a stale socket file (one nobody listens on) but nothing else.
@@ -104,14 +115,20 @@ fn bind(path: &Path) -> Result<UnixListener> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => return Err(io("cannot inspect the socket path", e)),
     }
-    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-        std::fs::create_dir_all(parent).map_err(|e| io("cannot create the socket's directory", e))?;
-    }
-    let listener = UnixListener::bind(path).map_err(|e| io("cannot listen on the socket", e))?;
-    // Under the usual umask the socket is born without write permission for others (they cannot connect)
-    // and is owner-only from here on.
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+    let parent = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    std::fs::create_dir_all(parent).map_err(|e| io("cannot create the socket's directory", e))?;
+    // Bound inside a directory only the owner can enter, made owner-only there, then moved into place: nobody
+    // else can connect at any moment, whatever the umask.
+    let private = tempfile::Builder::new()
+        .prefix(".k2i-socket-")
+        .permissions(std::fs::Permissions::from_mode(0o700))
+        .tempdir_in(parent)
+        .map_err(|e| io("cannot create a private directory next to the socket", e))?;
+    let staged = private.path().join("k2i.sock");
+    let listener = UnixListener::bind(&staged).map_err(|e| io("cannot listen on the socket", e))?;
+    std::fs::set_permissions(&staged, std::fs::Permissions::from_mode(0o600))
         .map_err(|e| io("cannot make the socket owner-only", e))?;
+    std::fs::rename(&staged, path).map_err(|e| io("cannot move the socket into place", e))?;
     Ok(listener)
 }
 
@@ -119,7 +136,7 @@ fn bind(path: &Path) -> Result<UnixListener> {
 enum End {
     /// The client closed it (or it broke).
     Closed,
-    /// The framing is lost, a frame was too slow, or a scan outlived its TTL: an Error frame was sent.
+    /// The framing is lost or a frame was too slow (an Error frame was sent), or a scan outlived its TTL.
     Fatal,
 }
 
@@ -134,13 +151,13 @@ async fn serve(shared: Arc<Shared>, stream: UnixStream) {
             Ok(Some(frame)) => frame,
             Ok(None) => break,
             Err((code, message)) => {
-                let _ = reply_error(&shared, &mut writer, ErrorReply::new(code, message)).await;
+                let _ = reply_error(&shared, &mut writer, Refusal(code, message)).await;
                 break;
             }
         };
         let outcome = match Request::from_frame(&frame) {
             Ok(request) => handle(&shared, request, &mut writer, &mut mine).await,
-            Err(e) => reply_error(&shared, &mut writer, ErrorReply::new(e.code(), e.to_string())).await,
+            Err(e) => reply_error(&shared, &mut writer, Refusal(e.code(), e.to_string())).await,
         };
         if outcome.is_err() {
             break;
@@ -172,8 +189,12 @@ async fn next_frame<R: AsyncRead + Unpin>(
     let rest = async {
         reader.read_exact(&mut head[1..]).await.map_err(FrameError::Io)?;
         let header = Header::parse(&head, config.max_frame_bytes.get())?;
-        let mut payload = vec![0u8; header.length as usize];
-        reader.read_exact(&mut payload).await.map_err(FrameError::Io)?;
+        // The buffer grows as bytes arrive: a header announcing a large frame costs nothing by itself.
+        let mut payload = Vec::with_capacity((header.length as usize).min(64 * 1024));
+        reader.take(header.length.into()).read_to_end(&mut payload).await.map_err(FrameError::Io)?;
+        if payload.len() < header.length as usize {
+            return Err(FrameError::Truncated { expected: header.length as usize, got: payload.len() });
+        }
         k2i_rpc::frame::Frame::new(header.kind, payload)
     };
     let frame = match config.read_timeout_ms {
@@ -186,7 +207,7 @@ async fn next_frame<R: AsyncRead + Unpin>(
     match frame {
         Ok(frame) => Ok(Some(frame)),
         // The client went away inside a frame: nobody to answer.
-        Err(FrameError::Io(_)) => Ok(None),
+        Err(FrameError::Io(_) | FrameError::Truncated { .. }) => Ok(None),
         Err(e) => Err((frame_code(&e), e.to_string())),
     }
 }
@@ -215,21 +236,15 @@ async fn send<W: AsyncWrite + Unpin>(
 }
 
 /// Answers with an Error frame; ends the connection when the code says the framing is lost.
-async fn reply_error(shared: &Shared, writer: &mut Writer, reply: ErrorReply) -> std::result::Result<(), End> {
-    shared.ops.metrics.rpc_errors.with_label_values(&[reply.code.as_str()]).inc();
-    let closes = [
-        ErrorCode::BadMagic,
-        ErrorCode::UnsupportedVersion,
-        ErrorCode::UnsupportedCodec,
-        ErrorCode::UnknownKind,
-        ErrorCode::FrameTooLarge,
-        ErrorCode::Timeout,
-    ]
-    .iter()
-    .any(|c| c.as_str() == reply.code && c.closes_connection());
-    send(shared, writer, &Response::Error(reply)).await?;
-    if closes { Err(End::Fatal) } else { Ok(()) }
+async fn reply_error(shared: &Shared, writer: &mut Writer, reply: Refusal) -> std::result::Result<(), End> {
+    let Refusal(code, message) = reply;
+    shared.ops.metrics.rpc_errors.with_label_values(&[code.as_str()]).inc();
+    send(shared, writer, &Response::Error(ErrorReply::new(code, message))).await?;
+    if code.closes_connection() { Err(End::Fatal) } else { Ok(()) }
 }
+
+/// An Error frame to send: its code and message.
+pub struct Refusal(pub ErrorCode, pub String);
 
 async fn handle(
     shared: &Shared,
@@ -285,7 +300,7 @@ async fn handle(
             };
             mine.retain(|id| *id != end.scan_id);
             if !known {
-                let reply = ErrorReply::new(ErrorCode::UnknownScan, format!("scan {} is not open", end.scan_id));
+                let reply = Refusal(ErrorCode::UnknownScan, format!("scan {} is not open", end.scan_id));
                 return reply_error(shared, writer, reply).await;
             }
             Response::ScanEnded(ScanEnded { scan_id: end.scan_id })
@@ -294,22 +309,19 @@ async fn handle(
     send(shared, writer, &response).await
 }
 
-fn table<'a>(shared: &'a Shared, name: &str) -> std::result::Result<&'a (Arc<HotTable>, scan::TableCache), ErrorReply> {
+fn table<'a>(shared: &'a Shared, name: &str) -> std::result::Result<&'a (Arc<HotTable>, scan::TableCache), Refusal> {
     shared.tables.iter().find(|(hot, _)| hot.name() == name).ok_or_else(|| {
         let names: Vec<&str> = shared.tables.iter().map(|(hot, _)| hot.name()).collect();
-        ErrorReply::new(
-            ErrorCode::UnknownTable,
-            format!("no table `{name}` in this process (it serves: {})", names.join(", ")),
-        )
+        Refusal(ErrorCode::UnknownTable, format!("no table `{name}` in this process (it serves: {})", names.join(", ")))
     })
 }
 
 /// The table's cut at `max_lsn`: a bound below its committed part is `lsn_not_served`, a table not open yet
 /// `unavailable`.
-fn view(hot: &HotTable, max_lsn: Option<u64>) -> std::result::Result<crate::buffer::hot::View, ErrorReply> {
+fn view(hot: &HotTable, max_lsn: Option<u64>) -> std::result::Result<crate::buffer::hot::View, Refusal> {
     hot.view(max_lsn).map_err(|e| match e.kind() {
-        ErrorKind::Transient => ErrorReply::new(ErrorCode::Unavailable, e.to_string()),
-        _ => ErrorReply::new(ErrorCode::LsnNotServed, e.to_string()),
+        ErrorKind::Transient => Refusal(ErrorCode::Unavailable, e.to_string()),
+        _ => Refusal(ErrorCode::LsnNotServed, e.to_string()),
     })
 }
 
@@ -334,7 +346,7 @@ async fn scan(
         id
     };
     let Some(id) = opened else {
-        let reply = ErrorReply::new(
+        let reply = Refusal(
             ErrorCode::TooManyScans,
             format!("{} scans are open (rpc.max_concurrent_scans)", shared.config.max_concurrent_scans),
         );
@@ -363,6 +375,7 @@ async fn scan(
     metrics.rpc_scans.inc();
     metrics.rpc_hot_rows.set(hot_rows as i64);
     metrics.rpc_lsn_lag.set(state.view.lsn.saturating_sub(state.view.committed_lsn) as i64);
+    let files_listed = state.files.len();
     let header = ReadState {
         scan_id: id,
         table: request.table.clone(),
@@ -373,14 +386,28 @@ async fn scan(
         watermarks: scan::watermark_list(&state.watermarks),
         files: state.files,
         filter: state.filter,
+        delete_files: state.delete_files,
         hot_rows,
         hot_streams: state.streams.len() as u32,
         expires_in_ms: ttl.as_millis() as u64,
     };
     let max_frame = shared.config.max_frame_bytes.get();
+    let first = Response::ReadState(header).to_frame().map_err(|_| End::Fatal)?;
+    if first.payload().len() > max_frame as usize {
+        lock(&shared.scans).remove(&id);
+        mine.retain(|m| *m != id);
+        let message = format!(
+            "the read-state lists {} files, {} bytes, more than rpc.max_frame_bytes ({max_frame}); compact the table \
+             or raise rpc.max_frame_bytes",
+            files_listed,
+            first.payload().len()
+        );
+        return reply_error(shared, writer, Refusal(ErrorCode::Internal, message)).await;
+    }
     // The whole answer within the TTL: a reader too slow for that loses the connection, not k2i its memory.
     let streamed = tokio::time::timeout(ttl, async {
-        send(shared, writer, &Response::ReadState(header)).await?;
+        shared.ops.metrics.rpc_bytes_served.inc_by((HEADER_LEN + first.payload().len()) as u64);
+        write_frame(writer, &first).await.map_err(|_| End::Closed)?;
         let mut bytes = 0u64;
         for (schema_id, schema, batches) in &state.streams {
             let rows = batches.iter().map(|b| b.num_rows() as u64).sum();
@@ -389,15 +416,16 @@ async fn scan(
             for batch in batches {
                 for frame in encoder.push(batch).map_err(|_| End::Fatal)? {
                     bytes += frame.payload().len() as u64;
+                    metrics.rpc_bytes_served.inc_by((HEADER_LEN + frame.payload().len()) as u64);
                     write_frame(writer, &frame).await.map_err(|_| End::Closed)?;
                 }
             }
             for frame in encoder.finish().map_err(|_| End::Fatal)? {
                 bytes += frame.payload().len() as u64;
+                metrics.rpc_bytes_served.inc_by((HEADER_LEN + frame.payload().len()) as u64);
                 write_frame(writer, &frame).await.map_err(|_| End::Closed)?;
             }
         }
-        metrics.rpc_bytes_served.inc_by(bytes);
         metrics.rpc_hot_rows_served.inc_by(hot_rows);
         send(shared, writer, &Response::ScanComplete(ScanComplete { scan_id: id, rows: hot_rows, bytes })).await
     })

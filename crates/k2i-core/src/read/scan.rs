@@ -1,14 +1,16 @@
 //! One scan: a table's cut ([`View`]) turned into a read-state — the committed files, the effective row
 //! filter, the cut's watermarks, and the hot rows grouped by the schema they were decoded with.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
-use arrow_array::{ArrayRef, BooleanArray, RecordBatch, new_null_array};
+use arrow_array::{ArrayRef, RecordBatch, new_null_array};
 use arrow_schema::{Schema as ArrowSchema, SchemaRef};
 use iceberg::spec::TableMetadata;
 use iceberg::table::Table;
-use k2i_rpc::message::{DataFileRef, ErrorCode, ErrorReply, Filter, OffsetFrom, OffsetRangeRef, ScanBegin, Watermark};
+use k2i_rpc::message::{DataFileRef, ErrorCode, Filter, OffsetFrom, OffsetRangeRef, ScanBegin, Watermark};
+
+use super::Refusal;
 
 use crate::buffer::hot::{self, HotRows, View};
 use crate::error::{Error, ErrorKind, Result};
@@ -25,32 +27,51 @@ pub struct ReadState {
     pub watermarks: Progress,
     /// The committed files the reader must read (pruned by the filter).
     pub files: Vec<DataFileRef>,
+    /// Delete files in the snapshot (not listed).
+    pub delete_files: u64,
     /// The filter the reader applies to the files' rows (the hot rows have it applied).
     pub filter: Option<Filter>,
     /// Hot rows, one entry per run of one schema: (schema id, batches).
     pub streams: Vec<(i32, SchemaRef, Vec<RecordBatch>)>,
 }
 
-/// A table's file lists (one per snapshot, the last asked) and its recent cuts.
+/// How long listing a snapshot's files may take before a scan gives up (`unavailable`).
+const LISTING_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// A snapshot's files as a read-state lists them.
+#[derive(Debug, Default)]
+struct Listing {
+    files: Vec<DataFileRef>,
+    deletes: u64,
+}
+
+/// A table's file listing (of the last snapshot asked: scans of one process see one snapshot at a time) and its
+/// recent cuts.
 #[derive(Default)]
 pub struct TableCache {
-    files: tokio::sync::Mutex<Option<(i64, Arc<Vec<DataFileRef>>)>>,
+    files: tokio::sync::Mutex<Option<(i64, Arc<Listing>)>>,
     cuts: Mutex<BTreeMap<u64, Arc<Progress>>>,
 }
 
 impl TableCache {
-    /// The data files of the table's current snapshot, read once per snapshot.
-    async fn files(&self, table: &Table) -> Result<Arc<Vec<DataFileRef>>> {
-        let Some(snapshot) = table.metadata().current_snapshot_id() else { return Ok(Arc::new(Vec::new())) };
+    /// The files of the table's current snapshot, read once per snapshot (one scan reads, the others wait
+    /// for it), within [`LISTING_TIMEOUT`].
+    async fn files(&self, table: &Table) -> Result<Arc<Listing>> {
+        let Some(snapshot) = table.metadata().current_snapshot_id() else { return Ok(Arc::default()) };
         let mut cached = self.files.lock().await;
-        if let Some((id, files)) = cached.as_ref()
+        if let Some((id, listing)) = cached.as_ref()
             && *id == snapshot
         {
-            return Ok(files.clone());
+            return Ok(listing.clone());
         }
-        let files = Arc::new(data_files(table).await?);
-        *cached = Some((snapshot, files.clone()));
-        Ok(files)
+        let listing = tokio::time::timeout(LISTING_TIMEOUT, data_files(table)).await.map_err(|_| {
+            Error::new(ErrorKind::Transient, "listing the snapshot's files took too long")
+                .with("snapshot_id", snapshot)
+                .with("timeout_s", LISTING_TIMEOUT.as_secs())
+        })??;
+        let listing = Arc::new(listing);
+        *cached = Some((snapshot, listing.clone()));
+        Ok(listing)
     }
 
     fn remember(&self, lsn: u64, watermarks: &Progress) {
@@ -68,9 +89,9 @@ impl TableCache {
 
 /// An engine error as the client sees it: a bug or an I/O failure of the server (`unavailable` when it is
 /// transient: the store or catalog is down).
-fn internal(e: Error) -> ErrorReply {
+fn internal(e: Error) -> Refusal {
     let code = if e.is_retryable() { ErrorCode::Unavailable } else { ErrorCode::Internal };
-    ErrorReply::new(code, e.with_causes())
+    Refusal(code, e.with_causes())
 }
 
 /// Builds the read-state of `request` on `view`.
@@ -78,7 +99,7 @@ pub async fn read_state(
     view: View,
     request: &ScanBegin,
     cache: &TableCache,
-) -> std::result::Result<ReadState, ErrorReply> {
+) -> std::result::Result<ReadState, Refusal> {
     let watermarks = watermarks(&view).map_err(internal)?;
     cache.remember(view.lsn, &watermarks);
     let since = match request.since_lsn {
@@ -87,7 +108,7 @@ pub async fn read_state(
         Some(lsn) => {
             Some(cache.cut(lsn).map(|w| (*w).clone()).or_else(|| snapshot_cut(view.table.metadata(), lsn)).ok_or_else(
                 || {
-                    ErrorReply::new(
+                    Refusal(
                         ErrorCode::LsnNotServed,
                         format!(
                             "since_lsn {lsn} is neither a read-state this process served nor a k2i snapshot's LSN; \
@@ -99,14 +120,29 @@ pub async fn read_state(
         }
     };
     let filter = effective_filter(request.filter.clone(), since);
-    let all = cache.files(&view.table).await.map_err(internal)?;
-    let files = all.iter().filter(|f| may_hold_rows(f, filter.as_ref())).cloned().collect();
+    let listing = cache.files(&view.table).await.map_err(internal)?;
+    let files = match &filter {
+        Some(filter) => {
+            let bounds = Bounds::of(filter);
+            listing.files.iter().filter(|f| may_hold_rows(f, &bounds)).cloned().collect()
+        }
+        None => listing.files.clone(),
+    };
     let columns = request.columns.as_deref();
+    if let Some(columns) = columns {
+        let schema = view.table.metadata().current_schema();
+        let newest = view.hot.last().map(|rows| rows.batch.schema());
+        if let Some(unknown) = columns.iter().find(|c| {
+            schema.field_by_name(c).is_none() && newest.as_ref().is_none_or(|s| s.field_with_name(c).is_err())
+        }) {
+            return Err(Refusal(ErrorCode::InvalidRequest, format!("no column `{unknown}` in the table")));
+        }
+    }
     let streams = hot_streams(&view.hot, filter.as_ref(), columns).map_err(|e| match e.kind() {
-        ErrorKind::Config => ErrorReply::new(ErrorCode::InvalidRequest, e.to_string()),
+        ErrorKind::Config => Refusal(ErrorCode::InvalidRequest, e.to_string()),
         _ => internal(e),
     })?;
-    Ok(ReadState { view, watermarks, files, filter, streams })
+    Ok(ReadState { view, watermarks, files, delete_files: listing.deletes, filter, streams })
 }
 
 /// The next offset of every partition once every row of the cut is read: the committed progress, raised by
@@ -158,44 +194,32 @@ fn effective_filter(filter: Option<Filter>, since: Option<Progress>) -> Option<F
 
 /// Whether a committed file may hold rows the filter keeps. Files without offset ranges (written by
 /// another engine: a compaction) always may.
-fn may_hold_rows(file: &DataFileRef, filter: Option<&Filter>) -> bool {
-    let Some(filter) = filter else { return true };
-    let ranges: Vec<&OffsetRangeRef> = file.offset_ranges.iter().filter(|r| r.start < r.end).collect();
-    if file.offset_ranges.is_empty() {
-        return true;
-    }
-    ranges.iter().any(|r| {
-        let listed = filter
-            .partitions
-            .as_ref()
-            .is_none_or(|ps| ps.iter().any(|p| p.topic == r.topic && p.partition == r.partition));
-        let from = filter
-            .offsets_from
-            .as_ref()
-            .and_then(|os| os.iter().find(|o| o.topic == r.topic && o.partition == r.partition))
-            .map_or(i64::MIN, |o| o.offset);
-        listed && r.end > from
-    })
+fn may_hold_rows(file: &DataFileRef, bounds: &Bounds<'_>) -> bool {
+    file.offset_ranges.is_empty()
+        || file.offset_ranges.iter().any(|r| {
+            let key = (r.topic.as_str(), r.partition);
+            r.start < r.end
+                && bounds.partitions.as_ref().is_none_or(|ps| ps.contains(&key))
+                && r.end > bounds.from.get(&key).copied().unwrap_or(i64::MIN)
+        })
 }
 
-/// Whether the filter keeps each row of `batch`.
-pub fn keep(batch: &RecordBatch, filter: &Filter) -> Result<BooleanArray> {
-    let (topics, partitions, offsets) = hot::metadata_columns(batch)?;
-    Ok((0..batch.num_rows())
-        .map(|i| {
-            let (topic, partition) = (topics.value(i), partitions.value(i));
-            let listed = filter
+/// A filter as lookups.
+struct Bounds<'a> {
+    partitions: Option<HashSet<(&'a str, i32)>>,
+    from: HashMap<(&'a str, i32), i64>,
+}
+
+impl<'a> Bounds<'a> {
+    fn of(filter: &'a Filter) -> Self {
+        Self {
+            partitions: filter
                 .partitions
                 .as_ref()
-                .is_none_or(|ps| ps.iter().any(|p| p.topic == topic && p.partition == partition));
-            let from = filter
-                .offsets_from
-                .as_ref()
-                .and_then(|os| os.iter().find(|o| o.topic == topic && o.partition == partition))
-                .map_or(i64::MIN, |o| o.offset);
-            Some(listed && offsets.value(i) >= from)
-        })
-        .collect())
+                .map(|ps| ps.iter().map(|p| (p.topic.as_str(), p.partition)).collect()),
+            from: filter.offsets_from.iter().flatten().map(|o| ((o.topic.as_str(), o.partition), o.offset)).collect(),
+        }
+    }
 }
 
 /// The hot rows after the filter and the projection, grouped into runs of one schema.
@@ -209,7 +233,11 @@ fn hot_streams(
     let mut streams: Vec<(i32, SchemaRef, Vec<RecordBatch>)> = Vec::new();
     for rows in hot {
         let rows = match filter {
-            Some(filter) => hot::filter(rows, &keep(&rows.batch, filter)?)?,
+            Some(filter) => {
+                let keep = k2i_rpc::client::filter_mask(&rows.batch, filter)
+                    .map_err(|e| Error::new(ErrorKind::Internal, "cannot filter hot rows").source(e))?;
+                hot::filter(rows, &keep)?
+            }
             None => rows.clone(),
         };
         if rows.batch.num_rows() == 0 {
@@ -248,13 +276,14 @@ fn project(batch: &RecordBatch, columns: &[String], newest: &SchemaRef) -> Resul
         .map_err(|e| Error::new(ErrorKind::Internal, "cannot project hot rows").source(e))
 }
 
-/// The data files of the table's current snapshot as the read-state lists them.
-async fn data_files(table: &Table) -> Result<Vec<DataFileRef>> {
+/// The files of the table's current snapshot as the read-state lists them.
+async fn data_files(table: &Table) -> Result<Listing> {
     let metadata = table.metadata();
-    let mut out = Vec::new();
+    let mut out = Listing::default();
     for live in crate::recovery::live_files(table).await? {
         let file = &live.data_file;
         if file.content_type() != iceberg::spec::DataContentType::Data {
+            out.deletes += 1;
             continue;
         }
         let snapshot = live.snapshot_id.and_then(|id| metadata.snapshot_by_id(id));
@@ -274,7 +303,7 @@ async fn data_files(table: &Table) -> Result<Vec<DataFileRef>> {
                     .collect()
             })
             .unwrap_or_default();
-        out.push(DataFileRef {
+        out.files.push(DataFileRef {
             path: file.file_path().to_owned(),
             format: file.file_format().to_string().to_lowercase(),
             size: file.file_size_in_bytes(),
@@ -323,6 +352,7 @@ pub fn watermark_list(marks: &Progress) -> Vec<Watermark> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use k2i_rpc::message::PartitionRef;
 
     fn file(ranges: &[(i32, i64, i64)]) -> DataFileRef {
         DataFileRef {
@@ -352,11 +382,15 @@ mod tests {
     #[test]
     fn files_wholly_below_the_offsets_are_pruned_and_foreign_files_kept() {
         let filter = from(&[(0, 100), (1, 50)]);
-        assert!(!may_hold_rows(&file(&[(0, 0, 100), (1, 40, 50)]), Some(&filter)));
-        assert!(may_hold_rows(&file(&[(0, 0, 100), (1, 40, 51)]), Some(&filter)));
-        assert!(may_hold_rows(&file(&[(2, 0, 1)]), Some(&filter)), "a partition without a bound is not restricted");
-        assert!(may_hold_rows(&file(&[]), Some(&filter)), "a file another engine wrote has no ranges");
-        assert!(!may_hold_rows(&file(&[(0, 5, 5), (1, 0, 10)]), Some(&filter)), "empty ranges do not count");
+        let bounds = Bounds::of(&filter);
+        assert!(!may_hold_rows(&file(&[(0, 0, 100), (1, 40, 50)]), &bounds));
+        assert!(may_hold_rows(&file(&[(0, 0, 100), (1, 40, 51)]), &bounds));
+        assert!(may_hold_rows(&file(&[(2, 0, 1)]), &bounds), "a partition without a bound is not restricted");
+        assert!(may_hold_rows(&file(&[]), &bounds), "a file another engine wrote has no ranges");
+        assert!(!may_hold_rows(&file(&[(0, 5, 5), (1, 0, 10)]), &bounds), "empty ranges do not count");
+        let only =
+            Filter { partitions: Some(vec![PartitionRef { topic: "t".into(), partition: 3 }]), offsets_from: None };
+        assert!(!may_hold_rows(&file(&[(0, 0, 100)]), &Bounds::of(&only)), "a partition not listed");
     }
 
     #[test]
