@@ -171,6 +171,63 @@ async fn a_reader_sees_every_record_at_most_once_while_flushing_and_exactly_once
     assert!(restarted, "k2i was killed and started again");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_instances_of_one_group_each_serve_their_rows_once_and_both_see_the_whole_table_when_caught_up() {
+    let stack = stack();
+    let setup = Setup::new(stack, "rpc-two", 4).await;
+    let extra = format!("[buffer]\nflush_interval = \"300ms\"\n{}", common::fast_group(false));
+    let (config_path, _) = rpc_config(&setup, stack, "raw", &extra, "");
+    let table = format!("{}.events", setup.namespace);
+    let instance = |n: usize| {
+        let socket = setup.dir.path().join(format!("run/k2i-{n}.sock"));
+        let mut cmd = k2i();
+        cmd.args(["ingest", "--config"])
+            .arg(&config_path)
+            .env("K2I_RPC__SOCKET_PATH", &socket)
+            .env("K2I_TRANSACTION_LOG__LOG_DIR", setup.dir.path().join(format!("txlog-{n}")));
+        for var in ["K2I_MONITORING__HEALTH_PORT", "K2I_MONITORING__METRICS_PORT"] {
+            cmd.env(var, free_port().to_string());
+        }
+        let log = setup.dir.path().join(format!("ingest-{n}.log"));
+        let child = Running(common::spawn_logged(cmd, &log));
+        wait_for_socket(&socket, &log);
+        let mut config = k2i_core::config::load(&config_path).unwrap();
+        config.rpc.socket_path = socket;
+        (child, config, log)
+    };
+    let (_a, config_a, log_a) = instance(1);
+    let (_b, config_b, log_b) = instance(2);
+    const TOTAL: usize = 40_000;
+    let producer = {
+        let topic = setup.topic.clone();
+        tokio::spawn(async move {
+            for burst in 0..20 {
+                let records =
+                    (0..TOTAL / 20).map(|i| TestRecord::value(format!("b{burst}-{i}")).partition((i % 4) as i32));
+                stack.produce(&topic, records).await;
+                tokio::time::sleep(Duration::from_millis(150)).await;
+            }
+        })
+    };
+    let mut readers = [Reader::connect(&config_a).await.unwrap(), Reader::connect(&config_b).await.unwrap()];
+    let mut whole = [false, false];
+    let deadline = Instant::now() + Duration::from_secs(180);
+    while !(whole[0] && whole[1]) {
+        assert!(Instant::now() < deadline, "{}\n{}", common::read_log(&log_a), common::read_log(&log_b));
+        for (i, reader) in readers.iter_mut().enumerate() {
+            let fetched = reader.fetch(metadata_scan(&table)).await.unwrap();
+            // Each instance's read-state: every (partition, offset) at most once, none above its watermarks.
+            let seen = pairs(&fetched);
+            for w in &fetched.state.watermarks {
+                assert!(!seen.iter().any(|(p, o)| *p == w.partition && *o >= w.next_offset));
+            }
+            whole[i] = seen.len() == TOTAL;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    producer.await.unwrap();
+}
+
 #[tokio::test]
 async fn the_socket_is_owner_only_stale_sockets_are_replaced_and_other_files_refused() {
     let stack = stack();

@@ -141,6 +141,9 @@ pub struct CommitActor {
     pub format: crate::decode::Format,
     /// The Schema Registry, for registry formats.
     pub registry: Option<Arc<crate::decode::registry::RegistryClient>>,
+    /// With the read-state RPC on: how often an idle actor reloads the table for readers (other instances'
+    /// commits reach this instance's committed part at most this late).
+    pub refresh_every: Option<Duration>,
 }
 
 impl CommitActor {
@@ -149,7 +152,15 @@ impl CommitActor {
     pub async fn run(mut self, mut jobs: mpsc::Receiver<Job>) {
         // A panic must still deliver an outcome: the pipeline would otherwise wait for its flush forever.
         let _guard = PanicGuard { index: self.index, outcomes: self.outcomes.clone() };
-        while let Some(job) = jobs.recv().await {
+        loop {
+            let job = match self.refresh_every {
+                Some(every) => match tokio::time::timeout(every, jobs.recv()).await {
+                    Ok(job) => job,
+                    Err(_) => Some(Job::Refresh),
+                },
+                None => jobs.recv().await,
+            };
+            let Some(job) = job else { break };
             match job {
                 Job::Flush(sealed) => {
                     let outcome = match self.flush(sealed).await {
@@ -187,8 +198,9 @@ impl CommitActor {
                     let _ = self.outcomes.send(Delivered { table: self.index, outcome: Outcome::Reread(result) });
                 }
                 Job::Refresh => {
+                    // Readers keep the table they have; a catalog outage shows in the flushes, not here.
                     if let Err(e) = self.refresh().await {
-                        tracing::warn!(table = %self.cx.table_ref.table_name(), error = %e, "cannot refresh the table for readers");
+                        tracing::debug!(table = %self.cx.table_ref.table_name(), error = %e, "cannot refresh the table for readers");
                     }
                 }
                 Job::Progress { reply } => {

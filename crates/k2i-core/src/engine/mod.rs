@@ -57,6 +57,8 @@ const CHUNK_ROWS: usize = 8192;
 pub(crate) const METADATA_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long a revocation waits for the flushes in flight to land.
 const REVOKE_WAIT: Duration = Duration::from_secs(60);
+/// With the read-state RPC on: how often an idle table actor reloads the table for readers.
+const READ_REFRESH: Duration = Duration::from_secs(1);
 /// Jobs queued per table actor: the flush in flight, the one handed over at the stop, and control jobs.
 const JOB_QUEUE: usize = 4;
 
@@ -224,6 +226,7 @@ pub fn run(config: Config, options: IngestOptions, shutdown: Arc<AtomicBool>) ->
         last_schema_update: None,
         format,
         registry,
+        refresh_every: config.rpc.enabled.then_some(READ_REFRESH),
     };
     let actors = vec![runtime.spawn(actor.run(queue))];
     // Readers connect once the table's state is known (after recovery); the socket goes when this returns.
