@@ -359,6 +359,14 @@ async fn malformed_frames_get_typed_errors_and_the_server_survives_them() {
     // Still serving.
     let health = k2i_rpc::client::Client::connect(&socket).await.unwrap().health().await.unwrap();
     assert_eq!((health.protocol, health.max_frame_bytes, health.tables), (1, 4096, 1));
+    // A closed connection ends its scans; an empty table still has its columns.
+    drop(client);
+    let row = eventually("a query once the scans ended", Duration::from_secs(10), || {
+        let sql = "SELECT count(*) AS n, max(_kafka_offset) AS m FROM events";
+        let out = cli(&["query", "--format", "json"], &config, &[sql]);
+        serde_json::from_str::<serde_json::Value>(text(&out.stdout).lines().next()?).ok()
+    });
+    assert_eq!(row["n"], 0, "{row}");
 }
 
 #[tokio::test]

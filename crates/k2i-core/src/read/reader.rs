@@ -80,8 +80,28 @@ impl Reader {
         let committed_rows = committed.iter().map(|b| b.num_rows() as u64).sum();
         let hot: Vec<RecordBatch> = scan.hot.into_iter().flat_map(|part| part.batches).collect();
         let hot_rows = hot.iter().map(|b| b.num_rows() as u64).sum();
-        let (schema, batches) = unify(committed.into_iter().chain(hot).collect())?;
+        let (mut schema, batches) = unify(committed.into_iter().chain(hot).collect())?;
+        // No rows: the columns still come from the table's schema (an empty table can be queried).
+        if batches.is_empty() {
+            schema = self.table_schema(&request.table, request.columns.as_deref()).await?;
+        }
         Ok(Fetched { state: scan.state, schema, batches, committed_rows, hot_rows })
+    }
+
+    /// The table's current schema as the Arrow columns a read returns (`columns` only, when given).
+    async fn table_schema(&mut self, table: &str, columns: Option<&[String]>) -> Result<SchemaRef> {
+        let socket = self.config.rpc.socket_path.clone();
+        let reply = self.client.schema(table).await.map_err(|e| rpc(e, &socket))?;
+        let schema: iceberg::spec::Schema = serde_json::from_value(reply.schema)
+            .map_err(|e| Error::new(ErrorKind::Internal, "the server sent a schema that does not parse").source(e))?;
+        let arrow = iceberg::arrow::schema_to_arrow_schema(&schema)
+            .map_err(|e| Error::new(ErrorKind::Internal, "cannot convert the table schema to Arrow").source(e))?;
+        let fields = arrow
+            .fields()
+            .iter()
+            .filter(|f| columns.is_none_or(|cs| cs.iter().any(|c| c == f.name())))
+            .map(|f| Field::new(f.name(), f.data_type().clone(), true));
+        Ok(Arc::new(ArrowSchema::new(fields.collect::<Vec<_>>())))
     }
 
     /// The rows of the read-state's committed files, filtered by its row filter.
