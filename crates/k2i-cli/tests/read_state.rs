@@ -468,6 +468,21 @@ async fn k2i_read_and_query_show_committed_and_hot_rows_duckdb_the_committed_one
     let summary: serde_json::Value = serde_json::from_str(text(&out.stdout).trim()).unwrap();
     assert_eq!(summary["duplicates"], 0);
     assert!(summary["hot_rows"].as_u64().unwrap() > 0, "{summary}");
+
+    // Another engine deletes committed rows (pyiceberg rewrites the files): within a second the read-state's
+    // committed part is that snapshot (a full listing: it is no append).
+    let deleted = stack.python_json(&format!(
+        "import json\nfrom pyiceberg.catalog.sql import SqlCatalog\n\
+         catalog = SqlCatalog(\"k2i\", uri=\"sqlite:///{w}/catalog.db\", warehouse=\"file://{w}\")\n\
+         table = catalog.load_table(\"{ns}.events\")\ntable.delete(\"id < 10\")\n\
+         print(json.dumps({{\"operation\": str(table.refresh().current_snapshot().summary.operation)}}))",
+        w = setup.warehouse().display(),
+    ));
+    let operation = deleted["operation"].as_str().unwrap().to_lowercase();
+    assert!(operation.contains("overwrite") || operation.contains("delete"), "{deleted}");
+    eventually("the foreign delete in the read-state", Duration::from_secs(30), || {
+        (ids(&read(&["--format", "json"])) == (10..360).collect()).then_some(())
+    });
 }
 
 #[test]

@@ -39,7 +39,7 @@ pub struct ReadState {
 const LISTING_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// A snapshot's files as a read-state lists them.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 struct Listing {
     files: Vec<DataFileRef>,
     deletes: u64,
@@ -55,16 +55,35 @@ pub struct TableCache {
 
 impl TableCache {
     /// The files of the table's current snapshot, read once per snapshot (one scan reads, the others wait
-    /// for it), within [`LISTING_TIMEOUT`].
+    /// for it), within [`LISTING_TIMEOUT`]. An append on the snapshot listed before (every k2i commit) reads
+    /// only the manifests it added: the cost does not grow with the table's history.
     async fn files(&self, table: &Table) -> Result<Arc<Listing>> {
-        let Some(snapshot) = table.metadata().current_snapshot_id() else { return Ok(Arc::default()) };
+        let Some(current) = table.metadata().current_snapshot() else { return Ok(Arc::default()) };
+        let snapshot = current.snapshot_id();
         let mut cached = self.files.lock().await;
-        if let Some((id, listing)) = cached.as_ref()
-            && *id == snapshot
-        {
-            return Ok(listing.clone());
-        }
-        let listing = tokio::time::timeout(LISTING_TIMEOUT, data_files(table)).await.map_err(|_| {
+        let previous = match cached.as_ref() {
+            Some((id, listing)) if *id == snapshot => return Ok(listing.clone()),
+            Some((id, listing))
+                if current.parent_snapshot_id() == Some(*id)
+                    && current.summary().operation == iceberg::spec::Operation::Append =>
+            {
+                Some(listing.clone())
+            }
+            _ => None,
+        };
+        let listed = async {
+            match previous {
+                Some(previous) => {
+                    let added = data_files(table, Some(snapshot)).await?;
+                    let mut listing = (*previous).clone();
+                    listing.files.extend(added.files);
+                    listing.deletes += added.deletes;
+                    Ok(listing)
+                }
+                None => data_files(table, None).await,
+            }
+        };
+        let listing = tokio::time::timeout(LISTING_TIMEOUT, listed).await.map_err(|_| {
             Error::new(ErrorKind::Transient, "listing the snapshot's files took too long")
                 .with("snapshot_id", snapshot)
                 .with("timeout_s", LISTING_TIMEOUT.as_secs())
@@ -276,11 +295,14 @@ fn project(batch: &RecordBatch, columns: &[String], newest: &SchemaRef) -> Resul
         .map_err(|e| Error::new(ErrorKind::Internal, "cannot project hot rows").source(e))
 }
 
-/// The files of the table's current snapshot as the read-state lists them.
-async fn data_files(table: &Table) -> Result<Listing> {
+/// The files of the table's current snapshot as the read-state lists them; with `added_by`, only those that
+/// snapshot added (read from the manifests it added: a merged manifest also holds older files, left out).
+async fn data_files(table: &Table, added_by: Option<i64>) -> Result<Listing> {
     let metadata = table.metadata();
     let mut out = Listing::default();
-    for live in crate::recovery::live_files(table).await? {
+    let manifests = |m: &iceberg::spec::ManifestFile| added_by.is_none_or(|id| m.added_snapshot_id == id);
+    let live = crate::recovery::live_files_of(table, manifests).await?;
+    for live in live.into_iter().filter(|f| added_by.is_none_or(|id| f.snapshot_id == Some(id))) {
         let file = &live.data_file;
         if file.content_type() != iceberg::spec::DataContentType::Data {
             out.deletes += 1;

@@ -191,6 +191,14 @@ pub struct LiveFile {
 
 /// The files (data and delete files) the table's current snapshot references, in manifest order.
 pub async fn live_files(table: &Table) -> Result<Vec<LiveFile>> {
+    live_files_of(table, |_| true).await
+}
+
+/// The files of the current snapshot's manifests that `manifests` selects (by their manifest-list entry).
+pub async fn live_files_of(
+    table: &Table,
+    manifests: impl Fn(&iceberg::spec::ManifestFile) -> bool,
+) -> Result<Vec<LiveFile>> {
     let mut live = Vec::new();
     let Some(snapshot) = table.metadata().current_snapshot() else { return Ok(live) };
     let fail = |what: &str, e: iceberg::Error| Error::iceberg(what.to_owned(), e).with("table", table.identifier());
@@ -203,7 +211,7 @@ pub async fn live_files(table: &Table) -> Result<Vec<LiveFile>> {
         .map_err(|e| fail("cannot read the manifest list", e))?;
     let list = ManifestList::parse_with_version(&bytes, table.metadata().format_version())
         .map_err(|e| fail("cannot parse the manifest list", e))?;
-    for manifest_file in list.entries() {
+    for manifest_file in list.entries().iter().filter(|m| manifests(m)) {
         let manifest = manifest_file.load_manifest(io).await.map_err(|e| fail("cannot read a manifest", e))?;
         for entry in manifest.entries().iter().filter(|e| e.is_alive()) {
             live.push(LiveFile {
