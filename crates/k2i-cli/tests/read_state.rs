@@ -369,6 +369,62 @@ async fn malformed_frames_get_typed_errors_and_the_server_survives_them() {
     assert_eq!(row["n"], 0, "{row}");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reader_that_stops_reading_stalls_neither_ingestion_nor_other_readers_and_is_cut_off_after_the_ttl() {
+    let stack = stack();
+    let setup = Setup::new(stack, "rpc-slow", 2).await;
+    let extra = "[buffer]\nflush_interval = \"1h\"\nflush_batch_size = 1000000\n";
+    let (config, socket) = rpc_config(&setup, stack, "raw", extra, "scan_ttl_seconds = 3\nmax_frame_bytes = 65536");
+    let log = setup.dir.path().join("ingest.log");
+    let _k2i = Running(ingest(&config, &log));
+    wait_for_socket(&socket, &log);
+    let big =
+        |from: usize| (from..from + 20_000).map(|i| TestRecord::value(format!("{i:0>200}")).partition((i % 2) as i32));
+    stack.produce(&setup.topic, big(0)).await;
+    let table = format!("{}.events", setup.namespace);
+    let config = k2i_core::config::load(&config).unwrap();
+    let mut reader = Reader::connect(&config).await.unwrap();
+    wait_hot(&mut reader, &table, 20_000).await;
+    // A client asks for the whole read-state (4 MB) and reads nothing.
+    let mut stuck = std::os::unix::net::UnixStream::connect(&socket).unwrap();
+    let begin = format!("{{\"table\":\"{table}\"}}");
+    let mut frame = b"K2IR\x00\x01\x00\x04".to_vec();
+    frame.extend((begin.len() as u32).to_be_bytes());
+    frame.extend(begin.as_bytes());
+    stuck.write_all(&frame).unwrap();
+    let started = Instant::now();
+    // Ingestion goes on and other readers are served meanwhile.
+    stack.produce(&setup.topic, big(20_000)).await;
+    wait_hot(&mut reader, &table, 40_000).await;
+    assert!(started.elapsed() < Duration::from_secs(3), "served while the stuck scan was still open");
+    // After the TTL the server gives up on it: what it had sent ends, then the connection closes.
+    tokio::time::sleep(Duration::from_secs(4).saturating_sub(started.elapsed())).await;
+    stuck.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let mut sink = Vec::new();
+    let _ = stuck.read_to_end(&mut sink);
+    let waited = started.elapsed();
+    assert!(waited >= Duration::from_secs(3) && waited < Duration::from_secs(20), "closed after {waited:?}");
+    assert!(sink.len() < 20_000 * 200, "the stuck reader did not get the whole answer: {} bytes", sink.len());
+    assert_eq!(hot_rows(&mut reader, &table).await, 40_000, "still serving");
+}
+
+async fn hot_rows(reader: &mut Reader, table: &str) -> u64 {
+    reader.fetch(ScanBegin { table: table.to_owned(), ..ScanBegin::default() }).await.unwrap().hot_rows
+}
+
+/// Scans until the read-state has `rows` hot rows (30 s at most).
+async fn wait_hot(reader: &mut Reader, table: &str, rows: u64) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let got = hot_rows(reader, table).await;
+        if got == rows {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{got} hot rows, waiting for {rows}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 #[tokio::test]
 async fn k2i_read_and_query_show_committed_and_hot_rows_duckdb_the_committed_ones() {
     let stack = stack();

@@ -37,6 +37,10 @@ pub enum ClientError {
         /// The server's explanation.
         message: String,
     },
+    /// The server closed the connection before it answered (it restarted, or the connection was idle longer
+    /// than its `rpc.scan_ttl_seconds`); connect again.
+    #[error("the server closed the connection")]
+    Closed,
     /// The server sent a frame out of order, or counts that do not add up.
     #[error("server broke the protocol: {0}")]
     Protocol(String),
@@ -179,9 +183,7 @@ impl Client {
 
     /// The next response; an Error frame becomes [`ClientError::Server`].
     async fn receive(&mut self) -> Result<Response, ClientError> {
-        let frame = read_frame(&mut self.stream, self.max_frame_bytes)
-            .await?
-            .ok_or_else(|| ClientError::Protocol("the server closed the connection".to_owned()))?;
+        let frame = read_frame(&mut self.stream, self.max_frame_bytes).await?.ok_or(ClientError::Closed)?;
         match Response::from_frame(&frame)? {
             Response::Error(e) => Err(ClientError::Server { code: e.code, message: e.message }),
             response => Ok(response),
@@ -392,7 +394,7 @@ mod tests {
         let (mut client, _dir) = serve(vec![(Kind::Health, vec![complete(0)])]).await;
         assert!(matches!(client.health().await, Err(ClientError::Protocol(_))));
         let (mut client, _dir) = serve(vec![(Kind::ListTables, vec![])]).await;
-        assert!(matches!(client.tables().await, Err(ClientError::Protocol(_))), "a closed connection");
+        assert!(matches!(client.tables().await, Err(ClientError::Closed)), "a closed connection");
         let torn = Frame::new(Kind::HotStream, Bytes::from_static(b"{\"schema_id\":0}")).expect("small");
         let (mut client, _dir) =
             serve(vec![(Kind::ScanBegin, vec![frame(Response::ReadState(read_state(1, 1))), torn])]).await;

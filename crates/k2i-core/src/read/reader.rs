@@ -46,7 +46,7 @@ pub struct Reader {
 fn rpc(e: ClientError, socket: &std::path::Path) -> Error {
     let kind = match &e {
         ClientError::Server { code, .. } if code == "unknown_table" || code == "invalid_request" => ErrorKind::Config,
-        ClientError::Io(_) => ErrorKind::Transient,
+        ClientError::Io(_) | ClientError::Closed => ErrorKind::Transient,
         _ => ErrorKind::Io,
     };
     Error::new(kind, "the read-state RPC failed").with("socket", socket.display()).source(e)
@@ -68,10 +68,22 @@ impl Reader {
         Ok(Reader { config: config.clone(), client, table: None })
     }
 
-    /// Scans once: the read-state, its committed rows and its hot rows.
+    /// Scans once: the read-state, its committed rows and its hot rows. A connection the server closed
+    /// meanwhile (idle longer than `rpc.scan_ttl_seconds`, k2i restarted) is opened again once.
     pub async fn fetch(&mut self, request: ScanBegin) -> Result<Fetched> {
         let socket = self.config.rpc.socket_path.clone();
-        let scan = self.client.scan(request.clone()).await.map_err(|e| rpc(e, &socket))?;
+        let scan = match self.client.scan(request.clone()).await {
+            Err(
+                ClientError::Io(_)
+                | ClientError::Closed
+                | ClientError::Frame(k2i_rpc::frame::FrameError::Truncated { .. }),
+            ) => {
+                self.client = Self::connect(&self.config).await?.client;
+                self.client.scan(request.clone()).await
+            }
+            scan => scan,
+        }
+        .map_err(|e| rpc(e, &socket))?;
         let committed = self.committed(&scan.state, request.columns.as_deref()).await;
         // The scan ends whatever the files did (its TTL would end it anyway).
         let ended = self.client.end_scan(scan.state.scan_id).await.map_err(|e| rpc(e, &socket));
