@@ -254,7 +254,9 @@ impl Written {
             gaps: &meta.gaps,
             group: &cx.group,
             table_uuid: cx.table_uuid,
-            lsns: cx.hot.lsns(meta.hot),
+            // A flush whose rows left the hot view (the table stopped, or the stop dropped it after a fenced one)
+            // still gets LSNs of its own: as many above the base as it has rows.
+            lsns: cx.hot.lsns(meta.hot).or((meta.rows > 0).then_some((1, meta.rows as u64))),
         };
         let bases = Mutex::new(Vec::new());
         let on_attempt = |base: Option<i64>| {

@@ -55,6 +55,8 @@ pub struct HotRows {
     pub batch: RecordBatch,
     /// Each row's LSN.
     pub lsn: UInt64Array,
+    /// The lowest offset of each partition among the rows (so a cut checks a chunk, not its rows).
+    pub lowest: Arc<HashMap<TopicPartition, i64>>,
 }
 
 #[derive(Debug)]
@@ -157,6 +159,13 @@ impl HotTable {
     pub fn refresh(&self, table: Table, progress: Progress) {
         let lsn = crate::progress::table_lsn(table.metadata());
         let mut inner = self.lock();
+        // Not a table recreated under the same name (the commits stop on that), nor an older state of it.
+        if let Some(held) = &inner.table {
+            let (old, new) = (held.metadata(), table.metadata());
+            if old.uuid() != new.uuid() || new.last_sequence_number() < old.last_sequence_number() {
+                return;
+            }
+        }
         inner.raise(lsn);
         inner.table = Some(table);
         inner.progress = progress;
@@ -165,17 +174,22 @@ impl HotTable {
     /// Stamps a chunk the buffer sealed with the next LSNs (nothing, once the table stopped).
     pub fn publish(&self, chunk: &Chunk) {
         let rows = chunk.batch.num_rows() as u64;
+        if rows == 0 {
+            return;
+        }
+        let lowest = self.keep_rows.then(|| Arc::new(lowest_offsets(&chunk.batch)));
         let mut inner = self.lock();
-        if rows == 0 || inner.availability != Availability::Ready {
+        if inner.availability != Availability::Ready {
             return;
         }
         let first = inner.next_lsn;
         let last = first + rows - 1;
         inner.next_lsn = last + 1;
-        let rows = self.keep_rows.then(|| HotRows {
+        let rows = lowest.map(|lowest| HotRows {
             schema: chunk.schema.clone(),
             batch: chunk.batch.clone(),
             lsn: UInt64Array::from_iter_values(first..=last),
+            lowest,
         });
         inner.chunks.push_back(HotChunk { flush: None, first, last, moved: 0, rows });
     }
@@ -237,6 +251,14 @@ impl HotTable {
         let mut inner = self.lock();
         inner.chunks.retain(|c| c.flush != Some(flush));
         inner.raise(lsn);
+        // This instance's hot rows of a partition now continue from its committed end: a later table whose
+        // progress is below it (rolled back by another engine) holds them back instead of showing a gap.
+        let Inner { starts, .. } = &mut *inner;
+        for (tp, start) in starts.iter_mut() {
+            if let Some(next) = progress.get(tp) {
+                *start = (*start).max(*next);
+            }
+        }
         inner.table = Some(table);
         inner.progress = progress;
     }
@@ -296,6 +318,11 @@ impl HotTable {
             if !behind.is_empty() {
                 rows = without(rows, &behind)?;
             }
+            // Rows the committed part already holds (a flush that landed although its answer said otherwise,
+            // read again before the table showed it): never both.
+            if rows.lowest.iter().any(|(tp, low)| progress.get(tp).is_some_and(|next| low < next)) {
+                rows = above(rows, &progress)?;
+            }
             if rows.batch.num_rows() > 0 {
                 hot.push(rows);
             }
@@ -309,7 +336,41 @@ pub fn filter(rows: &HotRows, keep: &BooleanArray) -> Result<HotRows> {
     let internal = |e| Error::new(ErrorKind::Internal, "cannot filter hot rows").source(e);
     let batch = arrow_select::filter::filter_record_batch(&rows.batch, keep).map_err(internal)?;
     let lsn = arrow_select::filter::filter(&rows.lsn, keep).map_err(internal)?;
-    Ok(HotRows { schema: rows.schema.clone(), batch, lsn: lsn.as_primitive().clone() })
+    let lowest = Arc::new(lowest_offsets(&batch));
+    Ok(HotRows { schema: rows.schema.clone(), batch, lsn: lsn.as_primitive().clone(), lowest })
+}
+
+/// The rows at or above their partition's committed next offset.
+fn above(rows: HotRows, progress: &Progress) -> Result<HotRows> {
+    let (topics, partitions, offsets) = metadata_columns(&rows.batch)?;
+    let mut next: HashMap<(&str, i32), i64> = HashMap::new();
+    for (tp, offset) in progress {
+        next.insert((tp.topic.as_str(), tp.partition), *offset);
+    }
+    let keep: BooleanArray = (0..rows.batch.num_rows())
+        .map(|i| Some(next.get(&(topics.value(i), partitions.value(i))).is_none_or(|n| offsets.value(i) >= *n)))
+        .collect();
+    filter(&rows, &keep)
+}
+
+/// The lowest offset of each partition among a batch's rows.
+fn lowest_offsets(batch: &RecordBatch) -> HashMap<TopicPartition, i64> {
+    let mut lowest: HashMap<TopicPartition, i64> = HashMap::new();
+    let Ok((topics, partitions, offsets)) = metadata_columns(batch) else { return lowest };
+    let mut last: Option<(&str, i32)> = None;
+    for i in 0..batch.num_rows() {
+        let key = (topics.value(i), partitions.value(i));
+        let offset = offsets.value(i);
+        // Rows come in runs of one partition: look the map up once per run.
+        if last == Some(key) {
+            continue;
+        }
+        last = Some(key);
+        let tp = TopicPartition { topic: key.0.to_owned(), partition: key.1 };
+        let entry = lowest.entry(tp).or_insert(offset);
+        *entry = (*entry).min(offset);
+    }
+    lowest
 }
 
 fn without(rows: HotRows, revoked: &[TopicPartition]) -> Result<HotRows> {
@@ -444,8 +505,22 @@ mod tests {
         push(&mut buffer, 0, 1000..1002);
         push(&mut buffer, 1, 0..1);
         assert_eq!(rows(&hot.view(None).unwrap()), [(1, 0, 3)], "partition 1 was never recorded: no gap");
-        hot.refresh(table, Progress::from([(tp(0), 1000)]));
+        hot.refresh(table.clone(), Progress::from([(tp(0), 1000)]));
         assert_eq!(rows(&hot.view(None).unwrap()).len(), 3, "the table caught up: the rows show");
+
+        // The table shows rows that are hot here too (a flush that landed although its answer said otherwise,
+        // read again): the committed part wins.
+        hot.refresh(table.clone(), Progress::from([(tp(0), 1001)]));
+        assert_eq!(rows(&hot.view(None).unwrap()), [(0, 1001, 2), (1, 0, 3)]);
+
+        // This instance commits partition 0 up to 1002; another engine then rolls the table back to 1001:
+        // the rows after 1002 would sit above a gap, so they are held back.
+        let flush = buffer.take().unwrap().unwrap();
+        push(&mut buffer, 0, 1002..1003);
+        hot.committed(flush.hot, table.clone(), 3, Progress::from([(tp(0), 1002), (tp(1), 1)]));
+        assert_eq!(rows(&hot.view(None).unwrap()), [(0, 1002, 4)]);
+        hot.refresh(table, Progress::from([(tp(0), 1001), (tp(1), 1)]));
+        assert!(rows(&hot.view(None).unwrap()).is_empty(), "held back until the table records 1002 again");
     }
 
     #[tokio::test]

@@ -169,10 +169,11 @@ enum Decision {
 
 /// A commit found landed (its answer was lost) on `base`: the table is `base`, with whatever other writers
 /// committed since, so its LSN and progress are the base's.
-fn found_landed(base: &Table, snapshot_id: i64) -> Result<Committed> {
+fn found_landed(base: &Table, snapshot_id: i64) -> Committed {
     let metadata = base.metadata();
-    let progress = progress::recorded(metadata)?.progress;
-    Ok(Committed { snapshot_id, table: base.clone(), lsn: progress::table_lsn(metadata), progress })
+    // The commit is in: a progress that cannot be read now must not turn it into an error.
+    let progress = progress::recorded(metadata).map(|r| r.progress).unwrap_or_default();
+    Committed { snapshot_id, table: base.clone(), lsn: progress::table_lsn(metadata), progress }
 }
 
 fn decide(base: &Table, request: &CommitRequest<'_>, bases: &[Option<i64>]) -> Result<Decision> {
@@ -193,11 +194,11 @@ fn decide(base: &Table, request: &CommitRequest<'_>, bases: &[Option<i64>]) -> R
     match landed {
         Landed::Snapshot(snapshot_id) => {
             tracing::info!(commit_id = %request.commit_id, snapshot_id, "the commit had already landed");
-            return Ok(Decision::Landed(Box::new(found_landed(base, snapshot_id)?)));
+            return Ok(Decision::Landed(Box::new(found_landed(base, snapshot_id))));
         }
         Landed::Expired => {
             tracing::info!(commit_id = %request.commit_id, "the commit had already landed (its snapshot is expired)");
-            return Ok(Decision::Landed(Box::new(found_landed(base, -1)?)));
+            return Ok(Decision::Landed(Box::new(found_landed(base, -1))));
         }
         Landed::No => {}
     }

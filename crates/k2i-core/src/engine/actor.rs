@@ -144,7 +144,14 @@ pub struct CommitActor {
     /// With the read-state RPC on: how often an idle actor reloads the table for readers (other instances'
     /// commits reach this instance's committed part at most this late).
     pub refresh_every: Option<Duration>,
+    /// After a failed reader refresh: none before this.
+    pub refresh_paused_until: Option<Instant>,
 }
+
+/// How long one reader refresh may take.
+const REFRESH_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long reader refreshes pause after one failed.
+const REFRESH_BACKOFF: Duration = Duration::from_secs(10);
 
 impl CommitActor {
     /// Runs jobs until the queue closes or a flush fails (a failed table takes no more jobs: its queue is
@@ -197,15 +204,32 @@ impl CommitActor {
                     let result = self.reread(schema_id, &subject).await;
                     let _ = self.outcomes.send(Delivered { table: self.index, outcome: Outcome::Reread(result) });
                 }
-                Job::Refresh => {
-                    // Readers keep the table they have; a catalog outage shows in the flushes, not here.
-                    if let Err(e) = self.refresh().await {
-                        tracing::debug!(table = %self.cx.table_ref.table_name(), error = %e, "cannot refresh the table for readers");
-                    }
-                }
+                Job::Refresh => self.refresh_for_readers().await,
                 Job::Progress { reply } => {
                     let _ = reply.send(self.refresh().await);
                 }
+            }
+        }
+    }
+
+    /// One quick load of the table for readers (no retries: a catalog outage shows in the flushes, and the
+    /// actor must not sit in a retry loop while a flush waits); after a failure, idle refreshes pause a while.
+    async fn refresh_for_readers(&mut self) {
+        if self.refresh_paused_until.is_some_and(|until| Instant::now() < until) {
+            return;
+        }
+        let table_ref = &self.cx.table_ref;
+        let loaded = tokio::time::timeout(REFRESH_TIMEOUT, table_ref.catalog.load_table(&table_ref.ident)).await;
+        match loaded {
+            Ok(Ok(table)) => {
+                self.refresh_paused_until = None;
+                if let Ok(recorded) = progress::recorded(table.metadata()) {
+                    self.cx.hot.refresh(table, recorded.progress);
+                }
+            }
+            _ => {
+                tracing::debug!(table = %table_ref.table_name(), "cannot refresh the table for readers now");
+                self.refresh_paused_until = Some(Instant::now() + REFRESH_BACKOFF);
             }
         }
     }

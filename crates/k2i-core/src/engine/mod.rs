@@ -227,6 +227,7 @@ pub fn run(config: Config, options: IngestOptions, shutdown: Arc<AtomicBool>) ->
         format,
         registry,
         refresh_every: config.rpc.enabled.then_some(READ_REFRESH),
+        refresh_paused_until: None,
     };
     let actors = vec![runtime.spawn(actor.run(queue))];
     // Readers connect once the table's state is known (after recovery); the socket goes when this returns.

@@ -222,12 +222,12 @@ impl TablePipeline {
     /// Seals what was decoded since the last publication, so readers of the hot view see it now (with the
     /// read-state RPC on, every few milliseconds).
     pub fn publish(&mut self) -> Result<()> {
-        if self.has_unpublished() && self.failed.is_none() { self.buffer.publish() } else { Ok(()) }
+        if self.has_unpublished() { self.buffer.publish() } else { Ok(()) }
     }
 
     /// Whether rows were decoded that readers of the hot view cannot see yet.
     pub fn has_unpublished(&self) -> bool {
-        self.buffer.unpublished() > 0
+        self.failed.is_none() && self.buffer.unpublished() > 0
     }
 
     /// Sends dead letters through `dead_letters`.
@@ -1020,8 +1020,9 @@ impl TablePipeline {
     /// unlanded flush, when the catalog or the store just failed every retry) from what this pipeline knows
     /// the table holds, without a network call that would fail too: if the unlanded attempt landed after all,
     /// the first flush of the records read again is fenced, and that resync asks the table.
-    /// Reads every owned partition again from the table's progress after flush `tag` did not land: it, the
-    /// flushes after it and the buffer leave the hot view (their rows come back with new LSNs).
+    ///
+    /// Flush `tag`, the flushes after it and the buffer leave the hot view (their rows come back with new
+    /// LSNs).
     fn resync(
         &mut self,
         consumer: &KafkaConsumer,

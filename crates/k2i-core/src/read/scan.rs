@@ -45,11 +45,14 @@ struct Listing {
     deletes: u64,
 }
 
+/// A listing's table (its uuid) and snapshot.
+type SnapshotKey = (uuid::Uuid, i64);
+
 /// A table's file listing (of the last snapshot asked: scans of one process see one snapshot at a time) and its
 /// recent cuts.
 #[derive(Default)]
 pub struct TableCache {
-    files: tokio::sync::Mutex<Option<(i64, Arc<Listing>)>>,
+    files: tokio::sync::Mutex<Option<(SnapshotKey, Arc<Listing>)>>,
     cuts: Mutex<BTreeMap<u64, Arc<Progress>>>,
 }
 
@@ -60,37 +63,42 @@ impl TableCache {
     async fn files(&self, table: &Table) -> Result<Arc<Listing>> {
         let Some(current) = table.metadata().current_snapshot() else { return Ok(Arc::default()) };
         let snapshot = current.snapshot_id();
-        let mut cached = self.files.lock().await;
-        let previous = match cached.as_ref() {
-            Some((id, listing)) if *id == snapshot => return Ok(listing.clone()),
-            Some((id, listing))
-                if current.parent_snapshot_id() == Some(*id)
-                    && current.summary().operation == iceberg::spec::Operation::Append =>
-            {
-                Some(listing.clone())
-            }
-            _ => None,
-        };
+        let key = (table.metadata().uuid(), snapshot);
+        // The wait for another scan's listing counts against the same deadline.
         let listed = async {
-            match previous {
+            let mut cached = self.files.lock().await;
+            // An `append` operation is trusted from a real summary only (iceberg-rust reads a v1 snapshot without
+            // one as an append).
+            let append = current.summary().operation == iceberg::spec::Operation::Append
+                && (table.metadata().format_version() >= iceberg::spec::FormatVersion::V2
+                    || !current.summary().additional_properties.is_empty());
+            let previous = match cached.as_ref() {
+                Some((held, listing)) if *held == key => return Ok(listing.clone()),
+                Some(((uuid, id), listing))
+                    if *uuid == key.0 && current.parent_snapshot_id() == Some(*id) && append =>
+                {
+                    Some(listing.clone())
+                }
+                _ => None,
+            };
+            let listing = Arc::new(match previous {
                 Some(previous) => {
                     let added = data_files(table, Some(snapshot)).await?;
                     let mut listing = (*previous).clone();
                     listing.files.extend(added.files);
                     listing.deletes += added.deletes;
-                    Ok(listing)
+                    listing
                 }
-                None => data_files(table, None).await,
-            }
+                None => data_files(table, None).await?,
+            });
+            *cached = Some((key, listing.clone()));
+            Ok(listing)
         };
-        let listing = tokio::time::timeout(LISTING_TIMEOUT, listed).await.map_err(|_| {
+        tokio::time::timeout(LISTING_TIMEOUT, listed).await.map_err(|_| {
             Error::new(ErrorKind::Transient, "listing the snapshot's files took too long")
                 .with("snapshot_id", snapshot)
                 .with("timeout_s", LISTING_TIMEOUT.as_secs())
-        })??;
-        let listing = Arc::new(listing);
-        *cached = Some((snapshot, listing.clone()));
-        Ok(listing)
+        })?
     }
 
     fn remember(&self, lsn: u64, watermarks: &Progress) {
