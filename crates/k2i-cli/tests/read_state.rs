@@ -357,8 +357,14 @@ async fn malformed_frames_get_typed_errors_and_the_server_survives_them() {
     client.end_scan(first.state.scan_id).await.unwrap();
     client.scan(begin()).await.unwrap();
     // Still serving.
-    let health = k2i_rpc::client::Client::connect(&socket).await.unwrap().health().await.unwrap();
+    let mut other = k2i_rpc::client::Client::connect(&socket).await.unwrap();
+    let health = other.health().await.unwrap();
     assert_eq!((health.protocol, health.max_frame_bytes, health.tables), (1, 4096, 1));
+    let tables = other.tables().await.unwrap();
+    assert_eq!((tables[0].name.as_str(), tables[0].hot_rows), (table.as_str(), 0));
+    let schema = other.schema(&table).await.unwrap();
+    assert!(schema.schema.to_string().contains("_kafka_offset"), "{}", schema.schema);
+    drop(other);
     // A closed connection ends its scans; an empty table still has its columns.
     drop(client);
     let row = eventually("a query once the scans ended", Duration::from_secs(10), || {

@@ -275,6 +275,14 @@ impl HotTable {
         self.lock().next_lsn - 1
     }
 
+    /// What a table listing shows, without cutting a view: the LSN, the committed LSN, the table (for its
+    /// snapshot and schema) and the rows kept (before any hold-back).
+    pub fn summary(&self) -> (u64, u64, Option<Table>, u64) {
+        let inner = self.lock();
+        let rows = inner.chunks.iter().filter_map(|c| c.rows.as_ref()).map(|r| r.batch.num_rows() as u64).sum();
+        (inner.next_lsn - 1, inner.committed_lsn, inner.table.clone(), rows)
+    }
+
     /// The cut at `max_lsn` (the newest when `None`). A bound below the committed part cannot be cut.
     pub fn view(&self, max_lsn: Option<u64>) -> Result<View> {
         let inner = self.lock();

@@ -267,21 +267,23 @@ async fn handle(
             tables: shared
                 .tables
                 .iter()
-                .filter_map(|(hot, _)| {
-                    let view = hot.view(None).ok()?;
-                    Some(TableInfo {
+                .map(|(hot, _)| {
+                    let (lsn, committed_lsn, table, hot_rows) = hot.summary();
+                    TableInfo {
                         name: hot.name().to_owned(),
-                        lsn: view.lsn,
-                        committed_lsn: view.committed_lsn,
-                        snapshot_id: view.table.metadata().current_snapshot_id(),
-                        hot_rows: view.hot.iter().map(|r| r.batch.num_rows() as u64).sum(),
-                    })
+                        lsn,
+                        committed_lsn,
+                        snapshot_id: table.and_then(|t| t.metadata().current_snapshot_id()),
+                        hot_rows,
+                    }
                 })
                 .collect(),
         }),
-        Request::TableSchema(request) => match table(shared, &request.table).and_then(|(hot, _)| view(hot, None)) {
-            Ok(view) => {
-                let schema = view.table.metadata().current_schema();
+        Request::TableSchema(request) => match table(shared, &request.table).and_then(|(hot, _)| {
+            hot.summary().2.ok_or_else(|| Refusal(ErrorCode::Unavailable, "the table is not open yet".to_owned()))
+        }) {
+            Ok(table) => {
+                let schema = table.metadata().current_schema();
                 Response::Schema(SchemaReply {
                     table: request.table,
                     schema_id: schema.schema_id(),
