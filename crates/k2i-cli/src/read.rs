@@ -10,7 +10,7 @@ use arrow_array::{Array, RecordBatch};
 use arrow_schema::SchemaRef;
 use datafusion::catalog::SchemaProvider;
 use k2i_core::config::Config;
-use k2i_core::read::reader::{Fetched, Reader};
+use k2i_core::read::reader::{Fetched, Reader, align};
 use k2i_rpc::message::{Filter, OffsetFrom, ScanBegin};
 
 use crate::Failure;
@@ -195,7 +195,7 @@ impl Printer {
                 self.columns = Some(schema.clone());
             }
             let Some(columns) = self.columns.clone() else { return Ok(()) };
-            taken = taken.iter().map(|b| align(b, &columns)).collect::<anyhow::Result<_>>()?;
+            taken = taken.iter().map(|b| align(b, &columns)).collect::<Result<_, _>>()?;
         }
         let mut stdout = std::io::stdout().lock();
         match self.format {
@@ -244,21 +244,6 @@ impl Printer {
         }
         Ok(())
     }
-}
-
-/// `batch` with exactly `columns` (by name; a missing one reads null, a column of another type is cast).
-fn align(batch: &RecordBatch, columns: &SchemaRef) -> anyhow::Result<RecordBatch> {
-    let arrays = columns
-        .fields()
-        .iter()
-        .map(|field| match batch.column_by_name(field.name()) {
-            Some(column) if column.data_type() == field.data_type() => Ok(column.clone()),
-            Some(column) => Ok(arrow_cast::cast(column, field.data_type())?),
-            None => Ok(arrow_array::new_null_array(field.data_type(), batch.num_rows())),
-        })
-        .collect::<anyhow::Result<Vec<_>>>()?;
-    let options = arrow_array::RecordBatchOptions::new().with_row_count(Some(batch.num_rows()));
-    Ok(RecordBatch::try_new_with_options(columns.clone(), arrays, &options)?)
 }
 
 /// One CSV line per row, each value as Arrow displays it (binary as hex, nested values as text).

@@ -197,21 +197,23 @@ pub fn unify(batches: Vec<RecordBatch>) -> Result<(SchemaRef, Vec<RecordBatch>)>
         }
     }
     let schema = Arc::new(ArrowSchema::new(fields));
+    let batches = batches.iter().map(|batch| align(batch, &schema)).collect::<Result<_>>()?;
+    Ok((schema, batches))
+}
+
+/// `batch` with exactly the columns of `schema`, by name: a missing one reads null, one of another type is cast.
+pub fn align(batch: &RecordBatch, schema: &SchemaRef) -> Result<RecordBatch> {
     let internal = |e| Error::new(ErrorKind::Internal, "cannot align the rows to one schema").source(e);
-    let mut out = Vec::with_capacity(batches.len());
-    for batch in batches {
-        let mut columns: Vec<ArrayRef> = Vec::with_capacity(schema.fields().len());
-        for field in schema.fields() {
-            columns.push(match batch.column_by_name(field.name()) {
-                Some(column) if column.data_type() == field.data_type() => column.clone(),
-                Some(column) => arrow_cast::cast(column, field.data_type()).map_err(internal)?,
-                None => new_null_array(field.data_type(), batch.num_rows()),
-            });
-        }
-        let options = arrow_array::RecordBatchOptions::new().with_row_count(Some(batch.num_rows()));
-        out.push(RecordBatch::try_new_with_options(schema.clone(), columns, &options).map_err(internal)?);
+    let mut columns: Vec<ArrayRef> = Vec::with_capacity(schema.fields().len());
+    for field in schema.fields() {
+        columns.push(match batch.column_by_name(field.name()) {
+            Some(column) if column.data_type() == field.data_type() => column.clone(),
+            Some(column) => arrow_cast::cast(column, field.data_type()).map_err(internal)?,
+            None => new_null_array(field.data_type(), batch.num_rows()),
+        });
     }
-    Ok((schema, out))
+    let options = arrow_array::RecordBatchOptions::new().with_row_count(Some(batch.num_rows()));
+    RecordBatch::try_new_with_options(schema.clone(), columns, &options).map_err(internal)
 }
 
 #[cfg(test)]
