@@ -213,7 +213,7 @@ impl TableBuffer {
 
     /// Forgets the Protobuf decoder's plans (an operator's retry of a paused schema).
     pub fn forget_plans(&mut self) {
-        if let Decoder::Protobuf(decoder) = &mut self.decoder {
+        if let Decoder::Registry(decoder) = &mut self.decoder {
             decoder.forget_plans();
         }
     }

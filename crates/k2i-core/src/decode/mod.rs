@@ -6,9 +6,13 @@
 //! an intermediate conversion. Records that need new columns are reported as [`Outcome::NeedsColumns`]
 //! and not consumed: the caller evolves the table and retries them with a decoder for the new schema.
 
+pub mod columns;
 pub mod framing;
 pub mod protobuf;
+pub mod registered;
 pub mod registry;
+
+pub use registered::{Compiled, RegistryContext, RegistryDecoder, RegistryKind, Schemas, compile};
 
 use std::sync::Arc;
 
@@ -29,8 +33,9 @@ pub enum Format {
     Raw,
     /// JSON objects.
     Json,
-    /// Confluent-framed Protobuf; the compiled schemas are shared by the table's decoders.
-    Protobuf(Arc<ProtobufContext>),
+    /// A registry format (Confluent-framed Protobuf, Avro, JSON Schema); the compiled schemas are shared by
+    /// the table's decoders.
+    Registry(Arc<RegistryContext>),
 }
 
 impl Format {
@@ -39,23 +44,17 @@ impl Format {
         match kind {
             FormatType::Raw => Ok(Self::Raw),
             FormatType::Json => Ok(Self::Json),
-            FormatType::Protobuf => Ok(Self::Protobuf(Arc::new(ProtobufContext {
-                schemas: protobuf::Schemas::default(),
-                options: protobuf.clone(),
-            }))),
-            other => Err(Error::new(ErrorKind::Config, "this payload format is not built yet")
-                .with("format", format!("{other:?}"))),
+            other => match RegistryKind::of(other) {
+                Some(kind) => Ok(Self::Registry(Arc::new(RegistryContext {
+                    kind,
+                    schemas: Schemas::default(),
+                    protobuf: protobuf.clone(),
+                }))),
+                None => Err(Error::new(ErrorKind::Config, "this payload format is not built yet")
+                    .with("format", format!("{other:?}"))),
+            },
         }
     }
-}
-
-/// What the Protobuf decoders of one table share.
-#[derive(Debug)]
-pub struct ProtobufContext {
-    /// Compiled registry schemas by id.
-    pub schemas: protobuf::Schemas,
-    /// Column mapping options.
-    pub options: ProtobufOptions,
 }
 
 /// What happened to one record.
@@ -102,8 +101,8 @@ pub enum Decoder {
     },
     /// JSON objects into the payload columns.
     Json(JsonDecoder),
-    /// Confluent-framed Protobuf into the payload columns.
-    Protobuf(ProtobufDecoder),
+    /// A registry format into the payload columns.
+    Registry(RegistryDecoder),
 }
 
 /// The JSON decoder.
@@ -124,8 +123,8 @@ impl Decoder {
     ) -> Result<Self> {
         match format {
             Format::Raw => Ok(Self::Raw { values: LargeBinaryBuilder::new() }),
-            Format::Protobuf(cx) => {
-                Ok(Self::Protobuf(ProtobufDecoder::new(cx.clone(), table_schema, &payload_arrow, evolve)?))
+            Format::Registry(cx) => {
+                Ok(Self::Registry(RegistryDecoder::new(cx.clone(), table_schema, &payload_arrow, evolve)?))
             }
             Format::Json => {
                 let fields = table_schema
@@ -153,7 +152,7 @@ impl Decoder {
                 Ok(Outcome::Appended)
             }
             Self::Json(json) => json.append(value),
-            Self::Protobuf(decoder) => Ok(decoder.append(value)),
+            Self::Registry(decoder) => Ok(decoder.append(value)),
         }
     }
 
@@ -161,10 +160,10 @@ impl Decoder {
     pub fn finish(&mut self, payload_arrow: &ArrowSchema) -> Result<Vec<ArrayRef>> {
         match self {
             Self::Raw { values } => Ok(vec![Arc::new(values.finish()) as ArrayRef]),
-            Self::Protobuf(decoder) => decoder
+            Self::Registry(decoder) => decoder
                 .rows
                 .finish()
-                .map_err(|e| Error::new(ErrorKind::Internal, "cannot build the Protobuf columns").source(e)),
+                .map_err(|e| Error::new(ErrorKind::Internal, "cannot build the decoded columns").source(e)),
             Self::Json(json) => {
                 let batch = json
                     .inner
@@ -228,128 +227,4 @@ fn invalid(kind: &'static str, reason: String) -> Outcome {
 
 fn conflict_message(conflict: &Conflict) -> String {
     format!("the value does not fit the table schema: {conflict}")
-}
-
-/// The Protobuf decoder of one table schema: a plan per (schema id, message) the table fits.
-pub struct ProtobufDecoder {
-    cx: Arc<ProtobufContext>,
-    payload: StructType,
-    fields: arrow_schema::Fields,
-    evolve: bool,
-    rows: protobuf::wire::Rows,
-    /// (schema id, encoded message indexes) → what records of it get; few entries, scanned linearly.
-    plans: Vec<(u32, Box<[u8]>, Plan)>,
-    last: usize,
-}
-
-enum Plan {
-    Ready(protobuf::wire::MessagePlan),
-    Change(Change),
-    Breaking { reason: String, message: String },
-    Invalid(String),
-}
-
-impl ProtobufDecoder {
-    fn new(cx: Arc<ProtobufContext>, table_schema: &Schema, payload_arrow: &ArrowSchema, evolve: bool) -> Result<Self> {
-        let payload = StructType::new(
-            table_schema
-                .as_struct()
-                .fields()
-                .iter()
-                .filter(|f| !METADATA_COLUMNS.contains(&f.name.as_str()))
-                .cloned()
-                .collect(),
-        );
-        let fields = payload_arrow.fields().clone();
-        let rows = protobuf::wire::Rows::new(&fields).map_err(|e| {
-            Error::new(ErrorKind::Config, "the table has a column type the Protobuf decoder cannot write")
-                .with("type", &e.0)
-        })?;
-        Ok(Self { cx, payload, fields, evolve, rows, plans: Vec::new(), last: 0 })
-    }
-
-    fn append(&mut self, value: Option<&[u8]>) -> Outcome {
-        let Some(bytes) = value else {
-            return invalid("tombstone", "the value is null (a tombstone), not a Protobuf message".to_owned());
-        };
-        let frame = match framing::split_protobuf(bytes) {
-            Ok(frame) => frame,
-            Err(e) => return invalid("bad_frame", e.to_string()),
-        };
-        let key = frame.indexes.encoded();
-        let found = match self.plans.get(self.last) {
-            Some((id, k, _)) if *id == frame.schema_id && same_bytes(k, key) => Some(self.last),
-            _ => self.plans.iter().position(|(id, k, _)| *id == frame.schema_id && same_bytes(k, key)),
-        };
-        let index = match found {
-            Some(i) => i,
-            None => {
-                let plan = match self.cx.schemas.get(frame.schema_id) {
-                    None => return Outcome::NeedsSchema(frame.schema_id),
-                    Some(Err(reason)) => Plan::Invalid(reason),
-                    Some(Ok(compiled)) => self.plan(&compiled, frame.indexes),
-                };
-                self.plans.push((frame.schema_id, key.into(), plan));
-                self.plans.len() - 1
-            }
-        };
-        self.last = index;
-        match &self.plans[index].2 {
-            Plan::Ready(plan) => match self.rows.append(plan, frame.payload) {
-                Ok(()) => Outcome::Appended,
-                Err(e) => invalid("protobuf_decode", format!("schema id {}: {e}", frame.schema_id)),
-            },
-            Plan::Change(change) => Outcome::NeedsChange { schema_id: frame.schema_id, change: change.clone() },
-            Plan::Breaking { reason, message } => {
-                Outcome::Breaking { schema_id: frame.schema_id, reason: reason.clone(), message: message.clone() }
-            }
-            Plan::Invalid(reason) => invalid("undecodable_schema", reason.clone()),
-        }
-    }
-
-    fn plan(&self, compiled: &protobuf::Compiled, indexes: framing::MessageIndexes<'_>) -> Plan {
-        let mut message = match compiled.select(indexes.iter()) {
-            Ok(message) => message,
-            Err(reason) => return Plan::Invalid(reason),
-        };
-        // An operator's retry may have pointed this id at the subject's latest schema.
-        if let Some(reader) = self.cx.schemas.reader(compiled.id)
-            && let Some(m) = reader.message(message.full_name())
-        {
-            message = m;
-        }
-        let name = message.full_name().to_owned();
-        let breaking = |reason: String| Plan::Breaking { reason, message: name.clone() };
-        let wanted = protobuf::message_type(&message, &self.cx.options);
-        let change = schema::evolve::diff(&self.payload, &wanted);
-        if !change.breaking.is_empty() {
-            return breaking(format!("message {name}: {}", change.breaking.join("; ")));
-        }
-        if !change.is_empty() {
-            if !self.evolve {
-                return breaking(format!(
-                    "message {name} needs a table change ({}) and schema_evolution.mode = \"none\"",
-                    change.describe()
-                ));
-            }
-            return Plan::Change(change);
-        }
-        match protobuf::wire::MessagePlan::build(&message, &self.fields, &self.cx.options) {
-            Ok(plan) => Plan::Ready(plan),
-            Err(e) => breaking(format!("message {name}: {e}")),
-        }
-    }
-
-    /// Forgets every plan (an operator's retry: check each schema against the table again).
-    pub fn forget_plans(&mut self) {
-        self.plans.clear();
-        self.last = 0;
-    }
-}
-
-/// Equality of two short byte strings (message-index arrays are a few bytes, usually none) without a call
-/// into `memcmp` per record.
-#[inline]
-fn same_bytes(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x == y)
 }

@@ -333,9 +333,9 @@ impl CommitActor {
 }
 
 impl CommitActor {
-    fn protobuf(&self) -> Result<(&Arc<crate::decode::ProtobufContext>, &crate::decode::registry::RegistryClient)> {
+    fn registry(&self) -> Result<(&Arc<crate::decode::RegistryContext>, &crate::decode::registry::RegistryClient)> {
         match (&self.format, &self.registry) {
-            (crate::decode::Format::Protobuf(cx), Some(registry)) => Ok((cx, registry)),
+            (crate::decode::Format::Registry(cx), Some(registry)) => Ok((cx, registry)),
             _ => {
                 Err(Error::new(crate::error::ErrorKind::Internal, "a schema job for a table without a registry format"))
             }
@@ -345,9 +345,9 @@ impl CommitActor {
     /// Fetches and compiles a schema. A schema the registry does not have, or that does not compile, is
     /// marked invalid (its records go to the error policy); an unreachable registry is an error (retried).
     async fn resolve(&self, schema_id: u32) -> Result<()> {
-        let (cx, registry) = self.protobuf()?;
+        let (cx, registry) = self.registry()?;
         let compiled = match registry.schema_by_id(schema_id).await {
-            Ok(schema) => crate::decode::protobuf::compile(&schema),
+            Ok(schema) => crate::decode::compile(cx.kind, &schema),
             Err(e) => Err(e),
         };
         match compiled {
@@ -400,12 +400,12 @@ impl CommitActor {
 
     /// The subject's latest schema as the reader of a paused schema id, if it is another schema.
     async fn reread(&self, schema_id: u32, subject: &str) -> Result<Option<u32>> {
-        let (cx, registry) = self.protobuf()?;
+        let (cx, registry) = self.registry()?;
         let latest = registry.latest(subject).await?;
         if latest.id == schema_id {
             return Ok(None);
         }
-        let compiled = crate::decode::protobuf::compile(&latest)?;
+        let compiled = crate::decode::compile(cx.kind, &latest)?;
         tracing::info!(
             schema_id,
             reader = latest.id,

@@ -277,7 +277,7 @@ async fn initial_schema(
     format: &Format,
     registry: Option<&RegistryClient>,
 ) -> Result<iceberg::spec::Schema> {
-    let (Format::Protobuf(cx), Some(registry)) = (format, registry) else { return schema::initial_schema(config) };
+    let (Format::Registry(cx), Some(registry)) = (format, registry) else { return schema::initial_schema(config) };
     let strategy = config.kafka.format.registry.as_ref().map(|r| r.subject_name_strategy).unwrap_or_default();
     let topics = config.kafka.topic_list();
     let topic = topics.first().copied().unwrap_or_default();
@@ -287,25 +287,9 @@ async fn initial_schema(
         e.with("subject", &subject)
             .with("hint", "the table is created from the subject's latest schema: register it first")
     })?;
-    let compiled = Arc::new(crate::decode::protobuf::compile(&latest)?);
-    let message = match message_name {
-        Some(name) => compiled.message(name).ok_or_else(|| {
-            Error::new(ErrorKind::Config, "the subject's latest schema has no such message")
-                .with("key", "kafka.format.message_name")
-                .with("message", name)
-                .with("subject", &subject)
-        })?,
-        None => compiled.first().ok_or_else(|| {
-            Error::new(ErrorKind::Config, "the subject's latest schema defines no message").with("subject", &subject)
-        })?,
-    };
-    tracing::info!(
-        subject,
-        schema_id = latest.id,
-        message = message.full_name(),
-        "creating the table from the subject's latest schema"
-    );
-    let payload = crate::decode::protobuf::message_type(&message, &cx.options);
+    let compiled = Arc::new(crate::decode::compile(cx.kind, &latest).map_err(|e| e.with("subject", &subject))?);
+    let (message, payload) = compiled.root(message_name, cx).map_err(|e| e.with("subject", &subject))?;
+    tracing::info!(subject, schema_id = latest.id, message, "creating the table from the subject's latest schema");
     cx.schemas.insert(compiled.clone());
     schema::initial_schema_with(config, &payload)
 }

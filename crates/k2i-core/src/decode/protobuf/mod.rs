@@ -17,7 +17,6 @@
 pub mod wire;
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
 
 use iceberg::spec::{ListType, MapType, NestedField, NestedFieldRef, PrimitiveType, StructType, Type};
 use prost_reflect::{Cardinality, DescriptorPool, FieldDescriptor, FileDescriptor, Kind, MessageDescriptor};
@@ -121,52 +120,6 @@ impl Compiled {
     /// The first message of the schema's file.
     pub fn first(&self) -> Option<MessageDescriptor> {
         self.file.messages().next()
-    }
-}
-
-/// Compiled schemas by id, shared by a table's decoders (a schema change builds a new decoder, the schemas
-/// stay). Filled by the table's commit actor, read by the polling thread when a decoder meets an id it has
-/// no plan for (not per record).
-#[derive(Debug, Default)]
-pub struct Schemas {
-    inner: Mutex<Known>,
-}
-
-#[derive(Debug, Default)]
-struct Known {
-    by_id: HashMap<u32, std::result::Result<Arc<Compiled>, String>>,
-    /// Reader schemas for writer ids an operator's retry pointed at the subject's latest version.
-    readers: HashMap<u32, Arc<Compiled>>,
-}
-
-impl Schemas {
-    /// A schema by id: compiled, invalid (why), or not known yet (`None`).
-    pub fn get(&self, id: u32) -> Option<std::result::Result<Arc<Compiled>, String>> {
-        self.lock().by_id.get(&id).cloned()
-    }
-
-    /// Adds a compiled schema.
-    pub fn insert(&self, compiled: Arc<Compiled>) {
-        self.lock().by_id.insert(compiled.id, Ok(compiled));
-    }
-
-    /// Marks an id whose records cannot be decoded (the registry does not know it, it does not compile).
-    pub fn reject(&self, id: u32, reason: String) {
-        self.lock().by_id.insert(id, Err(reason));
-    }
-
-    /// Reads records of writer schema `id` with `reader` from now on.
-    pub fn set_reader(&self, id: u32, reader: Arc<Compiled>) {
-        self.lock().readers.insert(id, reader);
-    }
-
-    /// The reader schema for writer `id`, if an operator set one.
-    pub fn reader(&self, id: u32) -> Option<Arc<Compiled>> {
-        self.lock().readers.get(&id).cloned()
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, Known> {
-        self.inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 }
 

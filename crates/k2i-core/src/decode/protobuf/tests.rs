@@ -68,7 +68,7 @@ impl Table {
     }
 
     fn append(&mut self, payload: &[u8]) -> Result<(), WireError> {
-        self.rows.append(&self.plan, payload)
+        self.rows.append_with(|columns, row| self.plan.decode(payload, columns, row, 0))
     }
 
     fn push(&mut self, message: &DynamicMessage) {
