@@ -449,6 +449,83 @@ impl Stack {
         produced
     }
 
+    /// Produces Avro or JSON Schema records framed and registered by Confluent's own serializers
+    /// (confluent-kafka's `AvroSerializer`, fastavro underneath, or `JSONSerializer`), through
+    /// `scripts/stack/sr_produce.py`, and returns once all are acknowledged (idempotent producer, `acks=all`).
+    ///
+    /// `format` is `"avro"` (`schema_file` an `.avsc`) or `"json"` (a JSON Schema document). Each reference
+    /// `(name, subject, file)` is registered under `subject` first, in order, and the root schema lists them
+    /// all at their versions; for Avro `name` is by convention the full name of the type the file defines
+    /// (`k2i.test.common.Address`), which the root then uses by name; for JSON Schema it is what the root's
+    /// `"$ref"` says (`address.json`). A reference may use those listed before it (they become its own
+    /// references). `strategy` names the root's subject: `topic` (`<topic>-value`), `record` (the Avro
+    /// record's full name, or the JSON schema's `title`) or `topic_record` (`<topic>-<that name>`).
+    ///
+    /// Each record is a JSON object: `{"value": ...}`, or `{"value": null}` for a tombstone; optionally
+    /// `"key": "text"`, `"partition": 0` and `"headers": {"name": "text"}`. For JSON Schema the value is
+    /// sent as is (the serializer validates it). For Avro it is read against the writer schema:
+    /// - null, booleans, strings, int/long as JSON integers (range-checked), float/double as numbers or
+    ///   `"NaN"`, `"Infinity"`, `"-Infinity"`; enums by symbol; arrays as arrays, maps and records as objects
+    ///   (a record field left out takes its default, or null if its type is a union with null; unknown
+    ///   fields are an error);
+    /// - bytes and fixed as base64 strings (fixed of exactly its size);
+    /// - unions: `[null, T]`/`[T, null]` take null or T's value bare; any other union null or
+    ///   `{"<branch>": value}`, the branch named by its type (`"long"`, `"string"`, `"array"`, `"map"`; a logical
+    ///   type by its underlying type) or by a record/enum/fixed's full name (or its short name if unique);
+    /// - decimal (bytes or fixed) as a string `"12.34"` (or an integer);
+    /// - `timestamp-millis`/`-micros`/`-nanos` as an integer in the unit, or an RFC 3339 string with an offset
+    ///   (`"2024-05-01T12:00:00.123456Z"`); `local-timestamp-*` the same without an offset; `date` as days or
+    ///   `"YYYY-MM-DD"`; `time-millis`/`time-micros` as an integer or `"HH:MM:SS[.ffffff]"` (fractions up to 9
+    ///   digits, what is finer than the unit dropped toward the past);
+    /// - `uuid` as a string (on `fixed(16)` written as its 16 bytes); `duration` (`fixed(12)`) as
+    ///   `[months, days, milliseconds]`.
+    ///
+    /// The topic must exist: the stack's broker does not create topics.
+    pub fn produce_registered(
+        &self,
+        topic: &str,
+        format: &str,
+        schema_file: &Path,
+        references: &[(&str, &str, &Path)],
+        records: &[Value],
+        strategy: &str,
+    ) -> ProtoProduced {
+        let script = repo_root().join("scripts/stack/sr_produce.py");
+        // One record per line: compact JSON never contains a raw newline.
+        let mut input = String::new();
+        for record in records {
+            input.push_str(&record.to_string());
+            input.push('\n');
+        }
+        let mut command = Command::new(&self.python);
+        command
+            .arg(script)
+            .args(["--bootstrap", &self.kafka, "--registry", &self.registry, "--topic", topic, "--format", format])
+            .arg("--schema")
+            .arg(schema_file)
+            .args(["--strategy", strategy]);
+        for (name, subject, file) in references {
+            let mut spec = std::ffi::OsString::from(format!("{name}={subject}="));
+            spec.push(file.as_os_str());
+            command.arg("--reference").arg(spec);
+        }
+        let out = run_python_input(&self.python, &mut command, input.as_bytes());
+        let produced: ProtoProduced =
+            serde_json::from_str(&out).unwrap_or_else(|e| panic!("sr_produce.py printed unexpected JSON ({e}): {out}"));
+        assert_eq!(produced.offsets.len(), records.len(), "sr_produce.py answered for a different count: {out}");
+        produced
+    }
+
+    /// [`Stack::produce_registered`] for Avro without references, subject `<topic>-value`.
+    pub fn produce_avro(&self, topic: &str, schema_file: &Path, records: &[Value]) -> ProtoProduced {
+        self.produce_registered(topic, "avro", schema_file, &[], records, "topic")
+    }
+
+    /// [`Stack::produce_registered`] for JSON Schema without references, subject `<topic>-value`.
+    pub fn produce_json_schema(&self, topic: &str, schema_file: &Path, records: &[Value]) -> ProtoProduced {
+        self.produce_registered(topic, "json", schema_file, &[], records, "topic")
+    }
+
     /// Runs SQL in DuckDB (with the Iceberg extension, offline) and returns the rows as JSON objects.
     /// Use `iceberg_scan('<metadata.json location>')` to read a table.
     pub fn duckdb(&self, sql: &str) -> Vec<BTreeMap<String, Value>> {

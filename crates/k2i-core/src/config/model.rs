@@ -123,8 +123,10 @@ pub struct FormatConfig {
     /// The payload encoding.
     #[serde(default, rename = "type")]
     pub kind: FormatType,
-    /// For `protobuf`: the fully qualified message name to decode when the schema defines several and the
-    /// record's message index does not say (Confluent framing normally does).
+    /// For the registry formats: the record type the subject holds — for `protobuf` the fully qualified
+    /// message a new table is created from when the schema defines several (records say which message they
+    /// hold through their message indexes); for `avro` the root record's full name (checked when the table is
+    /// created). With `subject_name_strategy = "record"` / `"topic_record"` it names the subject.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message_name: Option<String>,
     /// For `json`: columns the table is created with, before any record is seen, as `name = "type"` in

@@ -7,7 +7,7 @@
 use std::fmt;
 
 use super::check::join;
-use super::model::{CatalogType, Config, EvolutionMode, FormatType};
+use super::model::{CatalogType, Config, EvolutionMode};
 
 /// A configured feature that is not built yet.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -40,8 +40,6 @@ pub enum Issue {
     StorageAndCatalogs,
     /// Issue 12: the read-state RPC.
     ReadState,
-    /// Issue 13: Avro and JSON Schema.
-    AvroJsonSchema,
     /// The later tables/maintenance issue (not numbered yet): partitioned tables and table maintenance.
     TablesMaintenance,
 }
@@ -53,7 +51,6 @@ impl Issue {
             Self::Protobuf => Some(10),
             Self::StorageAndCatalogs => Some(11),
             Self::ReadState => Some(12),
-            Self::AvroJsonSchema => Some(13),
             Self::TablesMaintenance => None,
         }
     }
@@ -91,14 +88,6 @@ impl Config {
         let mut out = Vec::new();
         let mut add = |key: String, what: &'static str, issue: Issue| out.push(Unbuilt { key, what, issue });
 
-        let format = match self.kafka.format.kind {
-            FormatType::Raw | FormatType::Json | FormatType::Protobuf => None,
-            FormatType::Avro => Some(("decoding Avro", Issue::AvroJsonSchema)),
-            FormatType::JsonSchema => Some(("decoding JSON Schema", Issue::AvroJsonSchema)),
-        };
-        if let Some((what, issue)) = format {
-            add("kafka.format.type".to_owned(), what, issue);
-        }
         for (key, value) in &self.kafka.properties {
             // This build's librdkafka has no libsasl2, which Kerberos needs (the other mechanisms are built in).
             let kerberos = matches!(key.as_str(), "sasl.mechanism" | "sasl.mechanisms")

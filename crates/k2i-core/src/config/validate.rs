@@ -112,8 +112,11 @@ fn kafka(config: &Config, errors: &mut Vec<ConfigError>) {
             errors.push(ConfigError::rule(join("kafka.format.columns", name), "is the name of a k2i metadata column"));
         }
     }
-    if format.message_name.is_some() && format.kind != FormatType::Protobuf {
-        errors.push(ConfigError::rule("kafka.format.message_name", "applies only to type = \"protobuf\""));
+    if format.message_name.is_some() && !format.kind.needs_registry() {
+        errors.push(ConfigError::rule(
+            "kafka.format.message_name",
+            "applies only to the registry formats (protobuf, avro, json_schema)",
+        ));
     }
     if let Some(registry) = &format.registry {
         check_http_url("kafka.format.registry.url", &registry.url, errors);

@@ -6,6 +6,7 @@
 //! an intermediate conversion. Records that need new columns are reported as [`Outcome::NeedsColumns`]
 //! and not consumed: the caller evolves the table and retries them with a decoder for the new schema.
 
+pub mod avro;
 pub mod columns;
 pub mod framing;
 pub mod protobuf;

@@ -13,7 +13,7 @@ use iceberg::spec::{Schema, StructType};
 
 use super::columns::Rows;
 use super::registry::{ResolvedSchema, SchemaType};
-use super::{Outcome, framing, invalid, protobuf};
+use super::{Outcome, avro, framing, invalid, protobuf};
 use crate::config::{FormatType, ProtobufOptions};
 use crate::error::{Error, ErrorKind, Result};
 use crate::schema::evolve::Change;
@@ -24,6 +24,8 @@ use crate::schema::{self, METADATA_COLUMNS};
 pub enum RegistryKind {
     /// Confluent-framed Protobuf.
     Protobuf,
+    /// Confluent-framed Avro.
+    Avro,
 }
 
 impl RegistryKind {
@@ -31,6 +33,7 @@ impl RegistryKind {
     pub fn of(format: FormatType) -> Option<Self> {
         match format {
             FormatType::Protobuf => Some(Self::Protobuf),
+            FormatType::Avro => Some(Self::Avro),
             _ => None,
         }
     }
@@ -39,6 +42,7 @@ impl RegistryKind {
     pub fn schema_type(self) -> SchemaType {
         match self {
             Self::Protobuf => SchemaType::Protobuf,
+            Self::Avro => SchemaType::Avro,
         }
     }
 
@@ -46,6 +50,7 @@ impl RegistryKind {
     pub fn name(self) -> &'static str {
         match self {
             Self::Protobuf => "Protobuf",
+            Self::Avro => "Avro",
         }
     }
 }
@@ -66,6 +71,8 @@ pub struct RegistryContext {
 pub enum Compiled {
     /// A `.proto` file with its imports.
     Protobuf(protobuf::Compiled),
+    /// An Avro schema with the named types of its references.
+    Avro(avro::Compiled),
 }
 
 /// Compiles a registry schema of format `kind`. A schema of another type, or one that does not compile, is
@@ -85,6 +92,7 @@ pub fn compile(kind: RegistryKind, schema: &ResolvedSchema) -> Result<Compiled> 
     }
     match kind {
         RegistryKind::Protobuf => protobuf::compile(schema).map(Compiled::Protobuf),
+        RegistryKind::Avro => avro::compile(schema).map(Compiled::Avro),
     }
 }
 
@@ -93,6 +101,7 @@ impl Compiled {
     pub fn id(&self) -> u32 {
         match self {
             Self::Protobuf(c) => c.id,
+            Self::Avro(c) => c.id,
         }
     }
 
@@ -112,6 +121,18 @@ impl Compiled {
                     })?,
                 };
                 Ok((message.full_name().to_owned(), protobuf::message_type(&message, &cx.protobuf)))
+            }
+            Self::Avro(compiled) => {
+                let name = compiled.name();
+                if let Some(wanted) = message_name
+                    && wanted != name
+                {
+                    return Err(Error::new(ErrorKind::Config, "the subject's latest schema is another record")
+                        .with("key", "kafka.format.message_name")
+                        .with("message", wanted)
+                        .with("record", name));
+                }
+                Ok((name, compiled.record_type()))
             }
         }
     }
@@ -185,6 +206,7 @@ enum Plan {
 /// How records of one writer schema are decoded into the table's columns.
 enum Ready {
     Protobuf(protobuf::wire::MessagePlan),
+    Avro(avro::wire::RootPlan),
 }
 
 impl RegistryDecoder {
@@ -224,6 +246,10 @@ impl RegistryDecoder {
                 Ok(frame) => (frame.schema_id, Some(frame.indexes), frame.payload),
                 Err(e) => return invalid("bad_frame", e.to_string()),
             },
+            RegistryKind::Avro => match framing::split(bytes) {
+                Ok(frame) => (frame.schema_id, None, frame.body),
+                Err(e) => return invalid("bad_frame", e.to_string()),
+            },
         };
         let key = indexes.as_ref().map_or(&[][..], |i| i.encoded());
         let found = match self.plans.get(self.last) {
@@ -248,6 +274,12 @@ impl RegistryDecoder {
                 match self.rows.append_with(|columns, row| plan.decode(body, columns, row, 0)) {
                     Ok(()) => Outcome::Appended,
                     Err(e) => invalid("protobuf_decode", format!("schema id {schema_id}: {e}")),
+                }
+            }
+            Plan::Ready(Ready::Avro(plan)) => {
+                match self.rows.append_with(|columns, row| plan.decode(body, columns, row)) {
+                    Ok(()) => Outcome::Appended,
+                    Err(e) => invalid("avro_decode", format!("schema id {schema_id}: {e}")),
                 }
             }
             Plan::Change(change) => Outcome::NeedsChange { schema_id, change: change.clone() },
@@ -277,6 +309,14 @@ impl RegistryDecoder {
                 let wanted = protobuf::message_type(&message, &self.cx.protobuf);
                 Target { kind: "message", name, wanted, build: Build::Protobuf(message) }
             }
+            Compiled::Avro(writer) => {
+                let reader = match reader.as_deref() {
+                    Some(Compiled::Avro(reader)) => Some(reader.clone()),
+                    _ => None,
+                };
+                let wanted = reader.as_ref().unwrap_or(writer).record_type();
+                Target { kind: "record", name: writer.name(), wanted, build: Build::Avro(writer.clone(), reader) }
+            }
         };
         let Target { kind, name, wanted, build } = target;
         let breaking = |reason: String| Plan::Breaking { reason, message: name.clone() };
@@ -294,8 +334,11 @@ impl RegistryDecoder {
             return Plan::Change(change);
         }
         let ready = match build {
-            Build::Protobuf(message) => {
-                protobuf::wire::MessagePlan::build(&message, &self.fields, &self.cx.protobuf).map(Ready::Protobuf)
+            Build::Protobuf(message) => protobuf::wire::MessagePlan::build(&message, &self.fields, &self.cx.protobuf)
+                .map(Ready::Protobuf)
+                .map_err(|e| e.0),
+            Build::Avro(writer, reader) => {
+                avro::wire::RootPlan::build(&writer, reader.as_ref(), &self.fields).map(Ready::Avro).map_err(|e| e.0)
             }
         };
         match ready {
@@ -322,6 +365,8 @@ struct Target {
 
 enum Build {
     Protobuf(prost_reflect::MessageDescriptor),
+    /// The writer and, after an operator's retry, the reader.
+    Avro(avro::Compiled, Option<avro::Compiled>),
 }
 
 /// Equality of two short byte strings (message-index arrays are a few bytes, usually none) without a call

@@ -57,11 +57,7 @@ pub fn configured_columns(config: &Config) -> Result<Vec<(String, Type)>> {
                 .extend(config.kafka.format.columns.iter().map(|(name, t)| (name.clone(), t.iceberg_type().clone())));
         }
         // The payload columns come from the registry's schema (see `initial_schema_with`).
-        FormatType::Protobuf => {}
-        other => {
-            return Err(Error::new(ErrorKind::Config, "this payload format is not built yet")
-                .with("format", format!("{other:?}")));
-        }
+        FormatType::Protobuf | FormatType::Avro | FormatType::JsonSchema => {}
     }
     Ok(columns)
 }
