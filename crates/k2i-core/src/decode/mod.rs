@@ -9,6 +9,7 @@
 pub mod avro;
 pub mod columns;
 pub mod framing;
+pub mod json_schema;
 pub mod protobuf;
 pub mod registered;
 pub mod registry;
@@ -125,7 +126,7 @@ impl Decoder {
         match format {
             Format::Raw => Ok(Self::Raw { values: LargeBinaryBuilder::new() }),
             Format::Registry(cx) => {
-                Ok(Self::Registry(RegistryDecoder::new(cx.clone(), table_schema, &payload_arrow, evolve)?))
+                Ok(Self::Registry(RegistryDecoder::new(cx.clone(), table_schema, &payload_arrow, evolve, chunk_rows)?))
             }
             Format::Json => {
                 let fields = table_schema
@@ -135,11 +136,7 @@ impl Decoder {
                     .filter(|f| !METADATA_COLUMNS.contains(&f.name.as_str()))
                     .cloned()
                     .collect();
-                let inner = arrow_json::ReaderBuilder::new(payload_arrow)
-                    .with_batch_size(chunk_rows)
-                    .with_strict_mode(false)
-                    .build_decoder()
-                    .map_err(|e| Error::new(ErrorKind::Internal, "cannot build the JSON decoder").source(e))?;
+                let inner = json_decoder(payload_arrow, chunk_rows)?;
                 Ok(Self::Json(JsonDecoder { payload: StructType::new(fields), inner, evolve }))
             }
         }
@@ -161,20 +158,8 @@ impl Decoder {
     pub fn finish(&mut self, payload_arrow: &ArrowSchema) -> Result<Vec<ArrayRef>> {
         match self {
             Self::Raw { values } => Ok(vec![Arc::new(values.finish()) as ArrayRef]),
-            Self::Registry(decoder) => decoder
-                .rows
-                .finish()
-                .map_err(|e| Error::new(ErrorKind::Internal, "cannot build the decoded columns").source(e)),
-            Self::Json(json) => {
-                let batch = json
-                    .inner
-                    .flush()
-                    .map_err(|e| Error::new(ErrorKind::Internal, "cannot convert decoded JSON to Arrow").source(e))?;
-                match batch {
-                    Some(batch) => Ok(batch.columns().to_vec()),
-                    None => Ok(RecordBatch::new_empty(Arc::new(payload_arrow.clone())).columns().to_vec()),
-                }
-            }
+            Self::Registry(decoder) => decoder.finish(payload_arrow),
+            Self::Json(json) => json_finish(&mut json.inner, payload_arrow),
         }
     }
 }
@@ -185,13 +170,8 @@ impl JsonDecoder {
             return Ok(invalid("tombstone", "the value is null (a tombstone), not a JSON object".to_owned()));
         };
         let mut additions = Vec::new();
-        match schema::check_json(bytes, &self.payload, &mut additions) {
-            Ok(()) => {}
-            Err(Problem::NotJson(e)) => return Ok(invalid("not_json", format!("the value is not JSON: {e}"))),
-            Err(Problem::NotObject(kind)) => {
-                return Ok(invalid("not_object", format!("the value is JSON but not an object (found {kind})")));
-            }
-            Err(Problem::Conflict(conflict)) => return Ok(invalid("schema_conflict", conflict_message(&conflict))),
+        if let Err(problem) = schema::check_json(bytes, &self.payload, &mut additions) {
+            return Ok(conflict_outcome(problem));
         }
         if !additions.is_empty() {
             if !self.evolve {
@@ -209,16 +189,50 @@ impl JsonDecoder {
                 Err(conflict) => Ok(invalid("schema_conflict", conflict_message(&conflict))),
             };
         }
-        let consumed = self
-            .inner
-            .decode(bytes)
-            .map_err(|e| Error::new(ErrorKind::Internal, "the JSON decoder rejected a checked record").source(e))?;
-        if consumed != bytes.len() || self.inner.has_partial_record() {
-            return Err(Error::new(ErrorKind::Internal, "the JSON decoder did not take the whole record")
-                .with("consumed", consumed)
-                .with("length", bytes.len()));
-        }
+        json_append(&mut self.inner, bytes)?;
         Ok(Outcome::Appended)
+    }
+}
+
+/// arrow-json's decoder for the payload columns (keys the columns lack are ignored).
+fn json_decoder(payload_arrow: SchemaRef, chunk_rows: usize) -> Result<arrow_json::reader::Decoder> {
+    arrow_json::ReaderBuilder::new(payload_arrow)
+        .with_batch_size(chunk_rows)
+        .with_strict_mode(false)
+        .build_decoder()
+        .map_err(|e| Error::new(ErrorKind::Internal, "cannot build the JSON decoder").source(e))
+}
+
+/// Decodes one checked JSON record.
+fn json_append(inner: &mut arrow_json::reader::Decoder, bytes: &[u8]) -> Result<()> {
+    let consumed = inner
+        .decode(bytes)
+        .map_err(|e| Error::new(ErrorKind::Internal, "the JSON decoder rejected a checked record").source(e))?;
+    if consumed != bytes.len() || inner.has_partial_record() {
+        return Err(Error::new(ErrorKind::Internal, "the JSON decoder did not take the whole record")
+            .with("consumed", consumed)
+            .with("length", bytes.len()));
+    }
+    Ok(())
+}
+
+/// The JSON records decoded since the last call, as the payload columns.
+fn json_finish(inner: &mut arrow_json::reader::Decoder, payload_arrow: &ArrowSchema) -> Result<Vec<ArrayRef>> {
+    let batch =
+        inner.flush().map_err(|e| Error::new(ErrorKind::Internal, "cannot convert decoded JSON to Arrow").source(e))?;
+    match batch {
+        Some(batch) => Ok(batch.columns().to_vec()),
+        None => Ok(RecordBatch::new_empty(Arc::new(payload_arrow.clone())).columns().to_vec()),
+    }
+}
+
+pub(crate) fn conflict_outcome(problem: Problem) -> Outcome {
+    match problem {
+        Problem::NotJson(e) => invalid("not_json", format!("the value is not JSON: {e}")),
+        Problem::NotObject(kind) => {
+            invalid("not_object", format!("the value is JSON but not an object (found {kind})"))
+        }
+        Problem::Conflict(conflict) => invalid("schema_conflict", conflict_message(&conflict)),
     }
 }
 

@@ -8,12 +8,13 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
+use arrow_array::ArrayRef;
 use arrow_schema::Schema as ArrowSchema;
 use iceberg::spec::{Schema, StructType};
 
 use super::columns::Rows;
 use super::registry::{ResolvedSchema, SchemaType};
-use super::{Outcome, avro, framing, invalid, protobuf};
+use super::{Outcome, avro, framing, invalid, json_schema, protobuf};
 use crate::config::{FormatType, ProtobufOptions};
 use crate::error::{Error, ErrorKind, Result};
 use crate::schema::evolve::Change;
@@ -26,6 +27,8 @@ pub enum RegistryKind {
     Protobuf,
     /// Confluent-framed Avro.
     Avro,
+    /// Confluent-framed JSON Schema.
+    JsonSchema,
 }
 
 impl RegistryKind {
@@ -34,6 +37,7 @@ impl RegistryKind {
         match format {
             FormatType::Protobuf => Some(Self::Protobuf),
             FormatType::Avro => Some(Self::Avro),
+            FormatType::JsonSchema => Some(Self::JsonSchema),
             _ => None,
         }
     }
@@ -43,6 +47,7 @@ impl RegistryKind {
         match self {
             Self::Protobuf => SchemaType::Protobuf,
             Self::Avro => SchemaType::Avro,
+            Self::JsonSchema => SchemaType::Json,
         }
     }
 
@@ -51,6 +56,7 @@ impl RegistryKind {
         match self {
             Self::Protobuf => "Protobuf",
             Self::Avro => "Avro",
+            Self::JsonSchema => "JSON Schema",
         }
     }
 }
@@ -73,6 +79,8 @@ pub enum Compiled {
     Protobuf(protobuf::Compiled),
     /// An Avro schema with the named types of its references.
     Avro(avro::Compiled),
+    /// A JSON Schema with its references.
+    JsonSchema(json_schema::Compiled),
 }
 
 /// Compiles a registry schema of format `kind`. A schema of another type, or one that does not compile, is
@@ -93,6 +101,7 @@ pub fn compile(kind: RegistryKind, schema: &ResolvedSchema) -> Result<Compiled> 
     match kind {
         RegistryKind::Protobuf => protobuf::compile(schema).map(Compiled::Protobuf),
         RegistryKind::Avro => avro::compile(schema).map(Compiled::Avro),
+        RegistryKind::JsonSchema => json_schema::compile(schema).map(Compiled::JsonSchema),
     }
 }
 
@@ -102,6 +111,7 @@ impl Compiled {
         match self {
             Self::Protobuf(c) => c.id,
             Self::Avro(c) => c.id,
+            Self::JsonSchema(c) => c.id,
         }
     }
 
@@ -134,6 +144,8 @@ impl Compiled {
                 }
                 Ok((name, compiled.record_type()))
             }
+            // The schema is the record type: `message_name` only names the subject.
+            Self::JsonSchema(compiled) => Ok((compiled.title.clone(), compiled.root.clone())),
         }
     }
 }
@@ -190,7 +202,9 @@ pub struct RegistryDecoder {
     payload: StructType,
     fields: arrow_schema::Fields,
     evolve: bool,
-    pub(super) rows: Rows,
+    rows: Rows,
+    /// JSON Schema tables decode with arrow-json.
+    json: Option<arrow_json::reader::Decoder>,
     /// (schema id, encoded message indexes) → what records of it get; few entries, scanned linearly.
     plans: Vec<(u32, Box<[u8]>, Plan)>,
     last: usize,
@@ -207,6 +221,8 @@ enum Plan {
 enum Ready {
     Protobuf(protobuf::wire::MessagePlan),
     Avro(avro::wire::RootPlan),
+    /// JSON text, checked against the table's columns and decoded by arrow-json.
+    JsonSchema,
 }
 
 impl RegistryDecoder {
@@ -215,6 +231,7 @@ impl RegistryDecoder {
         table_schema: &Schema,
         payload_arrow: &ArrowSchema,
         evolve: bool,
+        chunk_rows: usize,
     ) -> Result<Self> {
         let payload = StructType::new(
             table_schema
@@ -233,7 +250,24 @@ impl RegistryDecoder {
             )
             .with("type", &e.0)
         })?;
-        Ok(Self { cx, payload, fields, evolve, rows, plans: Vec::new(), last: 0 })
+        let json = match cx.kind {
+            RegistryKind::JsonSchema => {
+                Some(super::json_decoder(Arc::new(ArrowSchema::new(fields.clone())), chunk_rows)?)
+            }
+            _ => None,
+        };
+        Ok(Self { cx, payload, fields, evolve, rows, json, plans: Vec::new(), last: 0 })
+    }
+
+    /// The payload columns of everything appended since the last call.
+    pub(super) fn finish(&mut self, payload_arrow: &ArrowSchema) -> Result<Vec<ArrayRef>> {
+        match self.json.as_mut() {
+            Some(json) => super::json_finish(json, payload_arrow),
+            None => self
+                .rows
+                .finish()
+                .map_err(|e| Error::new(ErrorKind::Internal, "cannot build the decoded columns").source(e)),
+        }
     }
 
     pub(super) fn append(&mut self, value: Option<&[u8]>) -> Outcome {
@@ -246,7 +280,7 @@ impl RegistryDecoder {
                 Ok(frame) => (frame.schema_id, Some(frame.indexes), frame.payload),
                 Err(e) => return invalid("bad_frame", e.to_string()),
             },
-            RegistryKind::Avro => match framing::split(bytes) {
+            RegistryKind::Avro | RegistryKind::JsonSchema => match framing::split(bytes) {
                 Ok(frame) => (frame.schema_id, None, frame.body),
                 Err(e) => return invalid("bad_frame", e.to_string()),
             },
@@ -280,6 +314,16 @@ impl RegistryDecoder {
                 match self.rows.append_with(|columns, row| plan.decode(body, columns, row)) {
                     Ok(()) => Outcome::Appended,
                     Err(e) => invalid("avro_decode", format!("schema id {schema_id}: {e}")),
+                }
+            }
+            Plan::Ready(Ready::JsonSchema) => {
+                if let Err(problem) = schema::check_json_declared(body, &self.payload) {
+                    return super::conflict_outcome(problem);
+                }
+                let Some(json) = self.json.as_mut() else { unreachable!("built for JSON Schema tables") };
+                match super::json_append(json, body) {
+                    Ok(()) => Outcome::Appended,
+                    Err(e) => invalid("schema_conflict", format!("schema id {schema_id}: {e}")),
                 }
             }
             Plan::Change(change) => Outcome::NeedsChange { schema_id, change: change.clone() },
@@ -317,6 +361,15 @@ impl RegistryDecoder {
                 let wanted = reader.as_ref().unwrap_or(writer).record_type();
                 Target { kind: "record", name: writer.name(), wanted, build: Build::Avro(writer.clone(), reader) }
             }
+            Compiled::JsonSchema(writer) => {
+                // JSON text is self-describing: a reader schema only changes what the table is asked for.
+                let shape = match reader.as_deref() {
+                    Some(Compiled::JsonSchema(reader)) => reader,
+                    _ => writer,
+                };
+                let name = if writer.title.is_empty() { format!("id {}", writer.id) } else { writer.title.clone() };
+                Target { kind: "schema", name, wanted: shape.root.clone(), build: Build::JsonSchema }
+            }
         };
         let Target { kind, name, wanted, build } = target;
         let breaking = |reason: String| Plan::Breaking { reason, message: name.clone() };
@@ -340,6 +393,7 @@ impl RegistryDecoder {
             Build::Avro(writer, reader) => {
                 avro::wire::RootPlan::build(&writer, reader.as_ref(), &self.fields).map(Ready::Avro).map_err(|e| e.0)
             }
+            Build::JsonSchema => Ok(Ready::JsonSchema),
         };
         match ready {
             Ok(ready) => Plan::Ready(ready),
@@ -367,6 +421,7 @@ enum Build {
     Protobuf(prost_reflect::MessageDescriptor),
     /// The writer and, after an operator's retry, the reader.
     Avro(avro::Compiled, Option<avro::Compiled>),
+    JsonSchema,
 }
 
 /// Equality of two short byte strings (message-index arrays are a few bytes, usually none) without a call

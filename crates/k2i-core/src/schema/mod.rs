@@ -13,7 +13,7 @@ use crate::config::{Config, FormatType};
 pub mod evolve;
 mod stream;
 use crate::error::{Error, ErrorKind, Result};
-pub use stream::{Problem, check_json};
+pub use stream::{Problem, check_json, check_json_declared};
 
 /// Metadata column: the source topic.
 pub const COL_TOPIC: &str = "_kafka_topic";

@@ -29,7 +29,21 @@ pub enum Problem {
 
 /// Checks a record's JSON bytes against the payload struct; new fields are appended to `additions`.
 pub fn check_json(bytes: &[u8], schema: &StructType, additions: &mut Vec<Addition>) -> Result<(), Problem> {
-    let state = State { problem: RefCell::new(None), additions: RefCell::new(std::mem::take(additions)) };
+    check(bytes, schema, additions, false)
+}
+
+/// Checks a record's JSON bytes against the payload struct, skipping keys the struct does not declare (at
+/// any depth of a struct): what a JSON Schema's undeclared properties get.
+pub fn check_json_declared(bytes: &[u8], schema: &StructType) -> Result<(), Problem> {
+    check(bytes, schema, &mut Vec::new(), true)
+}
+
+fn check(bytes: &[u8], schema: &StructType, additions: &mut Vec<Addition>, ignore: bool) -> Result<(), Problem> {
+    let state = State {
+        problem: RefCell::new(None),
+        additions: RefCell::new(std::mem::take(additions)),
+        ignore_unknown: ignore,
+    };
     let mut de = serde_json::Deserializer::from_slice(bytes);
     let result = TopSeed { schema, state: &state }.deserialize(&mut de).and_then(|()| de.end());
     *additions = state.additions.into_inner();
@@ -43,6 +57,8 @@ pub fn check_json(bytes: &[u8], schema: &StructType, additions: &mut Vec<Additio
 struct State {
     problem: RefCell<Option<Problem>>,
     additions: RefCell<Vec<Addition>>,
+    /// Skip undeclared keys instead of collecting them as additions.
+    ignore_unknown: bool,
 }
 
 /// The message of the serde error used only to stop parsing once `State::problem` is set.
@@ -186,6 +202,9 @@ impl<'de> Visitor<'de> for ObjectVisitor<'_> {
                     if field.required && present {
                         required_seen += 1;
                     }
+                }
+                None if self.state.ignore_unknown => {
+                    map.next_value::<de::IgnoredAny>()?;
                 }
                 None => {
                     let value: Value = map.next_value()?;
