@@ -704,3 +704,139 @@ async fn corrupt_json_schema_frames_unknown_ids_other_schema_types_and_breaking_
  {
     dead_letter_everything_bad(Format::JsonSchema).await;
 }
+
+fn config_named(stack: &k2i_testkit::Stack, setup: &Setup, format: Format, name: &str, url: &str) -> PathBuf {
+    let dir = setup.dir.path();
+    let section = format!("\n[kafka.format.registry]\nurl = \"{url}\"\ncache_dir = \"{}/schemas\"\n", dir.display());
+    let written =
+        setup.sql_config(stack, format.config(), &format!("{section}\n[buffer]\nflush_interval = \"500ms\"\n"));
+    let path = dir.join(name);
+    std::fs::copy(&written, &path).unwrap();
+    path
+}
+
+fn ingest_until_caught_up(config: &Path, fault: Option<&str>) -> std::process::Output {
+    let mut cmd = k2i();
+    cmd.args(["ingest", "--until-caught-up", "--config"]).arg(config);
+    if let Some(fault) = fault {
+        cmd.env("K2I_FAULT", fault);
+    }
+    run(cmd)
+}
+
+/// Exactly `expected` rows, each (partition, offset) once, partition 0 recorded up to `end`.
+fn assert_exact(stack: &k2i_testkit::Stack, setup: &Setup, expected: i64, end: i64) -> Value {
+    let seen = setup.inspect_sql(stack, "");
+    assert_eq!(seen["missing"], json!([]), "data files referenced but gone: {seen}");
+    assert_eq!((seen["rows"].as_i64(), seen["distinct"].as_i64()), (Some(expected), Some(expected)), "{seen}");
+    assert_eq!(recorded_offsets(&seen["summaries"], &setup.topic)["0"], end);
+    seen
+}
+
+async fn registry_down(format: Format) {
+    use k2i_testkit::proxy::{Fault, Match, Proxy};
+    let stack = stack();
+    let setup = Setup::new(stack, &format!("{}-registry-down", format.producer()), 1).await;
+    let dir = setup.dir.path();
+    let [v1, v2, _, _] = versions(format);
+    let (v1, v2) = (write(dir, "v1.schema", &v1), write(dir, "v2.schema", &v2));
+    let v1_id = produce(stack, &setup.topic, format, &v1, &events(0, 10, |_| json!({})))[0].unwrap();
+    let real = config_named(stack, &setup, format, "real.toml", &stack.registry);
+    let out = ingest_until_caught_up(&real, None);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(dir.join(format!("schemas/schema-{v1_id}.json")).exists(), "v1 is in the disk cache");
+
+    // (a) Warm: nothing listens at the registry's address; the cache has every id the records carry.
+    produce(stack, &setup.topic, format, &v1, &events(10, 10, |_| json!({})));
+    let dead = config_named(stack, &setup, format, "dead.toml", "http://127.0.0.1:9");
+    let out = ingest_until_caught_up(&dead, None);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).starts_with("ingested 10 rows (0 records skipped)"), "{}", text(&out.stdout));
+    assert_exact(stack, &setup, 20, 20);
+
+    // (b) Cold: a new version whose id was never fetched, the registry (behind a proxy) refusing at first.
+    let v2_id =
+        produce(stack, &setup.topic, format, &v2, &events(20, 10, |i| json!({"label": format!("l{i}")})))[0].unwrap();
+    let proxy = Proxy::start(&stack.registry);
+    let base_path = stack.registry.trim_start_matches("http://").split_once('/').map(|(_, p)| format!("/{p}"));
+    let proxied = config_named(
+        stack,
+        &setup,
+        format,
+        "proxied.toml",
+        &format!("{}{}", proxy.url(), base_path.unwrap_or_default()),
+    );
+    let down = proxy.rule(Match::any(), Fault::Cut);
+    let health = free_port();
+    let log = dir.join("k2i.log");
+    let mut cmd = k2i();
+    cmd.args(["ingest", "--config"]).arg(&proxied);
+    cmd.env("K2I_MONITORING__HEALTH_PORT", health.to_string()).env("K2I_MONITORING__METRICS_PORT", health.to_string());
+    let child = spawn_logged(cmd, &log);
+    let _guard = KillOnDrop(child.id());
+    let readyz = format!("http://127.0.0.1:{health}/readyz");
+    let reason = eventually("waiting for the registry", Duration::from_secs(60), || {
+        let (code, body) = http_get(&readyz)?;
+        (code == 503 && body.contains("waits for schema id")).then_some(body)
+    });
+    assert!(reason.contains(&format!("waits for schema id {v2_id}")), "{reason}");
+    assert!(down.matched() >= 1, "the registry was asked (and refused)");
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(setup.inspect_sql(stack, "")["rows"].as_i64(), Some(20), "nothing past the record waiting");
+    down.remove();
+    eventually("30 rows", Duration::from_secs(90), || {
+        (setup.inspect_sql(stack, "")["rows"].as_i64() == Some(30)).then_some(())
+    });
+    kill(&child, "TERM");
+    let out = wait(child, Duration::from_secs(60));
+    assert_eq!(out.status.code(), Some(0), "{}", read_log(&log));
+    let seen = assert_exact(stack, &setup, 30, 30);
+    let metadata = seen["metadata"].as_str().unwrap();
+    let duck = stack.duckdb(&format!(
+        "select count(label) as labels, bool_and(id = 'e' || cast(_kafka_offset as varchar)) as ids_right \
+         from iceberg_scan('{metadata}')"
+    ));
+    assert_eq!(serde_json::to_value(&duck[0]).unwrap(), json!({"labels": 10, "ids_right": true}));
+}
+
+#[tokio::test]
+async fn avro_with_the_registry_down_proceeds_on_a_warm_cache_and_waits_on_a_cold_one() {
+    registry_down(Format::Avro).await;
+}
+
+#[tokio::test]
+async fn json_schema_with_the_registry_down_proceeds_on_a_warm_cache_and_waits_on_a_cold_one() {
+    registry_down(Format::JsonSchema).await;
+}
+
+async fn crash_after_schema_change(format: Format) {
+    let stack = stack();
+    let setup = Setup::new(stack, &format!("{}-crash-evolve", format.producer()), 1).await;
+    let dir = setup.dir.path();
+    let [v1, v2, _, _] = versions(format);
+    let (v1, v2) = (write(dir, "v1.schema", &v1), write(dir, "v2.schema", &v2));
+    produce(stack, &setup.topic, format, &v1, &events(0, 10, |_| json!({})));
+    let config = config_named(stack, &setup, format, "k2i-crash.toml", &stack.registry);
+    let out = ingest_until_caught_up(&config, None);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    produce(stack, &setup.topic, format, &v2, &events(10, 10, |i| json!({"label": format!("l{i}")})));
+    let out = ingest_until_caught_up(&config, Some("after-schema-change:abort"));
+    assert_eq!(out.status.code(), None, "the run must die at the fault point: {}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("fault point after-schema-change reached"), "{}", text(&out.stderr));
+    let out = ingest_until_caught_up(&config, None);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let seen = assert_exact(stack, &setup, 20, 20);
+    let metadata = seen["metadata"].as_str().unwrap();
+    let duck = stack.duckdb(&format!("select count(label) as labels from iceberg_scan('{metadata}')"));
+    assert_eq!(duck[0]["labels"], 10);
+}
+
+#[tokio::test]
+async fn a_crash_right_after_an_avro_schema_change_loses_and_duplicates_nothing() {
+    crash_after_schema_change(Format::Avro).await;
+}
+
+#[tokio::test]
+async fn a_crash_right_after_a_json_schema_change_loses_and_duplicates_nothing() {
+    crash_after_schema_change(Format::JsonSchema).await;
+}

@@ -126,7 +126,8 @@ pub struct FormatConfig {
     /// For the registry formats: the record type the subject holds — for `protobuf` the fully qualified
     /// message a new table is created from when the schema defines several (records say which message they
     /// hold through their message indexes); for `avro` the root record's full name (checked when the table is
-    /// created). With `subject_name_strategy = "record"` / `"topic_record"` it names the subject.
+    /// created); for `json_schema` it only names the subject. With `subject_name_strategy = "record-name"` /
+    /// `"topic-record-name"` it names the subject.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message_name: Option<String>,
     /// For `json`: columns the table is created with, before any record is seen, as `name = "type"` in

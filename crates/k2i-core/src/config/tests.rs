@@ -309,7 +309,7 @@ fn format_rules() {
             "{MINIMAL}\n[kafka.format]\ntype = \"json\"\nmessage_name = \"a.B\"\n[kafka.format.registry]\nurl = \"localhost:8081\"\nusername = \"u\"\n"
         )),
         [
-            "kafka.format.message_name: applies only to type = \"protobuf\"",
+            "kafka.format.message_name: applies only to the registry formats (protobuf, avro, json_schema)",
             "kafka.format.registry.url: expected an http:// or https:// URL, found string \"localhost:8081\"",
             "kafka.format.registry: `username` and `password` go together",
         ]
