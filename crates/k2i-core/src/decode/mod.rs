@@ -1,9 +1,10 @@
 //! Payload decoding: record value bytes → Arrow columns of the table's payload fields.
 //!
-//! A [`Decoder`] is built for one table schema. `raw` keeps the value bytes in a binary column; `json`
-//! checks each record against the schema while parsing it ([`crate::schema::check_json`]) and then feeds the original bytes
-//! to arrow-json's tape decoder, so a record is parsed for the check and decoded straight into Arrow without
-//! an intermediate conversion. Records that need new columns are reported as [`Outcome::NeedsColumns`]
+//! A [`Decoder`] is built for one table schema. `raw` keeps the value bytes in a binary column; the registry
+//! formats (Protobuf, Avro, JSON Schema) go through [`RegistryDecoder`]; `json` checks each record against
+//! the schema while parsing it ([`crate::schema::check_json`]) and then feeds the original bytes to
+//! arrow-json's tape decoder, so a record is parsed for the check and decoded straight into Arrow without an
+//! intermediate conversion. Records that need new columns are reported as [`Outcome::NeedsColumns`]
 //! and not consumed: the caller evolves the table and retries them with a decoder for the new schema.
 
 pub mod avro;
@@ -82,12 +83,14 @@ pub enum Outcome {
         schema_id: u32,
         /// Why.
         reason: String,
-        /// The record's message type (fully qualified).
+        /// The writer's type name, for record-name subjects: the Protobuf message or the Avro record (fully
+        /// qualified), the JSON Schema's `title` (empty without one).
         message: String,
     },
     /// Not appended: the record cannot be stored; the error policy decides. `kind` labels the metric.
     Invalid {
-        /// `tombstone`, `not_json`, `not_object`, `schema_conflict` or `evolution_off`.
+        /// `tombstone`, `not_json`, `not_object`, `schema_conflict`, `evolution_off`; for the registry formats
+        /// also `bad_frame`, `undecodable_schema`, `protobuf_decode`, `avro_decode`.
         kind: &'static str,
         /// What is wrong, for the error or log line.
         reason: String,

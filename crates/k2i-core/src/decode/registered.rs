@@ -115,6 +115,19 @@ impl Compiled {
         }
     }
 
+    /// Logs, once per compiled schema, the JSON Schema properties that are not stored.
+    pub fn warn_unstored(&self) {
+        if let Self::JsonSchema(json) = self
+            && !json.dropped.is_empty()
+        {
+            tracing::warn!(
+                schema_id = json.id,
+                properties = %json.dropped.join(", "),
+                "these JSON Schema properties have no single column type and are not stored"
+            );
+        }
+    }
+
     /// The payload struct a new table gets from this schema, with the name of the type it comes from:
     /// `message_name`'s message (Protobuf) or the schema's first one.
     pub fn root(&self, message_name: Option<&str>, cx: &RegistryContext) -> Result<(String, StructType)> {
@@ -367,12 +380,18 @@ impl RegistryDecoder {
                     Some(Compiled::JsonSchema(reader)) => reader,
                     _ => writer,
                 };
-                let name = if writer.title.is_empty() { format!("id {}", writer.id) } else { writer.title.clone() };
-                Target { kind: "schema", name, wanted: shape.root.clone(), build: Build::JsonSchema }
+                Target {
+                    kind: "schema",
+                    name: writer.title.clone(),
+                    wanted: shape.root.clone(),
+                    build: Build::JsonSchema,
+                }
             }
         };
         let Target { kind, name, wanted, build } = target;
         let breaking = |reason: String| Plan::Breaking { reason, message: name.clone() };
+        // A JSON Schema without a `title` has no name: say which id it is.
+        let name = if name.is_empty() { format!("id {}", compiled.id()) } else { name.clone() };
         let change = schema::evolve::diff(&self.payload, &wanted);
         if !change.breaking.is_empty() {
             return breaking(format!("{kind} {name}: {}", change.breaking.join("; ")));

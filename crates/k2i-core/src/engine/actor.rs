@@ -353,15 +353,7 @@ impl CommitActor {
         match compiled {
             Ok(compiled) => {
                 tracing::info!(schema_id, "compiled a registry schema");
-                if let crate::decode::Compiled::JsonSchema(json) = &compiled
-                    && !json.dropped.is_empty()
-                {
-                    tracing::warn!(
-                        schema_id,
-                        properties = %json.dropped.join(", "),
-                        "these JSON Schema properties have no single column type and are not stored"
-                    );
-                }
+                compiled.warn_unstored();
                 self.cx.ops.metrics.schemas_resolved.inc();
                 cx.schemas.insert(Arc::new(compiled));
                 Ok(())

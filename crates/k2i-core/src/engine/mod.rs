@@ -289,6 +289,7 @@ async fn initial_schema(
     })?;
     let compiled = Arc::new(crate::decode::compile(cx.kind, &latest).map_err(|e| e.with("subject", &subject))?);
     let (message, payload) = compiled.root(message_name, cx).map_err(|e| e.with("subject", &subject))?;
+    compiled.warn_unstored();
     tracing::info!(subject, schema_id = latest.id, message, "creating the table from the subject's latest schema");
     cx.schemas.insert(compiled.clone());
     schema::initial_schema_with(config, &payload)

@@ -207,7 +207,7 @@ impl RecordPlan {
                 r.fields
                     .iter()
                     .find(|f| f.name == field.name)
-                    .or_else(|| r.fields.iter().find(|f| f.aliases.iter().any(|alias| *alias == field.name)))
+                    .or_else(|| r.fields.iter().find(|f| f.aliases.contains(&field.name)))
                     .map(|f| (a, f))
             });
             let column_name = reader_field.map_or(field.name.as_str(), |(_, f)| f.name.as_str());
