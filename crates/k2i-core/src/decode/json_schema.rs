@@ -54,8 +54,17 @@ impl<'a> Docs<'a> {
         } else {
             match self.by_name.get(target) {
                 Some(i) => *i,
-                // A relative name against an `$id` URI: match its last path segment.
-                None => *self.by_name.iter().find(|(name, _)| name.rsplit('/').next() == target.rsplit('/').next())?.1,
+                // A relative name against an `$id` URI: its last path segment, if exactly one document has it.
+                None => {
+                    let last = target.rsplit('/').next();
+                    let mut found =
+                        self.by_name.iter().filter(|(name, _)| name.rsplit('/').next() == last).map(|(_, i)| *i);
+                    let first = found.next()?;
+                    if found.any(|i| i != first) {
+                        return None;
+                    }
+                    first
+                }
             }
         };
         let root = self.docs[doc];
@@ -66,6 +75,11 @@ impl<'a> Docs<'a> {
 
 struct Walk<'a, 'd> {
     docs: &'d Docs<'a>,
+    /// Types looked at so far and the current nesting (bounded: `$defs` that use each other twice per level
+    /// expand exponentially, a chain of `$ref`s nests as deep as it is long).
+    steps: usize,
+    depth: usize,
+    exceeded: bool,
     /// `$ref`s being expanded (a recursive one is not stored).
     active: Vec<(usize, String)>,
     dropped: Vec<String>,
@@ -93,13 +107,22 @@ pub fn compile(schema: &ResolvedSchema) -> Result<Compiled> {
             docs.by_name.entry(id.to_owned()).or_insert(i);
         }
     }
-    let mut walk = Walk { docs: &docs, active: Vec::new(), dropped: Vec::new() };
-    let Some(Type::Struct(struct_type)) = walk.type_of(&root, 0, "") else {
+    let mut walk = Walk { docs: &docs, steps: 0, depth: 0, exceeded: false, active: Vec::new(), dropped: Vec::new() };
+    let found = walk.type_of(&root, 0, "");
+    if walk.exceeded {
+        return Err(invalid(format!(
+            "it expands to more than {MAX_STEPS} types or nests deeper than {MAX_DEPTH} levels"
+        )));
+    }
+    let Some(Type::Struct(struct_type)) = found else {
         return Err(invalid("its root is not an object schema (records must be JSON objects)".into()));
     };
     let title = root.get("title").and_then(Value::as_str).unwrap_or_default().to_owned();
     Ok(Compiled { id: schema.id, title, root: struct_type, dropped: walk.dropped })
 }
+
+const MAX_STEPS: usize = 10_000;
+const MAX_DEPTH: usize = 64;
 
 fn join(path: &str, name: &str) -> String {
     if path.is_empty() { name.to_owned() } else { format!("{path}.{name}") }
@@ -116,6 +139,18 @@ impl Walk<'_, '_> {
     }
 
     fn type_in(&mut self, schema: &Value, doc: usize, path: &str) -> Option<Type> {
+        self.steps += 1;
+        if self.steps > MAX_STEPS || self.depth > MAX_DEPTH || self.exceeded {
+            self.exceeded = true;
+            return None;
+        }
+        self.depth += 1;
+        let found = self.type_here(schema, doc, path);
+        self.depth -= 1;
+        found
+    }
+
+    fn type_here(&mut self, schema: &Value, doc: usize, path: &str) -> Option<Type> {
         let object = schema.as_object()?;
         if let Some(reference) = object.get("$ref").and_then(Value::as_str) {
             let key = (doc, reference.to_owned());
@@ -133,11 +168,13 @@ impl Walk<'_, '_> {
         }
         for key in ["oneOf", "anyOf"] {
             if let Some(branches) = object.get(key).and_then(Value::as_array) {
-                let values: Vec<&Value> = branches.iter().filter(|b| !is_null(b)).collect();
-                return match values.as_slice() {
-                    [one] => self.type_in(one, doc, path),
-                    _ => None,
-                };
+                // Branches that only constrain (`{"required": [...]}`) say nothing about the type.
+                let values: Vec<&Value> = branches.iter().filter(|b| !is_null(b) && declares_type(b)).collect();
+                match values.as_slice() {
+                    [] if declares_own_type(object) => {}
+                    [one] if !declares_own_type(object) => return self.type_in(one, doc, path),
+                    _ => return None,
+                }
             }
         }
         let kind = match object.get("type") {
@@ -223,7 +260,7 @@ impl Walk<'_, '_> {
         if own.contains_key("properties") {
             parts.insert(0, (Value::Object(own), doc));
         }
-        for (part, part_doc) in parts {
+        for (part, part_doc) in parts.into_iter().filter(|(part, _)| declares_type(part)) {
             match self.type_in(&part, part_doc, path)? {
                 Type::Struct(s) => {
                     for field in s.fields() {
@@ -237,6 +274,17 @@ impl Walk<'_, '_> {
         }
         (!fields.is_empty()).then(|| Type::Struct(StructType::new(fields)))
     }
+}
+
+/// Whether a schema says what type its values have (rather than only constraining them).
+fn declares_type(schema: &Value) -> bool {
+    schema
+        .as_object()
+        .is_some_and(|o| declares_own_type(o) || ["$ref", "oneOf", "anyOf", "allOf"].iter().any(|k| o.contains_key(*k)))
+}
+
+fn declares_own_type(object: &Map<String, Value>) -> bool {
+    ["type", "properties", "additionalProperties", "items", "enum", "const"].iter().any(|k| object.contains_key(*k))
 }
 
 fn is_null(schema: &Value) -> bool {
@@ -367,6 +415,30 @@ mod tests {
         assert_eq!(field(tree, "v"), &prim(PrimitiveType::Long));
         assert!(tree.field_by_name("kids").is_none(), "the recursive occurrence is not stored");
         assert_eq!(compiled.dropped, ["tree.kids.element", "tree.kids"]);
+    }
+
+    #[test]
+    fn constraint_only_branches_are_not_types_and_exponential_defs_are_refused() {
+        let schema = r#"{"type": "object", "properties": {
+            "a": {"type": "string"}, "b": {"type": "integer"},
+            "both": {"allOf": [{"type": "object", "properties": {"x": {"type": "string"}}}, {"required": ["x"]}]}},
+            "oneOf": [{"required": ["a"]}, {"required": ["b"]}]}"#;
+        let compiled = compile_text(schema, &[]).unwrap();
+        let names: Vec<&str> = compiled.root.fields().iter().map(|f| f.name.as_str()).collect();
+        assert_eq!(names, ["a", "b", "both"]);
+        let mut defs = vec![r#""A0": {"type": "integer"}"#.to_owned()];
+        for k in 1..40 {
+            defs.push(format!(
+                r##""A{k}": {{"type": "object", "properties": {{"a": {{"$ref": "#/$defs/A{p}"}}, "b": {{"$ref": "#/$defs/A{p}"}}}}}}"##,
+                p = k - 1
+            ));
+        }
+        let schema = format!(
+            r##"{{"type": "object", "properties": {{"x": {{"$ref": "#/$defs/A39"}}}}, "$defs": {{{}}}}}"##,
+            defs.join(", ")
+        );
+        let e = compile_text(&schema, &[]).unwrap_err().to_string();
+        assert!(e.contains("expands to more than"), "{e}");
     }
 
     #[test]

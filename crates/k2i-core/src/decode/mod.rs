@@ -153,7 +153,7 @@ impl Decoder {
                 Ok(Outcome::Appended)
             }
             Self::Json(json) => json.append(value),
-            Self::Registry(decoder) => Ok(decoder.append(value)),
+            Self::Registry(decoder) => decoder.append(value),
         }
     }
 

@@ -283,19 +283,19 @@ impl RegistryDecoder {
         }
     }
 
-    pub(super) fn append(&mut self, value: Option<&[u8]>) -> Outcome {
+    pub(super) fn append(&mut self, value: Option<&[u8]>) -> Result<Outcome> {
         let kind = self.cx.kind;
         let Some(bytes) = value else {
-            return invalid("tombstone", format!("the value is null (a tombstone), not a {} record", kind.name()));
+            return Ok(invalid("tombstone", format!("the value is null (a tombstone), not a {} record", kind.name())));
         };
         let (schema_id, indexes, body) = match kind {
             RegistryKind::Protobuf => match framing::split_protobuf(bytes) {
                 Ok(frame) => (frame.schema_id, Some(frame.indexes), frame.payload),
-                Err(e) => return invalid("bad_frame", e.to_string()),
+                Err(e) => return Ok(invalid("bad_frame", e.to_string())),
             },
             RegistryKind::Avro | RegistryKind::JsonSchema => match framing::split(bytes) {
                 Ok(frame) => (frame.schema_id, None, frame.body),
-                Err(e) => return invalid("bad_frame", e.to_string()),
+                Err(e) => return Ok(invalid("bad_frame", e.to_string())),
             },
         };
         let key = indexes.as_ref().map_or(&[][..], |i| i.encoded());
@@ -307,7 +307,7 @@ impl RegistryDecoder {
             Some(i) => i,
             None => {
                 let plan = match self.cx.schemas.get(schema_id) {
-                    None => return Outcome::NeedsSchema(schema_id),
+                    None => return Ok(Outcome::NeedsSchema(schema_id)),
                     Some(Err(reason)) => Plan::Invalid(reason),
                     Some(Ok(compiled)) => self.plan(&compiled, indexes),
                 };
@@ -316,7 +316,7 @@ impl RegistryDecoder {
             }
         };
         self.last = index;
-        match &self.plans[index].2 {
+        Ok(match &self.plans[index].2 {
             Plan::Ready(Ready::Protobuf(plan)) => {
                 match self.rows.append_with(|columns, row| plan.decode(body, columns, row, 0)) {
                     Ok(()) => Outcome::Appended,
@@ -331,20 +331,21 @@ impl RegistryDecoder {
             }
             Plan::Ready(Ready::JsonSchema) => {
                 if let Err(problem) = schema::check_json_declared(body, &self.payload) {
-                    return super::conflict_outcome(problem);
+                    return Ok(super::conflict_outcome(problem));
                 }
                 let Some(json) = self.json.as_mut() else { unreachable!("built for JSON Schema tables") };
-                match super::json_append(json, body) {
-                    Ok(()) => Outcome::Appended,
-                    Err(e) => invalid("schema_conflict", format!("schema id {schema_id}: {e}")),
-                }
+                // A checked record arrow-json refuses leaves its decoder mid-record: the table fails rather
+                // than go on with it.
+                return super::json_append(json, body)
+                    .map(|()| Outcome::Appended)
+                    .map_err(|e| e.with("schema_id", schema_id));
             }
             Plan::Change(change) => Outcome::NeedsChange { schema_id, change: change.clone() },
             Plan::Breaking { reason, message } => {
                 Outcome::Breaking { schema_id, reason: reason.clone(), message: message.clone() }
             }
             Plan::Invalid(reason) => invalid("undecodable_schema", reason.clone()),
-        }
+        })
     }
 
     /// The plan for records of `compiled` (and, for Protobuf, the message `indexes` select).

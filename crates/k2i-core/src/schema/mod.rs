@@ -656,6 +656,27 @@ mod tests {
     }
 
     #[test]
+    fn declared_checks_skip_undeclared_keys_but_still_demand_valid_json_in_them() {
+        let schema = table(vec![
+            NestedField::optional(1, "n", Type::Primitive(PrimitiveType::Long)).into(),
+            NestedField::optional(
+                2,
+                "inner",
+                Type::Struct(StructType::new(vec![
+                    NestedField::optional(3, "a", Type::Primitive(PrimitiveType::String)).into(),
+                ])),
+            )
+            .into(),
+        ]);
+        let ok = br#"{"n":1,"free":{"x":[1,"y",{"z":null}]},"inner":{"a":"s","other":2}}"#;
+        assert_eq!(check_json_declared(ok, &schema), Ok(()));
+        assert!(matches!(check_json_declared(br#"{"n":"x"}"#, &schema), Err(Problem::Conflict(_))));
+        // What arrow-json would refuse after the check: a lone surrogate, raw invalid UTF-8.
+        assert!(matches!(check_json_declared(br#"{"n":1,"free":"\ud800"}"#, &schema), Err(Problem::NotJson(_))));
+        assert!(matches!(check_json_declared(b"{\"n\":1,\"free\":\"\xff\"}", &schema), Err(Problem::NotJson(_))));
+    }
+
+    #[test]
     fn timestamps_in_existing_columns_must_parse() {
         let schema = table(vec![NestedField::optional(1, "at", Type::Primitive(PrimitiveType::Timestamptz)).into()]);
         assert!(check(&schema, json!({"at": "2024-05-01T10:00:00Z"})).is_ok());

@@ -229,6 +229,15 @@ pub(crate) fn member_names(values: &[(usize, &Node)], arena: &Arena) -> Vec<Stri
 // Parsing
 // ---------------------------------------------------------------------------------------------------------
 
+/// The largest `fixed` size k2i stores (a null row of a fixed column takes its size too).
+const MAX_FIXED: usize = 1 << 20;
+
+/// The most columns (at any depth) a schema may expand to, and the deepest nesting: a schema of a few KiB that
+/// uses one record twice in each of 40 nested records expands to 2^40 columns, and a chain of thousands of
+/// records would nest as deep; both are refused when the schema is compiled.
+const MAX_COLUMNS: usize = 10_000;
+const MAX_NESTING: usize = 64;
+
 struct Parser {
     arena: Arena,
     names: HashMap<String, Node>,
@@ -363,6 +372,9 @@ impl Parser {
                     .and_then(Value::as_u64)
                     .and_then(|s| usize::try_from(s).ok())
                     .ok_or_else(|| format!("fixed {full} lacks a valid `size`"))?;
+                if size > MAX_FIXED {
+                    return Err(format!("fixed {full} has {size} bytes, more than the {MAX_FIXED} k2i stores"));
+                }
                 let name: Arc<str> = full.as_str().into();
                 let node = match logical {
                     Some("decimal") => decimal(object, Some(size)).map(|(precision, scale)| Node::Decimal {
@@ -424,9 +436,12 @@ fn decimal(object: &Map<String, Value>, fixed: Option<usize>) -> Option<(u8, i8)
         return None;
     }
     if let Some(size) = fixed {
+        if size == 0 {
+            return None;
+        }
         // The largest precision n bytes hold: floor(log10(2^(8n - 1) - 1)).
         let max = if size >= 16 { 38 } else { ((8 * size as u32 - 1) as f64 * 2f64.log10()).floor() as u64 };
-        if size == 0 || precision > max {
+        if precision > max {
             return None;
         }
     }
@@ -469,7 +484,42 @@ pub fn compile(schema: &ResolvedSchema) -> Result<Compiled> {
         }
     }
     let root = parser.parse(&json("the schema", &schema.schema)?, "").map_err(invalid)?;
+    let mut columns = 0;
+    expansion(&root, &parser.arena, &mut Vec::new(), &mut columns).map_err(invalid)?;
     Ok(Compiled { id: schema.id, root, arena: Arc::new(parser.arena) })
+}
+
+/// Walks the types as [`iceberg_type`] expands them, refusing more than [`MAX_COLUMNS`] columns or
+/// [`MAX_NESTING`] levels.
+fn expansion(node: &Node, arena: &Arena, path: &mut Vec<usize>, columns: &mut usize) -> Parsed<()> {
+    *columns += 1;
+    if *columns > MAX_COLUMNS {
+        return Err(format!("the schema expands to more than {MAX_COLUMNS} columns"));
+    }
+    if path.len() > MAX_NESTING {
+        return Err(format!("records nest deeper than {MAX_NESTING} levels"));
+    }
+    match node {
+        Node::Record(i) if !path.contains(i) => {
+            path.push(*i);
+            for field in &arena.records[*i].fields {
+                expansion(&field.node, arena, path, columns)?;
+            }
+            path.pop();
+        }
+        Node::Array(inner) | Node::Map(inner) => {
+            path.push(usize::MAX);
+            expansion(inner, arena, path, columns)?;
+            path.pop();
+        }
+        Node::Union(branches) => {
+            for branch in branches.iter() {
+                expansion(branch, arena, path, columns)?;
+            }
+        }
+        _ => {}
+    }
+    Ok(())
 }
 
 // ---------------------------------------------------------------------------------------------------------
@@ -542,6 +592,8 @@ pub(crate) fn iceberg_type(node: &Node, arena: &Arena, path: &mut Vec<usize>) ->
         Node::Double => p(PrimitiveType::Double),
         Node::Bytes => p(PrimitiveType::Binary),
         Node::Str | Node::Enum(_) | Node::Uuid(_) => p(PrimitiveType::String),
+        // A fixed(0) carries no value.
+        Node::Fixed(_, 0) => None,
         Node::Fixed(_, size) => p(PrimitiveType::Fixed(*size as u64)),
         Node::Duration(_) => p(PrimitiveType::Fixed(12)),
         Node::Decimal { precision, scale, .. } => {
@@ -552,7 +604,8 @@ pub(crate) fn iceberg_type(node: &Node, arena: &Arena, path: &mut Vec<usize>) ->
         Node::Timestamp { local: false, .. } => p(PrimitiveType::Timestamptz),
         Node::Timestamp { local: true, .. } => p(PrimitiveType::Timestamp),
         Node::Record(i) if path.contains(i) => p(PrimitiveType::String),
-        Node::Record(i) => Some(Type::Struct(struct_of(arena, *i, path))),
+        // A record without a column (no fields, or only nulls) carries no value: Iceberg has no empty struct.
+        Node::Record(i) => Some(struct_of(arena, *i, path)).filter(|s| !s.fields().is_empty()).map(Type::Struct),
         Node::Array(items) => {
             let element = iceberg_type(items, arena, path)?;
             Some(Type::List(ListType::new(NestedField::list_element(0, element, false).into())))

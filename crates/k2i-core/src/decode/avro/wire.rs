@@ -26,9 +26,14 @@ pub struct PlanError(pub String);
 /// Nesting deeper than this (records, arrays, maps, unions) is a record error.
 const MAX_DEPTH: u32 = 100;
 
-/// Items of zero encoded size (`null`, an empty record) one record may hold: a block count of 2^60 such items
-/// costs no bytes, so it is bounded by this instead of by the record's length.
+/// Items of zero encoded size (`null`, an empty record) one record may hold, in all its arrays together: a
+/// block count of 2^60 such items costs no bytes, so it is bounded by this instead of by the record's length.
 const MAX_EMPTY_ITEMS: u64 = 1 << 20;
+
+thread_local! {
+    /// The empty items of the record being decoded on this thread (reset per record).
+    static EMPTY_ITEMS: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+}
 
 /// How one value is read into a column.
 #[derive(Debug)]
@@ -63,10 +68,21 @@ enum Read {
     Map(Box<Read>),
     /// A union of null and one type: the null branch's index (if any), the value branch's index and read.
     Optional(Option<u64>, u64, Box<Read>),
-    /// Any other union into a struct: per branch, the member column and its read (`None`: the null branch).
-    Members(Box<[Option<(usize, Read)>]>),
+    /// Any other union into a struct: what each branch does.
+    Members(Box<[Branch]>, Arc<Arena>),
     /// A value stored as JSON text (a record inside itself).
     Json(Node, Arc<Arena>),
+}
+
+/// What one branch of a union read into a struct does.
+#[derive(Debug)]
+enum Branch {
+    /// The null branch: the struct is null.
+    Null,
+    /// Into the member column.
+    Member(usize, Read),
+    /// A value without a column: read past, the struct's members null.
+    Skip(Node),
 }
 
 /// What one writer field does.
@@ -145,8 +161,8 @@ impl RootPlan {
                         node.type_name(&writer.arena)
                     ))
                 })?;
-                let read =
-                    single(node, fields[column].data_type(), &writer.arena, &mut Vec::new()).ok_or_else(|| {
+                let read = single_with(node, fields[column].data_type(), &writer.arena, None, &mut Vec::new())
+                    .ok_or_else(|| {
                         PlanError(format!(
                             "the schema's {} does not fit the column `{VALUE_COLUMN}`",
                             node.type_name(&writer.arena)
@@ -161,6 +177,7 @@ impl RootPlan {
 
     /// Decodes one record value into `columns` (each with `row` rows before the call, `row + 1` after).
     pub(crate) fn decode(&self, bytes: &[u8], columns: &mut [Col], _row: usize) -> Result<(), WireError> {
+        EMPTY_ITEMS.with(|n| n.set(0));
         let mut pos = 0;
         match &self.root {
             Root::Record(plan) => plan.decode(bytes, &mut pos, columns, 0)?,
@@ -211,10 +228,17 @@ impl RecordPlan {
                     .map(|f| (a, f))
             });
             let column_name = reader_field.map_or(field.name.as_str(), |(_, f)| f.name.as_str());
-            let step = match fields.iter().position(|f| f.name() == column_name) {
+            // A column another writer field already fills (a reader alias naming a field the writer also has
+            // under its own name) is not filled twice.
+            let position = fields.iter().position(|f| f.name() == column_name).filter(|c| !filled[*c]);
+            let step = match position {
                 // A field the reader does not know (or that maps to no column, like a null) is read past.
                 None => {
-                    if super::iceberg_type(&field.node, arena, &mut path.clone()).is_some() && reader_field.is_some() {
+                    let already = fields.iter().any(|f| f.name() == column_name);
+                    if !already
+                        && super::iceberg_type(&field.node, arena, &mut path.clone()).is_some()
+                        && reader_field.is_some()
+                    {
                         path.pop();
                         return Err(PlanError(format!("the table has no column `{}.{column_name}`", record.name)));
                     }
@@ -222,14 +246,7 @@ impl RecordPlan {
                 }
                 Some(column) => {
                     filled[column] = true;
-                    let nested_reader = reader_field.and_then(|(a, f)| match &f.node {
-                        Node::Record(i) => Some((a, *i)),
-                        Node::Union(b) => split_union(b).1.iter().find_map(|(_, n)| match n {
-                            Node::Record(i) => Some((a, *i)),
-                            _ => None,
-                        }),
-                        _ => None,
-                    });
+                    let nested_reader = reader_field.map(|(a, f)| (a, &f.node));
                     let read = single_with(&field.node, fields[column].data_type(), arena, nested_reader, path)
                         .ok_or_else(|| {
                             PlanError(format!(
@@ -297,7 +314,10 @@ fn default_of(value: &Value, data_type: &DataType) -> Default {
     use DataType as D;
     match (value, data_type) {
         (Value::Bool(b), D::Boolean) => Default::Bool(*b),
-        (Value::Number(n), D::Int32 | D::Int64) => n.as_i64().map_or(Default::Null, Default::I64),
+        (Value::Number(n), D::Int64) => n.as_i64().map_or(Default::Null, Default::I64),
+        (Value::Number(n), D::Int32) => {
+            n.as_i64().filter(|v| i32::try_from(*v).is_ok()).map_or(Default::Null, Default::I64)
+        }
         (Value::Number(n), D::Float64) => n.as_f64().map_or(Default::Null, Default::F64),
         (Value::Number(n), D::Float32) => n.as_f64().map_or(Default::Null, |f| Default::F32(f as f32)),
         (Value::String(s), D::Utf8 | D::LargeUtf8) => Default::Text(s.as_str().into()),
@@ -319,17 +339,45 @@ fn push_default(column: &mut Col, default: &Default) -> Result<(), WireError> {
     }
 }
 
-fn single(node: &Node, data_type: &DataType, arena: &Arc<Arena>, path: &mut Vec<usize>) -> Option<Read> {
-    single_with(node, data_type, arena, None, path)
+/// The reader's type of a value, with the arena its records live in.
+type ReaderNode<'a> = Option<(&'a Arc<Arena>, &'a Node)>;
+
+/// The record a reader type is (a union of null and a record counts).
+fn reader_record<'a>(reader: ReaderNode<'a>) -> Option<(&'a Arc<Arena>, usize)> {
+    let (arena, node) = reader?;
+    match node {
+        Node::Record(i) => Some((arena, *i)),
+        Node::Union(b) => split_union(b).1.iter().find_map(|(_, n)| match n {
+            Node::Record(i) => Some((arena, *i)),
+            _ => None,
+        }),
+        _ => None,
+    }
 }
 
-/// How one value of `node` is read into a column of `data_type`, if they fit (`reader`: the reader's record
-/// for a record value, when resolving against a reader schema).
+/// The reader's element (`array`) or value (`map`) type, also through a union of null and it.
+fn reader_inner(reader: ReaderNode<'_>, array: bool) -> ReaderNode<'_> {
+    let (arena, node) = reader?;
+    let node = match node {
+        Node::Union(b) => {
+            split_union(b).1.into_iter().map(|(_, n)| n).find(|n| matches!(n, Node::Array(_) | Node::Map(_)))?
+        }
+        other => other,
+    };
+    match (node, array) {
+        (Node::Array(items), true) => Some((arena, items)),
+        (Node::Map(values), false) => Some((arena, values)),
+        _ => None,
+    }
+}
+
+/// How one value of `node` is read into a column of `data_type`, if they fit (`reader`: the reader schema's
+/// type of the value, when an operator's retry set one: its records' aliases and defaults apply).
 fn single_with(
     node: &Node,
     data_type: &DataType,
     arena: &Arc<Arena>,
-    reader: Option<(&Arc<Arena>, usize)>,
+    reader: ReaderNode<'_>,
     path: &mut Vec<usize>,
 ) -> Option<Read> {
     use DataType as D;
@@ -361,10 +409,10 @@ fn single_with(
         }
         (Node::Record(i), D::Utf8 | D::LargeUtf8) if path.contains(i) => Read::Json(node.clone(), arena.clone()),
         (Node::Record(i), D::Struct(fields)) if !path.contains(i) => {
-            Read::Record(Arc::new(RecordPlan::build(arena, *i, reader, fields, path).ok()?))
+            Read::Record(Arc::new(RecordPlan::build(arena, *i, reader_record(reader), fields, path).ok()?))
         }
         (Node::Array(items), D::List(field)) => {
-            let read = single(items, field.data_type(), arena, path)?;
+            let read = single_with(items, field.data_type(), arena, reader_inner(reader, true), path)?;
             Read::Array(Box::new(read), zero_size(items, arena))
         }
         (Node::Map(values), D::Map(field, _)) => {
@@ -372,7 +420,7 @@ fn single_with(
             if !matches!(kv.first()?.data_type(), D::Utf8 | D::LargeUtf8) {
                 return None;
             }
-            let read = single(values, kv.get(1)?.data_type(), arena, path)?;
+            let read = single_with(values, kv.get(1)?.data_type(), arena, reader_inner(reader, false), path)?;
             Read::Map(Box::new(read))
         }
         (Node::Union(branches), data_type) => {
@@ -386,12 +434,21 @@ fn single_with(
                 _ => {
                     let D::Struct(members) = data_type else { return None };
                     let names = member_names(&values, arena);
-                    let mut by_branch: Vec<Option<(usize, Read)>> = (0..branches.len()).map(|_| None).collect();
+                    let mut by_branch: Vec<Branch> = (0..branches.len()).map(|_| Branch::Null).collect();
                     for ((branch, node), name) in values.iter().zip(names) {
-                        let column = members.iter().position(|m| *m.name() == name)?;
-                        by_branch[*branch] = Some((column, single(node, members[column].data_type(), arena, path)?));
+                        by_branch[*branch] = match members.iter().position(|m| *m.name() == name) {
+                            Some(column) => Branch::Member(
+                                column,
+                                single_with(node, members[column].data_type(), arena, None, path)?,
+                            ),
+                            // A member that carries no value (an array of nulls) has no column.
+                            None if super::iceberg_type(node, arena, &mut path.clone()).is_none() => {
+                                Branch::Skip((*node).clone())
+                            }
+                            None => return None,
+                        };
                     }
-                    Read::Members(by_branch.into())
+                    Read::Members(by_branch.into(), arena.clone())
                 }
             }
         }
@@ -401,12 +458,16 @@ fn single_with(
 
 /// Whether a value of `node` may take no bytes at all (so a count of them is not bounded by bytes left).
 fn zero_size(node: &Node, arena: &Arena) -> bool {
-    match node {
-        Node::Null => true,
-        Node::Fixed(_, n) => *n == 0,
-        Node::Record(i) => arena.records[*i].fields.iter().all(|f| matches!(f.node, Node::Null | Node::Fixed(_, 0))),
-        _ => false,
+    fn walk(node: &Node, arena: &Arena, depth: u32) -> bool {
+        match node {
+            Node::Null => true,
+            Node::Fixed(_, n) => *n == 0,
+            // A record inside itself: an empty record can only hold itself through an array (not empty).
+            Node::Record(i) => depth < 16 && arena.records[*i].fields.iter().all(|f| walk(&f.node, arena, depth + 1)),
+            _ => false,
+        }
     }
+    walk(node, arena, 0)
 }
 
 // ---------------------------------------------------------------------------------------------------------
@@ -497,20 +558,27 @@ fn read_value(read: &Read, b: &[u8], pos: &mut usize, column: &mut Col, depth: u
                 err(format!("union branch {branch} is out of range"))
             }
         }
-        Read::Members(branches) => {
+        Read::Members(branches, arena) => {
             let branch = index(b, pos)?;
             let Some(chosen) = usize::try_from(branch).ok().and_then(|i| branches.get(i)) else {
                 return err(format!("union branch {branch} is out of range ({} branches)", branches.len()));
             };
             let Col::Struct { children, valid, .. } = column else { return err("internal: a union into a non-struct") };
             match chosen {
-                None => {
+                Branch::Null => {
                     for child in children.iter_mut() {
                         child.push_null();
                     }
                     valid.push(false);
                 }
-                Some((member, read)) => {
+                Branch::Skip(node) => {
+                    skip(node, arena, b, pos, depth + 1)?;
+                    for child in children.iter_mut() {
+                        child.push_null();
+                    }
+                    valid.push(true);
+                }
+                Branch::Member(member, read) => {
                     read_value(read, b, pos, &mut children[*member], depth + 1)?;
                     for (i, child) in children.iter_mut().enumerate() {
                         if i != *member {
@@ -542,7 +610,6 @@ fn blocks(
     if depth > MAX_DEPTH {
         return err(format!("values nest deeper than {MAX_DEPTH} levels"));
     }
-    let mut empty_items = 0u64;
     loop {
         let count = long(b, pos)?;
         if count == 0 {
@@ -557,9 +624,13 @@ fn blocks(
         let count = count.unsigned_abs();
         // Each item takes a byte at least unless it can be empty; then the count is bounded on its own.
         if zero_size {
-            empty_items += count;
-            if empty_items > MAX_EMPTY_ITEMS {
-                return err(format!("more than {MAX_EMPTY_ITEMS} empty items in one value"));
+            let total = EMPTY_ITEMS.with(|n| {
+                let total = n.get().saturating_add(count);
+                n.set(total);
+                total
+            });
+            if total > MAX_EMPTY_ITEMS {
+                return err(format!("more than {MAX_EMPTY_ITEMS} empty items in one record"));
             }
         } else if count > (b.len() - *pos) as u64 {
             return err(format!("a block of {count} items is longer than the {} bytes left", b.len() - *pos));
