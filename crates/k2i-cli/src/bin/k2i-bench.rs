@@ -10,9 +10,11 @@
 //! `k2i-bench commit-history` measures instead how a commit's latency depends on the table's history (see
 //! [`commit_history`]); it needs no Kafka and no `--k2i`. `k2i-bench freshness` measures how soon a produced
 //! record is readable through the read-state RPC against how soon it is in Iceberg, and full scans of hot
-//! rows (see [`freshness`]).
+//! rows (see [`freshness`]). `k2i-bench formats` runs the throughput benchmark for each registry format
+//! (Protobuf, Avro, JSON Schema: the same 10-field event) on the same record count and prints them side by
+//! side (see [`run_formats`]).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -27,10 +29,14 @@ use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedPr
 use rdkafka::{Offset, TopicPartitionList};
 
 // A crate root looks for modules beside itself; this binary's live in a folder named after it.
+#[path = "k2i-bench/avro.rs"]
+mod avro;
 #[path = "k2i-bench/commit_history.rs"]
 mod commit_history;
 #[path = "k2i-bench/freshness.rs"]
 mod freshness;
+#[path = "k2i-bench/json_schema.rs"]
+mod json_schema;
 #[path = "k2i-bench/protobuf.rs"]
 mod protobuf;
 
@@ -45,6 +51,10 @@ enum Shape {
     Protobuf,
     /// Confluent-framed Protobuf: a ~100-column nested bid request.
     ProtobufWide,
+    /// Confluent-framed Avro: the `protobuf` shape's 10-field event with the same values.
+    Avro,
+    /// Confluent-framed JSON with a JSON Schema: the `protobuf` shape's 10-field event with the same values.
+    JsonSchema,
 }
 
 impl Shape {
@@ -54,6 +64,8 @@ impl Shape {
             Self::Raw => "raw",
             Self::Protobuf => "protobuf",
             Self::ProtobufWide => "protobuf-wide",
+            Self::Avro => "avro",
+            Self::JsonSchema => "json-schema",
         }
     }
 
@@ -63,6 +75,16 @@ impl Shape {
             Self::Json => "json",
             Self::Raw => "raw",
             Self::Protobuf | Self::ProtobufWide => "protobuf",
+            Self::Avro => "avro",
+            Self::JsonSchema => "json_schema",
+        }
+    }
+
+    /// Whether k2i reads the shape through the Schema Registry.
+    fn registry(self) -> bool {
+        match self {
+            Self::Protobuf | Self::ProtobufWide | Self::Avro | Self::JsonSchema => true,
+            Self::Json | Self::Raw => false,
         }
     }
 }
@@ -77,7 +99,7 @@ struct Args {
     /// Kafka bootstrap servers.
     #[arg(long, env = "K2I_TEST_KAFKA", default_value = "127.0.0.1:19092")]
     bootstrap_servers: String,
-    /// The Schema Registry (Protobuf shapes).
+    /// The Schema Registry (the Protobuf, Avro and JSON Schema shapes).
     #[arg(long, env = "K2I_TEST_REGISTRY", default_value = "http://127.0.0.1:18081/apis/ccompat/v7")]
     registry: String,
     /// The k2i binary to measure.
@@ -115,6 +137,24 @@ enum Mode {
     /// Produce → visible through the read-state RPC against produce → visible in Iceberg (p50 / p99 / max),
     /// and full-scan throughput of hot rows; runs `--k2i ingest` with the RPC on.
     Freshness(freshness::Args),
+    /// The throughput benchmark once per registry format (by default protobuf, avro and json-schema: the same
+    /// 10-field event) on the same record count, each against the raw consume of its own topic, side by side.
+    Formats(FormatsArgs),
+}
+
+/// `k2i-bench formats`: the other options (`--buffer-mb`, `--flush-batch-size`, `--registry`, …) are the
+/// top-level ones.
+#[derive(Debug, clap::Args)]
+struct FormatsArgs {
+    /// The shapes to run, in order.
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "protobuf,avro,json-schema")]
+    shapes: Vec<Shape>,
+    /// Records to preload per shape (default: the top-level `--records`).
+    #[arg(long)]
+    records: Option<usize>,
+    /// Partitions of each topic (default: the top-level `--partitions`).
+    #[arg(long)]
+    partitions: Option<i32>,
 }
 
 fn json_record(i: usize) -> String {
@@ -149,6 +189,35 @@ fn raw_record(i: usize, size: usize) -> Vec<u8> {
     value
 }
 
+/// How a shape's records are made: the registry shapes with their schema and its registered id.
+enum Encoder {
+    Json,
+    Raw,
+    Protobuf(Box<prost_reflect::MessageDescriptor>, u32),
+    Avro(Box<apache_avro::Schema>, u32),
+    JsonSchema(u32),
+}
+
+/// Registers `schema` (the registry's `schema_type`: `PROTOBUF`, `AVRO`, `JSON`)
+/// under `<topic>-value` through the Confluent REST API and returns its id.
+fn register(registry: &str, topic: &str, schema_type: &str, schema: &str) -> Result<u32> {
+    let url = format!("{}/subjects/{topic}-value/versions", registry.trim_end_matches('/'));
+    let body = serde_json::json!({ "schemaType": schema_type, "schema": schema });
+    k2i_core::tls::install_crypto_provider();
+    let response = reqwest::blocking::Client::new()
+        .post(&url)
+        .header("Content-Type", "application/vnd.schemaregistry.v1+json")
+        .json(&body)
+        .send()
+        .with_context(|| format!("cannot reach the registry at {url}"))?;
+    let status = response.status();
+    let answer: serde_json::Value = response.json().with_context(|| format!("{url} answered {status}"))?;
+    match answer["id"].as_u64() {
+        Some(id) if status.is_success() => Ok(u32::try_from(id)?),
+        _ => bail!("{url} answered {status}: {answer}"),
+    }
+}
+
 fn preload(args: &Args, topic: &str) -> Result<u64> {
     let producer: ThreadedProducer<DefaultProducerContext> = ClientConfig::new()
         .set("bootstrap.servers", &args.bootstrap_servers)
@@ -158,22 +227,26 @@ fn preload(args: &Args, topic: &str) -> Result<u64> {
         .set("acks", "1")
         .create()
         .context("cannot create the producer")?;
-    let message = match args.shape {
-        Shape::Protobuf => Some(protobuf::EVENT.to_owned()),
-        Shape::ProtobufWide => Some(protobuf::bid_request()),
-        Shape::Json | Shape::Raw => None,
-    }
-    .map(|schema| -> Result<_> {
-        let id = protobuf::register(&args.registry, topic, &schema)?;
-        Ok((protobuf::descriptor(&schema)?, id))
-    })
-    .transpose()?;
+    let encoder = match args.shape {
+        Shape::Json => Encoder::Json,
+        Shape::Raw => Encoder::Raw,
+        Shape::Protobuf | Shape::ProtobufWide => {
+            let schema =
+                if args.shape == Shape::Protobuf { protobuf::EVENT.to_owned() } else { protobuf::bid_request() };
+            let id = register(&args.registry, topic, "PROTOBUF", &schema)?;
+            Encoder::Protobuf(Box::new(protobuf::descriptor(&schema)?), id)
+        }
+        Shape::Avro => Encoder::Avro(Box::new(avro::schema()?), register(&args.registry, topic, "AVRO", avro::EVENT)?),
+        Shape::JsonSchema => Encoder::JsonSchema(register(&args.registry, topic, "JSON", json_schema::EVENT)?),
+    };
     let mut bytes = 0u64;
     for i in 0..args.records {
-        let value = match (&message, args.shape) {
-            (Some((descriptor, id)), _) => protobuf::record(descriptor, *id, i),
-            (None, Shape::Raw) => raw_record(i, args.record_bytes),
-            (None, _) => json_record(i).into_bytes(),
+        let value = match &encoder {
+            Encoder::Json => json_record(i).into_bytes(),
+            Encoder::Raw => raw_record(i, args.record_bytes),
+            Encoder::Protobuf(descriptor, id) => protobuf::record(descriptor, *id, i),
+            Encoder::Avro(schema, id) => avro::record(schema, *id, i)?,
+            Encoder::JsonSchema(id) => json_schema::record(*id, i),
         };
         bytes += value.len() as u64;
         let key = format!("k{}", i % 10_000);
@@ -205,6 +278,10 @@ fn raw_consume(args: &Args, topic: &str) -> Result<(f64, u64)> {
         .set("bootstrap.servers", &args.bootstrap_servers)
         .set("group.id", format!("{topic}-raw"))
         .set("enable.auto.commit", "false")
+        // librdkafka backs a partition's fetching off for fetch.queue.backoff.ms (1 s by default) whenever its
+        // prefetch queue is full; the consumer then idles (measured: 1,000,000 Avro events of ~100 bytes took
+        // 2.8–3.9 s instead of about 1 s). k2i sets 10 ms too.
+        .set("fetch.queue.backoff.ms", "10")
         .create()
         .context("cannot create the raw consumer")?;
     let mut tpl = TopicPartitionList::new();
@@ -301,14 +378,21 @@ fn commits_and_files(summary: &str) -> (u64, u64) {
 
 fn main() -> Result<()> {
     let args = Args::parse();
-    let k2i_binary = match (&args.mode, &args.k2i) {
-        (Some(Mode::CommitHistory(history)), _) => return commit_history::run(history, &args.out),
-        (Some(Mode::Freshness(freshness)), Some(binary)) => return freshness::run(freshness, &args, binary),
+    match (&args.mode, &args.k2i) {
+        (Some(Mode::CommitHistory(history)), _) => commit_history::run(history, &args.out),
+        (Some(Mode::Freshness(freshness)), Some(binary)) => freshness::run(freshness, &args, binary),
         (Some(Mode::Freshness(_)), None) => bail!("--k2i is required: freshness runs `k2i ingest`"),
-        (None, Some(binary)) => binary.clone(),
+        (Some(Mode::Formats(formats)), Some(binary)) => run_formats(formats, &args, binary),
+        (Some(Mode::Formats(_)), None) => bail!("--k2i is required: formats runs `k2i ingest`"),
+        (None, Some(binary)) => throughput(&args, binary).map(drop),
         // clap requires --k2i when no mode is given.
         (None, None) => bail!("--k2i is required"),
-    };
+    }
+}
+
+/// The throughput benchmark of `args.shape`: preload a fresh topic, (a) raw consume, (b) k2i; prints the
+/// table, writes the JSON report to `args.out` and returns it.
+fn throughput(args: &Args, k2i_binary: &Path) -> Result<serde_json::Value> {
     let stamp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_secs();
     let shape = args.shape.name();
     let topic = format!("bench-{shape}-{}p-{}-{stamp}", args.partitions, args.records);
@@ -325,10 +409,10 @@ fn main() -> Result<()> {
         result.map_err(|(t, e)| anyhow::anyhow!("cannot create topic {t}: {e}"))?;
     }
     eprintln!("k2i-bench: preloading {} {shape} records into {topic} ({} partitions)", args.records, args.partitions);
-    let payload_bytes = preload(&args, &topic)?;
+    let payload_bytes = preload(args, &topic)?;
 
     eprintln!("k2i-bench: (a) raw consume");
-    let (raw_secs, raw_bytes) = raw_consume(&args, &topic)?;
+    let (raw_secs, raw_bytes) = raw_consume(args, &topic)?;
 
     let config = run_dir.join("k2i.toml");
     std::fs::write(
@@ -345,7 +429,7 @@ fn main() -> Result<()> {
             run_dir.join("txlog").display(),
             port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port(),
             format = args.shape.format(),
-            registry = if args.shape.format() == "protobuf" {
+            registry = if args.shape.registry() {
                 format!(
                     "\n[kafka.format.registry]\nurl = \"{}\"\ncache_dir = \"{}\"\n",
                     args.registry,
@@ -357,7 +441,7 @@ fn main() -> Result<()> {
         ),
     )?;
     eprintln!("k2i-bench: (b) k2i ingest --until-caught-up");
-    let k2i = run_k2i(&k2i_binary, &config)?;
+    let k2i = run_k2i(k2i_binary, &config)?;
     let (commits, files) = commits_and_files(&k2i.stdout);
 
     let mb = raw_bytes as f64 / 1e6;
@@ -401,6 +485,70 @@ fn main() -> Result<()> {
         k2i.cpu_secs
     );
     let json_path = args.out.join(format!("{topic}.json"));
+    std::fs::write(&json_path, serde_json::to_string_pretty(&report)?)?;
+    println!("report: {}", json_path.display());
+    Ok(report)
+}
+
+/// `k2i-bench formats`: [`throughput`] once per shape with the same record count and partitions, then one
+/// table of the k2i side of each against the raw consume of its own topic, and `formats-….json`.
+fn run_formats(formats: &FormatsArgs, args: &Args, k2i: &Path) -> Result<()> {
+    let records = formats.records.unwrap_or(args.records);
+    let partitions = formats.partitions.unwrap_or(args.partitions);
+    let mut reports = Vec::new();
+    for &shape in &formats.shapes {
+        let one = Args {
+            mode: None,
+            bootstrap_servers: args.bootstrap_servers.clone(),
+            registry: args.registry.clone(),
+            k2i: Some(k2i.to_owned()),
+            shape,
+            partitions,
+            records,
+            record_bytes: args.record_bytes,
+            buffer_mb: args.buffer_mb,
+            flush_batch_size: args.flush_batch_size,
+            out: args.out.clone(),
+        };
+        reports.push(throughput(&one, k2i)?);
+        println!();
+    }
+    let number = |report: &serde_json::Value, path: &str| report.pointer(path).and_then(serde_json::Value::as_f64);
+    let rows: Vec<serde_json::Value> = reports
+        .iter()
+        .map(|r| {
+            serde_json::json!({
+                "format": r["shape"],
+                "payload_mib": number(r, "/payload_bytes").map(|b| b / 1_048_576.0),
+                "records_per_second": number(r, "/k2i/records_per_second"),
+                "payload_mib_per_cpu_second": number(r, "/payload_mib_per_cpu_second"),
+                "ratio_k2i_to_raw": number(r, "/ratio_k2i_to_raw"),
+                "raw_records_per_second": number(r, "/raw/records_per_second"),
+                "peak_rss_mb": number(r, "/k2i/peak_rss_mb"),
+            })
+        })
+        .collect();
+    println!("k2i-bench formats: {records} records each, {partitions} partitions");
+    println!("| format | payload MiB | records/s | MiB/s per core | ratio to raw consume | RSS MiB |");
+    println!("|---|---:|---:|---:|---:|---:|");
+    for row in &rows {
+        let f = |key: &str| row[key].as_f64().unwrap_or(f64::NAN);
+        println!(
+            "| {} | {:.1} | {:.0} | {:.1} | {:.2} | {:.0} |",
+            row["format"].as_str().unwrap_or_default(),
+            f("payload_mib"),
+            f("records_per_second"),
+            f("payload_mib_per_cpu_second"),
+            f("ratio_k2i_to_raw"),
+            f("peak_rss_mb")
+        );
+    }
+    let stamp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_secs();
+    let json_path = args.out.join(format!("formats-{partitions}p-{records}-{stamp}.json"));
+    let report = serde_json::json!({
+        "records": records, "partitions": partitions, "buffer_mb": args.buffer_mb,
+        "flush_batch_size": args.flush_batch_size, "formats": rows, "runs": reports,
+    });
     std::fs::write(&json_path, serde_json::to_string_pretty(&report)?)?;
     println!("report: {}", json_path.display());
     Ok(())

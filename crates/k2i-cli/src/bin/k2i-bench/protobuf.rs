@@ -3,7 +3,7 @@
 //! Registry under `<topic>-value`; records are encoded from deterministic values with prost-reflect and
 //! framed the way Confluent's serializer frames them (magic 0, schema id, message index `[0]`).
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use prost::Message as _;
 use prost_reflect::{DynamicMessage, FieldDescriptor, Kind, MessageDescriptor, Value};
 
@@ -60,25 +60,6 @@ pub fn descriptor(schema: &str) -> Result<MessageDescriptor> {
     };
     let compiled = k2i_core::decode::protobuf::compile(&resolved).map_err(|e| anyhow::anyhow!("{e}"))?;
     compiled.first().context("the schema defines no message")
-}
-
-/// Registers `schema` under `<topic>-value` and returns its id.
-pub fn register(registry: &str, topic: &str, schema: &str) -> Result<u32> {
-    let url = format!("{}/subjects/{topic}-value/versions", registry.trim_end_matches('/'));
-    let body = serde_json::json!({ "schemaType": "PROTOBUF", "schema": schema });
-    k2i_core::tls::install_crypto_provider();
-    let response = reqwest::blocking::Client::new()
-        .post(&url)
-        .header("Content-Type", "application/vnd.schemaregistry.v1+json")
-        .json(&body)
-        .send()
-        .with_context(|| format!("cannot reach the registry at {url}"))?;
-    let status = response.status();
-    let answer: serde_json::Value = response.json().with_context(|| format!("{url} answered {status}"))?;
-    match answer["id"].as_u64() {
-        Some(id) if status.is_success() => Ok(id as u32),
-        _ => bail!("{url} answered {status}: {answer}"),
-    }
 }
 
 /// Record `i` of `message`, framed.
