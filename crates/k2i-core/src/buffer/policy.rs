@@ -14,7 +14,7 @@ pub struct FlushPolicy {
     /// Flush at this many records (stored or skipped).
     pub max_records: usize,
     /// Flush at this many buffered bytes: half of `buffer.max_size_mb`, because the other half is the flush
-    /// in flight (double buffering).
+    /// in flight (the table pauses when the buffer, a flush waiting and the one in flight hold it all).
     pub max_bytes: usize,
     /// Flush when the oldest buffered record has waited this long.
     pub max_age: Duration,

@@ -4,12 +4,14 @@
 //! ```text
 //!  polled batch ─► decode stage ─► TableBuffer ─► (policy due) Sealed ─► pending ─► Job::Flush ─► actor
 //!                                                                          ▲                         │
-//!                           pause(BufferFull) while pending and a flush is in flight     Outcome ◄───┘
+//!                 pause(BufferFull) when buffer + pending + in flight hold max_size_mb   Outcome ◄───┘
 //! ```
 //!
 //! At most one flush per table is in flight: while the actor writes and commits flush N, the pipeline keeps
-//! decoding into the buffer (double buffering). If flush N+1 is due before N's outcome is back, it waits as
-//! the pending flush and the table's partitions pause (reason `BufferFull`) until it is handed over. Flushes
+//! decoding into the buffer. If flush N+1 is due before N's outcome is back, it waits as the pending flush
+//! and decoding goes on into the buffer; the table's partitions pause (reason `BufferFull`) only when the
+//! buffer, the pending flush and the one in flight together hold `buffer.max_size_mb`. (Pausing whenever a
+//! flush waits stalled fast formats: librdkafka fetches a resumed partition up to a second later.) Flushes
 //! commit in order, so each partition's ranges stay contiguous. A failed table pauses its partitions for
 //! good and takes no more records; other tables of the process go on.
 
@@ -807,13 +809,13 @@ impl TablePipeline {
             }
         }
         let handed = self.hand_over()?;
-        // Pause while a flush waits for the one in flight; a pending flush can also vanish without being
-        // handed over (a resync, or all its partitions revoked): never stay paused for it. Also pause while the
-        // buffer and the flush in flight together hold the whole cap (rows decode to more than their wire
-        // size; the flush trigger is half the cap): memory stays near `max_size_mb`.
-        let held: usize = self.in_flight_bytes.iter().map(|(_, bytes)| bytes).sum();
-        let over = held > 0 && self.buffer.bytes().saturating_add(held) >= self.policy.max_bytes.saturating_mul(2);
-        let full = self.pending.is_some() || over;
+        // Pause while the buffer, the flush waiting for the one in flight and the one in flight together hold
+        // the whole cap (rows decode to more than their wire size; the flush trigger is half the cap): memory
+        // stays near `max_size_mb`. A pending flush can also vanish without being handed over (a resync, or
+        // all its partitions revoked): the sum follows it.
+        let held: usize = self.in_flight_bytes.iter().map(|(_, bytes)| bytes).sum::<usize>()
+            + self.pending.as_ref().map_or(0, Sealed::bytes);
+        let full = held > 0 && self.buffer.bytes().saturating_add(held) >= self.policy.max_bytes.saturating_mul(2);
         self.pause.set(PauseReason::BufferFull, full);
         self.apply_pause(consumer, ops);
         Ok(handed)

@@ -16,6 +16,7 @@ use iceberg::writer::file_writer::rolling_writer::RollingFileWriterBuilder;
 use iceberg::writer::{IcebergWriter, IcebergWriterBuilder};
 use parquet::basic::{Compression as ParquetCompression, GzipLevel, ZstdLevel};
 use parquet::file::properties::WriterProperties;
+use parquet::schema::types::ColumnPath;
 
 use crate::buffer::Chunk;
 use crate::config::Compression;
@@ -38,7 +39,13 @@ fn writer_properties(compression: Compression) -> WriterProperties {
         Compression::Gzip => ParquetCompression::GZIP(GzipLevel::default()),
         Compression::None => ParquetCompression::UNCOMPRESSED,
     };
-    WriterProperties::builder().set_compression(codec).build()
+    // Offsets and timestamps are (nearly) unique per row: a dictionary only costs a hash per value and a
+    // larger file. The other columns keep parquet's default (dictionary, falling back when it grows).
+    WriterProperties::builder()
+        .set_compression(codec)
+        .set_column_dictionary_enabled(ColumnPath::from(crate::schema::COL_OFFSET), false)
+        .set_column_dictionary_enabled(ColumnPath::from(crate::schema::COL_TIMESTAMP), false)
+        .build()
 }
 
 fn group_prefix(commit_id: &str, group: usize) -> String {
