@@ -448,3 +448,40 @@ async fn readyz_stays_200_when_records_arrive_after_an_idle_spell_and_the_catalo
     assert_eq!(out.status.code(), Some(0), "{}", read_log(&log));
     assert!(not_ready.is_empty(), "/readyz answered 503 while a healthy flush waited for its interval: {not_ready:?}");
 }
+
+#[tokio::test]
+async fn a_slow_catalog_fills_the_buffer_cap_pauses_consumption_and_loses_nothing() {
+    let stack = stack();
+    let setup = Setup::new(stack, "faults-backpressure", 1).await;
+    let proxy = Proxy::start(&stack.rest);
+    // Every commit takes 3 s; 1 KiB records arrive far faster than that.
+    proxy.rule(Match::commit(TABLE), Fault::Delay(Duration::from_secs(3)));
+    let extra = "[buffer]\nmax_size_mb = 1\nflush_interval = \"200ms\"\n";
+    let config = setup.rest_config(stack, "proxied.toml", &proxy.url(), "raw", extra);
+    let records: Vec<k2i_testkit::TestRecord> =
+        (0..4000).map(|i| k2i_testkit::TestRecord::value(format!("{i:0>1024}").into_bytes())).collect();
+    stack.produce(&setup.topic, records).await;
+    let port = free_port();
+    let log = setup.dir.path().join("backpressure.log");
+    let child = spawn_logged(ingest(&config, port), &log);
+    let _guard = KillOnDrop(child.id());
+    let status = || {
+        let (_, body) = http_get(&format!("http://127.0.0.1:{port}/status"))?;
+        serde_json::from_str::<Value>(&body).ok()
+    };
+    // The buffer, the flush waiting and the one in flight hold the 1 MiB cap: consumption pauses.
+    let paused = eventually("consumption paused by the buffer cap", Duration::from_secs(60), || {
+        status().filter(|s| s["buffer"]["paused"] == true)
+    });
+    assert!(paused["buffer"]["bytes"].as_i64().unwrap() <= 1 << 20, "the buffer stays under the cap: {paused}");
+    let committed = paused["partitions"][0]["committed"].as_i64().unwrap_or(0);
+    assert!(committed < 4000, "paused while records still wait in Kafka: {paused}");
+    // It resumes by itself as flushes land, and every record lands once.
+    eventually("4000 rows committed", Duration::from_secs(180), || {
+        status()?["partitions"].as_array()?.iter().any(|p| p["committed"] == 4000).then_some(())
+    });
+    kill(&child, "TERM");
+    let out = wait(child, Duration::from_secs(60));
+    assert_eq!(out.status.code(), Some(0), "{}", read_log(&log));
+    assert_exactly_once(stack, &setup, 4000, &[]);
+}
