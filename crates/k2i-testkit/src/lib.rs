@@ -694,7 +694,12 @@ fn run_python_input(python: &Path, command: &mut Command, input: &[u8]) -> Strin
 
 /// The repository root (this crate lives in `crates/k2i-testkit`).
 pub fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+    // Every crate of the workspace is two levels down; the path at run time (cargo sets it for the tests'
+    // crate) wins over the one compiled in, so a binary built in another checkout finds this one's files.
+    std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")))
+        .join("../..")
 }
 
 /// The stack's Azure Blob service (Azurite): `scripts/stack.sh env` exports these.
