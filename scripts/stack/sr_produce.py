@@ -78,25 +78,17 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from confluent_kafka import KafkaException, Producer
+from confluent_kafka import KafkaException
 from confluent_kafka.schema_registry import (
     Schema,
     SchemaReference,
     SchemaRegistryClient,
-    record_subject_name_strategy,
-    topic_record_subject_name_strategy,
-    topic_subject_name_strategy,
 )
 from confluent_kafka.schema_registry.avro import AvroSerializer, _resolve_named_schema
 from confluent_kafka.schema_registry.common.avro import _schema_loads, parse_schema_with_repo
 from confluent_kafka.schema_registry.json_schema import JSONSerializer
 from confluent_kafka.serialization import MessageField, SerializationContext, SerializationError
-
-STRATEGIES = {
-    "topic": topic_subject_name_strategy,
-    "record": record_subject_name_strategy,
-    "topic_record": topic_record_subject_name_strategy,
-}
+from produce_common import STRATEGIES, Failure, produce
 
 SCHEMA_TYPES = {"avro": "AVRO", "json": "JSON"}
 
@@ -126,10 +118,6 @@ TIMESTAMPS = {
     "local-timestamp-micros": 10**3,
     "local-timestamp-nanos": 1,
 }
-
-
-class Failure(Exception):
-    """An error worth one line on stderr (no traceback)."""
 
 
 # ---- references ---------------------------------------------------------------------------------------
@@ -543,44 +531,6 @@ def read_records(convert) -> list[dict]:
         except (ValueError, TypeError, AttributeError, Bad) as e:
             raise Failure(f"stdin line {number}: {e}: {line.strip()}") from None
     return records
-
-
-def produce(bootstrap: str, topic: str, records: list[dict]) -> list[list[int]]:
-    """Produces in order and waits for every acknowledgement; returns [partition, offset] per record."""
-    producer = Producer(
-        {
-            "bootstrap.servers": bootstrap,
-            "acks": "all",
-            "enable.idempotence": True,
-            # Fail within the test's patience instead of librdkafka's default 5 minutes.
-            "message.timeout.ms": 30000,
-        }
-    )
-    positions: list[list[int] | None] = [None] * len(records)
-    errors: list[str] = []
-
-    def on_delivery(index: int):
-        def callback(err, msg):
-            if err is not None:
-                errors.append(f"record {index}: {err}")
-            else:
-                positions[index] = [msg.partition(), msg.offset()]
-
-        return callback
-
-    for index, record in enumerate(records):
-        while True:
-            try:
-                producer.produce(topic, on_delivery=on_delivery(index), **record)
-                break
-            except BufferError:  # local queue full: serve callbacks, then retry
-                producer.poll(0.05)
-    remaining = producer.flush(60)
-    if errors:
-        raise Failure("delivery failed: " + "; ".join(errors))
-    if remaining or any(p is None for p in positions):
-        raise Failure(f"{remaining} record(s) still undelivered after 60 s")
-    return positions  # type: ignore[return-value]
 
 
 def main() -> None:

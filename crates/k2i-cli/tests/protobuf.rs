@@ -10,7 +10,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use common::{
-    KillOnDrop, Setup, eventually, free_port, http_get, http_post, k2i, kill, read_log, read_topic, recorded_offsets,
+    KillOnDrop, Setup, dead_letters, eventually, free_port, http_get, http_post, k2i, kill, read_log, recorded_offsets,
     run, spawn_logged, text, wait,
 };
 use k2i_testkit::stack;
@@ -204,17 +204,7 @@ async fn writer_schemas_evolve_the_table_and_a_breaking_one_pauses_it_until_an_o
         let out = run(cmd);
         assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     };
-    let fields = || {
-        stack.python_json(&format!(
-            "import json\nfrom pyiceberg.catalog.sql import SqlCatalog\n\
-             c = SqlCatalog('k2i', uri='sqlite:///{}', warehouse='file://{}')\n\
-             t = c.load_table('{}.events')\n\
-             print(json.dumps({{f.name: [f.field_id, str(f.field_type)] for f in t.schema().fields}}))",
-            setup.warehouse().join("catalog.db").display(),
-            setup.warehouse().display(),
-            setup.namespace
-        ))
-    };
+    let fields = || setup.fields_sql(stack);
     ingest();
     let v1_fields = fields();
     assert_eq!(v1_fields["count"][1], "int", "the table is created from v1: {v1_fields}");
@@ -333,20 +323,6 @@ async fn writer_schemas_evolve_the_table_and_a_breaking_one_pauses_it_until_an_o
     let last = fields();
     assert_eq!(last["count"], v2_fields["count"]);
     assert_eq!(last["label"][1], "string");
-}
-
-/// The dead letters of `topic`: (error kind, schema id header, source offset), by source offset.
-async fn dead_letters(stack: &k2i_testkit::Stack, topic: &str, count: usize) -> Vec<(String, Option<String>, i64)> {
-    let mut out: Vec<_> = read_topic(stack, topic, count, Duration::ZERO)
-        .await
-        .into_iter()
-        .map(|r| {
-            let offset = r.headers["k2i.source.offset"].parse().unwrap();
-            (r.headers["k2i.error.kind"].clone(), r.headers.get("k2i.schema.id").cloned(), offset)
-        })
-        .collect();
-    out.sort_by_key(|(_, _, offset)| *offset);
-    out
 }
 
 #[tokio::test]

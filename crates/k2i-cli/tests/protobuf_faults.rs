@@ -114,19 +114,6 @@ fn assert_exact(stack: &Stack, setup: &Setup, expected: i64, end: i64) -> Value 
     seen
 }
 
-/// The table's fields: name → [field id, type], read with pyiceberg.
-fn fields(stack: &Stack, setup: &Setup) -> Value {
-    stack.python_json(&format!(
-        "import json\nfrom pyiceberg.catalog.sql import SqlCatalog\n\
-         c = SqlCatalog('k2i', uri='sqlite:///{}', warehouse='file://{}')\n\
-         t = c.load_table('{}.events')\n\
-         print(json.dumps({{f.name: [f.field_id, str(f.field_type)] for f in t.schema().fields}}))",
-        setup.warehouse().join("catalog.db").display(),
-        setup.warehouse().display(),
-        setup.namespace
-    ))
-}
-
 #[tokio::test]
 async fn a_crash_right_after_a_schema_change_loses_and_duplicates_nothing() {
     let stack = stack();
@@ -139,7 +126,7 @@ async fn a_crash_right_after_a_schema_change_loses_and_duplicates_nothing() {
     let config = setup.sql_config(stack, &protobuf_format(MESSAGE), &extra);
     let stdout = assert_ok(&ingest_until_caught_up(&config, None));
     assert!(stdout.starts_with("ingested 10 rows (0 records skipped)"), "{stdout}");
-    let v1_fields = fields(stack, &setup);
+    let v1_fields = setup.fields_sql(stack);
     assert_eq!(v1_fields["count"][1], "int", "the table is created from v1: {v1_fields}");
     assert!(v1_fields.get("label").is_none(), "{v1_fields}");
 
@@ -147,7 +134,7 @@ async fn a_crash_right_after_a_schema_change_loses_and_duplicates_nothing() {
     // The change reaches the catalog, then the process dies before the log or the polling thread learn of it.
     let out = ingest_until_caught_up(&config, Some("after-schema-change:abort"));
     assert_aborted_at(&out, "after-schema-change");
-    let crashed = fields(stack, &setup);
+    let crashed = setup.fields_sql(stack);
     assert_eq!(crashed["label"][1], "string", "the change was committed before the crash: {crashed}");
     assert_eq!(crashed["count"], json!([v1_fields["count"][0], "long"]), "{crashed}");
     assert_eq!(setup.inspect_sql(stack, "")["rows"].as_i64(), Some(10), "no v2 row before the crash");
@@ -157,7 +144,7 @@ async fn a_crash_right_after_a_schema_change_loses_and_duplicates_nothing() {
     assert!(stdout.starts_with("ingested 10 rows (0 records skipped)"), "{stdout}\n{}", text(&out.stderr));
 
     let seen = assert_exact(stack, &setup, 20, 20);
-    let last = fields(stack, &setup);
+    let last = setup.fields_sql(stack);
     assert_eq!(last["count"], json!([v1_fields["count"][0], "long"]), "widened in place, same field id: {last}");
     assert_eq!(last["label"], crashed["label"], "the column the crashed run added, not a second one: {last}");
     let columns: Vec<&str> = seen["columns"].as_array().unwrap().iter().map(|c| c.as_str().unwrap()).collect();

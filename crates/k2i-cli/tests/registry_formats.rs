@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use common::{
-    KillOnDrop, Setup, eventually, free_port, http_get, http_post, k2i, kill, read_log, read_topic, recorded_offsets,
+    KillOnDrop, Setup, dead_letters, eventually, free_port, http_get, http_post, k2i, kill, read_log, recorded_offsets,
     run, spawn_logged, text, wait,
 };
 use k2i_testkit::stack;
@@ -68,18 +68,6 @@ fn pyiceberg_rows(stack: &k2i_testkit::Stack, setup: &Setup, columns: &str) -> V
          t = c.load_table('{}.events')\n\
          rows = t.scan(selected_fields=({columns})).to_arrow().sort_by('_kafka_offset').to_pylist()\n\
          print(json.dumps(rows, default=lambda v: v.hex() if isinstance(v, bytes) else (v.isoformat() if hasattr(v, 'isoformat') else str(v))))",
-        setup.warehouse().join("catalog.db").display(),
-        setup.warehouse().display(),
-        setup.namespace
-    ))
-}
-
-fn schema_fields(stack: &k2i_testkit::Stack, setup: &Setup) -> Value {
-    stack.python_json(&format!(
-        "import json\nfrom pyiceberg.catalog.sql import SqlCatalog\n\
-         c = SqlCatalog('k2i', uri='sqlite:///{}', warehouse='file://{}')\n\
-         t = c.load_table('{}.events')\n\
-         print(json.dumps({{f.name: [f.field_id, str(f.field_type)] for f in t.schema().fields}}))",
         setup.warehouse().join("catalog.db").display(),
         setup.warehouse().display(),
         setup.namespace
@@ -295,7 +283,7 @@ async fn confluent_json_schema_of_every_shape_round_trips_and_undeclared_keys_ar
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     assert!(text(&out.stdout).starts_with("ingested 4 rows (0 records skipped)"), "{}", text(&out.stdout));
 
-    let fields = schema_fields(stack, &setup);
+    let fields = setup.fields_sql(stack);
     for (name, want) in [
         ("flag", "boolean"),
         ("n", "long"),
@@ -412,7 +400,7 @@ async fn evolve_pause_skip(format: Format) {
         assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     };
     ingest();
-    let v1_fields = schema_fields(stack, &setup);
+    let v1_fields = setup.fields_sql(stack);
     assert_eq!(v1_fields["count"][1], "int", "the table is created from v1: {v1_fields}");
     assert!(v1_fields.get("label").is_none());
 
@@ -423,7 +411,7 @@ async fn evolve_pause_skip(format: Format) {
     ingest();
     produce(stack, &setup.topic, format, &v1, &events(20, 2, |_| json!({})));
     ingest();
-    let v2_fields = schema_fields(stack, &setup);
+    let v2_fields = setup.fields_sql(stack);
     assert_eq!(v2_fields["count"], json!([v1_fields["count"][0], "long"]), "widened in place, same field id");
     assert_eq!(v2_fields["label"][1], "string");
     let seen = setup.inspect_sql(stack, "");
@@ -583,20 +571,6 @@ async fn json_schema_records_of_a_paused_version_are_rechecked_on_resume_and_wha
     // their numeric `label` still does not fit the string column, so errors.policy = "skip" drops them.
     let row = compatible_version_resumes(Format::JsonSchema).await;
     assert_eq!(row, json!({"values": "l0,l1,l2,l3,l4,800,900"}));
-}
-
-/// The dead letters of `topic`: (error kind, schema id header, source offset), by source offset.
-async fn dead_letters(stack: &k2i_testkit::Stack, topic: &str, count: usize) -> Vec<(String, Option<String>, i64)> {
-    let mut out: Vec<_> = read_topic(stack, topic, count, Duration::ZERO)
-        .await
-        .into_iter()
-        .map(|r| {
-            let offset = r.headers["k2i.source.offset"].parse().unwrap();
-            (r.headers["k2i.error.kind"].clone(), r.headers.get("k2i.schema.id").cloned(), offset)
-        })
-        .collect();
-    out.sort_by_key(|(_, _, offset)| *offset);
-    out
 }
 
 async fn dead_letter_everything_bad(format: Format) {

@@ -200,6 +200,19 @@ log_dir = "{dir}/txlog"
         self.inspect(stack, Catalog::Sql, columns)
     }
 
+    /// The SQL-catalog table's fields: name → [field id, type], read with pyiceberg.
+    pub fn fields_sql(&self, stack: &Stack) -> Value {
+        stack.python_json(&format!(
+            "import json\nfrom pyiceberg.catalog.sql import SqlCatalog\n\
+             c = SqlCatalog('k2i', uri='sqlite:///{}', warehouse='file://{}')\n\
+             t = c.load_table('{}.events')\n\
+             print(json.dumps({{f.name: [f.field_id, str(f.field_type)] for f in t.schema().fields}}))",
+            self.warehouse().join("catalog.db").display(),
+            self.warehouse().display(),
+            self.namespace
+        ))
+    }
+
     /// Reads the table through `catalog` (the REST one directly, never through a test's proxy) with pyiceberg:
     /// rows, distinct (partition, offset), snapshot summaries, the data files the current snapshot references,
     /// and the data files on the store under the table's `data/` (for the orphan checks).
@@ -454,6 +467,20 @@ pub fn raw_records(partitions: i32, per_partition: usize) -> Vec<TestRecord> {
     (0..per_partition)
         .flat_map(|i| (0..partitions).map(move |p| TestRecord::value(format!("p{p}-r{i}")).partition(p)))
         .collect()
+}
+
+/// The dead letters of `topic`: (error kind, schema id header, source offset), by source offset.
+pub async fn dead_letters(stack: &Stack, topic: &str, count: usize) -> Vec<(String, Option<String>, i64)> {
+    let mut out: Vec<_> = read_topic(stack, topic, count, Duration::ZERO)
+        .await
+        .into_iter()
+        .map(|r| {
+            let offset = r.headers["k2i.source.offset"].parse().unwrap();
+            (r.headers["k2i.error.kind"].clone(), r.headers.get("k2i.schema.id").cloned(), offset)
+        })
+        .collect();
+    out.sort_by_key(|(_, _, offset)| *offset);
+    out
 }
 
 /// Sends `signal` (`KILL`, `STOP`, `CONT`, `TERM`) to a child.

@@ -294,23 +294,11 @@ fn is_null(schema: &Value) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::decode::registry::{NamedSchema, SchemaType};
+    use crate::decode::registry::SchemaType;
+    use crate::decode::testing;
 
     fn compile_text(text: &str, references: &[(&str, &str)]) -> Result<Compiled> {
-        compile(&ResolvedSchema {
-            id: 5,
-            schema_type: SchemaType::Json,
-            schema: text.to_owned(),
-            references: references
-                .iter()
-                .map(|(name, schema)| NamedSchema {
-                    name: (*name).into(),
-                    subject: (*name).into(),
-                    version: 1,
-                    schema: (*schema).into(),
-                })
-                .collect(),
-        })
+        compile(&testing::resolved(5, SchemaType::Json, text, references))
     }
 
     fn field<'a>(s: &'a StructType, name: &str) -> &'a Type {

@@ -14,6 +14,8 @@ pub mod json_schema;
 pub mod protobuf;
 pub mod registered;
 pub mod registry;
+#[cfg(test)]
+mod testing;
 
 pub use registered::{Compiled, RegistryContext, RegistryDecoder, RegistryKind, Schemas, compile};
 

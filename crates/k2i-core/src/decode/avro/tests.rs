@@ -17,24 +17,12 @@ use iceberg::spec::{PrimitiveType, StructType, Type};
 use super::wire::RootPlan;
 use super::{Compiled, compile};
 use crate::decode::columns::{Rows, WireError};
-use crate::decode::registry::{NamedSchema, ResolvedSchema, SchemaType};
+use crate::decode::registry::{ResolvedSchema, SchemaType};
+use crate::decode::testing::{self, Rng};
 use crate::schema::METADATA_COLUMNS;
 
 fn resolved(id: u32, text: &str, references: &[(&str, &str)]) -> ResolvedSchema {
-    ResolvedSchema {
-        id,
-        schema_type: SchemaType::Avro,
-        schema: text.to_owned(),
-        references: references
-            .iter()
-            .map(|(name, schema)| NamedSchema {
-                name: (*name).into(),
-                subject: (*name).into(),
-                version: 1,
-                schema: (*schema).into(),
-            })
-            .collect(),
-    }
+    testing::resolved(id, SchemaType::Avro, text, references)
 }
 
 fn parse(text: &str) -> Compiled {
@@ -592,22 +580,6 @@ fn a_schema_that_is_not_a_record_reads_into_one_value_column() {
     }
 }
 
-/// A small deterministic generator (no dependency, reproducible failures).
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-}
-
 #[test]
 fn random_and_mutated_avro_payloads_never_panic_and_never_corrupt_the_columns() {
     let schema = r#"{"type": "record", "name": "Rich", "fields": [
@@ -655,13 +627,13 @@ fn random_and_mutated_avro_payloads_never_panic_and_never_corrupt_the_columns() 
             0 => bytes.truncate(rng.below(bytes.len() + 1)),
             1 => {
                 let i = rng.below(bytes.len());
-                bytes[i] = rng.next() as u8;
+                bytes[i] = rng.byte();
             }
             2 => {
                 let i = rng.below(bytes.len() + 1);
-                bytes.insert(i, rng.next() as u8);
+                bytes.insert(i, rng.byte());
             }
-            3 => bytes = (0..rng.below(64)).map(|_| rng.next() as u8).collect(),
+            3 => bytes = (0..rng.below(64)).map(|_| rng.byte()).collect(),
             _ => {}
         }
         if table.append(&bytes).is_ok() {

@@ -689,11 +689,7 @@ fn skip(node: &Node, arena: &Arena, b: &[u8], pos: &mut usize, depth: u32) -> Re
             })?;
         }
         Node::Union(branches) => {
-            let branch = index(b, pos)?;
-            let node = usize::try_from(branch)
-                .ok()
-                .and_then(|i| branches.get(i))
-                .ok_or_else(|| WireError(format!("union branch {branch} is out of range")))?;
+            let node = chosen(branches, b, pos)?;
             skip(node, arena, b, pos, depth + 1)?;
         }
     }
@@ -786,11 +782,7 @@ fn to_json(
             out.push('}');
         }
         Node::Union(branches) => {
-            let branch = index(b, pos)?;
-            let node = usize::try_from(branch)
-                .ok()
-                .and_then(|i| branches.get(i))
-                .ok_or_else(|| WireError(format!("union branch {branch} is out of range")))?;
+            let node = chosen(branches, b, pos)?;
             to_json(node, arena, b, pos, out, depth + 1)?;
         }
     }
@@ -830,6 +822,16 @@ fn long(b: &[u8], pos: &mut usize) -> Result<i64, WireError> {
 fn int(b: &[u8], pos: &mut usize) -> Result<i32, WireError> {
     let v = long(b, pos)?;
     i32::try_from(v).map_err(|_| WireError(format!("the int {v} is out of range")))
+}
+
+/// The branch of `branches` a union value selects (its index read from the bytes).
+#[inline]
+fn chosen<'a>(branches: &'a [Node], b: &[u8], pos: &mut usize) -> Result<&'a Node, WireError> {
+    let branch = index(b, pos)?;
+    usize::try_from(branch)
+        .ok()
+        .and_then(|i| branches.get(i))
+        .ok_or_else(|| WireError(format!("union branch {branch} is out of range")))
 }
 
 /// A union's branch index.

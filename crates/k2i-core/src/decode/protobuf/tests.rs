@@ -15,6 +15,7 @@ use super::wire::{MessagePlan, Rows, WireError};
 use super::{Compiled, compile, message_type};
 use crate::config::{EnumMode, ProtobufOptions};
 use crate::decode::registry::{ResolvedSchema, SchemaType};
+use crate::decode::testing::Rng;
 use crate::schema::METADATA_COLUMNS;
 
 // ---------------------------------------------------------------------------------------------------------
@@ -1187,26 +1188,6 @@ message Rich {
   map<string, google.protobuf.Value> values = 35;
 }
 "#;
-
-/// xorshift64*: deterministic, good enough to shake a decoder.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-
-    fn byte(&mut self) -> u8 {
-        self.next() as u8
-    }
-}
 
 fn rich_samples(table: &Table) -> Vec<Vec<u8>> {
     let full = serde_json::json!({
